@@ -1,0 +1,334 @@
+//! Partition choice over per-(topic, partition) breakers and leader metadata.
+//!
+//! - Unkeyed records: healthy partitions whose leader is in this process's rack first,
+//!   then any healthy partition; the least loaded (in-flight writes) wins, ties rotate.
+//! - STRICT keyed records: only `murmur2(key) % partitions`; an error when it is unhealthy.
+//! - PREFERRED keyed records: the murmur2 partition when healthy, else rehashed over the
+//!   healthy partitions (sorted), so a key still sticks to one partition during an outage.
+//! - An explicit partition is used as is when healthy.
+//!
+//! Unlike a balancer that opens a breaker for a fixed minute on one failure and sends
+//! everything to partition 0 when all are open, this one counts failures in a window,
+//! backs off exponentially, probes before closing, and says plainly when no partition can
+//! take a record so the caller can fail over.
+
+use crate::breaker::{Admission, Breaker, BreakerState};
+use crate::config::BalancerConfig;
+use crate::murmur2::{murmur2, partition_for_key, to_positive};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// How a keyed record may move when its hash partition is unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyPolicy {
+    #[default]
+    Strict,
+    Preferred,
+}
+
+/// Leader metadata of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub partition: i32,
+    /// None when the partition has no live leader.
+    pub leader: Option<i32>,
+    pub leader_rack: Option<String>,
+}
+
+/// What to place.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub policy: KeyPolicy,
+    pub partition: Option<i32>,
+    /// Partitions already tried for this record.
+    pub exclude: &'a [i32],
+}
+
+/// A placement. Report its outcome with [`Balancer::complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub partition: i32,
+    pub admission: Admission,
+    /// Whether the partition's leader is in this process's rack.
+    pub local: bool,
+}
+
+/// Why no partition was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickError {
+    UnknownTopic,
+    InvalidPartition { partition: i32, partitions: usize },
+    /// The only partition the record may go to cannot take it now.
+    PartitionUnavailable { partition: i32 },
+    /// No partition of the topic can take the record now.
+    NoHealthyPartition,
+}
+
+impl std::fmt::Display for PickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickError::UnknownTopic => write!(f, "unknown topic"),
+            PickError::InvalidPartition {
+                partition,
+                partitions,
+            } => write!(
+                f,
+                "partition {partition} does not exist (topic has {partitions})"
+            ),
+            PickError::PartitionUnavailable { partition } => {
+                write!(f, "partition {partition} is unavailable")
+            }
+            PickError::NoHealthyPartition => write!(f, "no healthy partition"),
+        }
+    }
+}
+
+impl std::error::Error for PickError {}
+
+/// A point-in-time view of one partition, for metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub leader: Option<i32>,
+    pub leader_rack: Option<String>,
+    pub state: BreakerState,
+    pub in_flight: u32,
+    pub draining: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PartitionState {
+    leader: Option<i32>,
+    leader_rack: Option<String>,
+    breaker: Breaker,
+    in_flight: u32,
+    draining: bool,
+}
+
+impl PartitionState {
+    fn sync_hold(&mut self) {
+        if self.leader.is_none() || self.draining {
+            self.breaker.hold();
+        } else {
+            self.breaker.release();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Balancer {
+    cfg: BalancerConfig,
+    topics: HashMap<String, Vec<PartitionState>>,
+    draining: HashSet<i32>,
+    cursor: usize,
+}
+
+impl Balancer {
+    pub fn new(cfg: BalancerConfig) -> Self {
+        Self {
+            cfg,
+            ..Self::default()
+        }
+    }
+
+    pub fn config(&self) -> &BalancerConfig {
+        &self.cfg
+    }
+
+    /// Installs fresh metadata for a topic. Partitions without a leader, or whose leader is
+    /// draining, are held open; partitions whose leader returns go half-open.
+    pub fn update_topic(&mut self, topic: &str, partitions: &[PartitionMeta]) {
+        let count = partitions
+            .iter()
+            .map(|p| p.partition + 1)
+            .max()
+            .unwrap_or(0)
+            .max(0) as usize;
+        let states = self.topics.entry(topic.to_owned()).or_default();
+        states.resize_with(count, PartitionState::default);
+        // Partitions missing from the metadata have no known leader.
+        let mut seen = vec![false; count];
+        for meta in partitions {
+            if meta.partition < 0 {
+                continue;
+            }
+            let st = &mut states[meta.partition as usize];
+            seen[meta.partition as usize] = true;
+            st.leader = meta.leader;
+            st.leader_rack = meta.leader_rack.clone();
+            st.draining = meta.leader.is_some_and(|l| self.draining.contains(&l));
+            st.sync_hold();
+        }
+        for (st, seen) in states.iter_mut().zip(seen) {
+            if !seen {
+                st.leader = None;
+                st.sync_hold();
+            }
+        }
+    }
+
+    /// Forgets a topic that no longer exists.
+    pub fn remove_topic(&mut self, topic: &str) {
+        self.topics.remove(topic);
+    }
+
+    /// Sets the brokers that are about to go away. Partitions they lead are held open at once.
+    pub fn set_draining_brokers(&mut self, brokers: HashSet<i32>) {
+        self.draining = brokers;
+        for states in self.topics.values_mut() {
+            for st in states.iter_mut() {
+                st.draining = st.leader.is_some_and(|l| self.draining.contains(&l));
+                st.sync_hold();
+            }
+        }
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
+    }
+
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.topics.get(topic).map(Vec::len)
+    }
+
+    /// Whether any partition of the topic could take a record now.
+    pub fn has_healthy_partition(&self, topic: &str, now: Instant) -> bool {
+        self.topics.get(topic).is_some_and(|states| {
+            states
+                .iter()
+                .any(|s| s.breaker.admissible(&self.cfg.breaker, now))
+        })
+    }
+
+    /// Chooses a partition and admits the write through its breaker.
+    pub fn pick(&mut self, req: &PickRequest<'_>, now: Instant) -> Result<Pick, PickError> {
+        let bcfg = &self.cfg.breaker;
+        let states = self.topics.get(req.topic).ok_or(PickError::UnknownTopic)?;
+        let n = states.len();
+        if n == 0 {
+            return Err(PickError::UnknownTopic);
+        }
+        let usable = |p: usize| {
+            !req.exclude.contains(&(p as i32)) && states[p].breaker.admissible(bcfg, now)
+        };
+
+        let chosen = if let Some(p) = req.partition {
+            if p < 0 || p as usize >= n {
+                return Err(PickError::InvalidPartition {
+                    partition: p,
+                    partitions: n,
+                });
+            }
+            if !usable(p as usize) {
+                return Err(PickError::PartitionUnavailable { partition: p });
+            }
+            p as usize
+        } else if let Some(key) = req.key {
+            let home = partition_for_key(key, n) as usize;
+            match req.policy {
+                KeyPolicy::Strict if usable(home) => home,
+                KeyPolicy::Strict => {
+                    return Err(PickError::PartitionUnavailable {
+                        partition: home as i32,
+                    })
+                }
+                KeyPolicy::Preferred if usable(home) => home,
+                KeyPolicy::Preferred => {
+                    let healthy: Vec<usize> = (0..n).filter(|&p| usable(p)).collect();
+                    if healthy.is_empty() {
+                        return Err(PickError::NoHealthyPartition);
+                    }
+                    healthy[to_positive(murmur2(key)) as usize % healthy.len()]
+                }
+            }
+        } else {
+            let rack = self.cfg.rack.as_deref();
+            let is_local = |p: usize| rack.is_some() && states[p].leader_rack.as_deref() == rack;
+            let start = self.cursor % n;
+            self.cursor = self.cursor.wrapping_add(1);
+            let mut best: Option<(bool, u32, usize)> = None;
+            for i in 0..n {
+                let p = (start + i) % n;
+                if !usable(p) {
+                    continue;
+                }
+                // Lower is better: local first, then fewer writes in flight.
+                let rank = (!is_local(p), states[p].in_flight, p);
+                if best.is_none_or(|b| (rank.0, rank.1) < (b.0, b.1)) {
+                    best = Some(rank);
+                }
+            }
+            best.ok_or(PickError::NoHealthyPartition)?.2
+        };
+
+        let rack = self.cfg.rack.as_deref();
+        let st = &mut self
+            .topics
+            .get_mut(req.topic)
+            .expect("topic checked above")[chosen];
+        let admission = st
+            .breaker
+            .try_admit(bcfg, now)
+            .ok_or(PickError::PartitionUnavailable {
+                partition: chosen as i32,
+            })?;
+        st.in_flight += 1;
+        Ok(Pick {
+            partition: chosen as i32,
+            admission,
+            local: rack.is_some() && st.leader_rack.as_deref() == rack,
+        })
+    }
+
+    /// Reports the outcome of a write placed by [`Balancer::pick`]. `failure` is None on
+    /// success, or whether the failure trips the breaker.
+    pub fn complete(
+        &mut self,
+        topic: &str,
+        pick: &Pick,
+        failure: Option<crate::FailureKind>,
+        now: Instant,
+    ) {
+        let bcfg = &self.cfg.breaker;
+        let Some(st) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|s| s.get_mut(pick.partition as usize))
+        else {
+            return;
+        };
+        st.in_flight = st.in_flight.saturating_sub(1);
+        match failure {
+            None => st.breaker.on_success(bcfg, pick.admission),
+            Some(kind) => st
+                .breaker
+                .on_failure(bcfg, pick.admission, kind.trips_breaker(), now),
+        }
+    }
+
+    /// The state of every partition of a topic.
+    pub fn status(&self, topic: &str, now: Instant) -> Vec<PartitionStatus> {
+        self.topics
+            .get(topic)
+            .map(|states| {
+                states
+                    .iter()
+                    .enumerate()
+                    .map(|(p, s)| PartitionStatus {
+                        partition: p as i32,
+                        leader: s.leader,
+                        leader_rack: s.leader_rack.clone(),
+                        state: s.breaker.state(now),
+                        in_flight: s.in_flight,
+                        draining: s.draining,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+use super::*;
+use crate::config::BreakerConfig;
+use crate::FailureKind;
+use proptest::prelude::*;
+use std::time::Duration;
+
+const RACKS: [&str; 3] = ["az-a", "az-b", "az-c"];
+
+fn meta(n: i32) -> Vec<PartitionMeta> {
+    (0..n)
+        .map(|p| PartitionMeta {
+            partition: p,
+            leader: Some(p % 3),
+            leader_rack: Some(RACKS[(p % 3) as usize].to_string()),
+        })
+        .collect()
+}
+
+fn balancer(rack: Option<&str>, n: i32) -> Balancer {
+    let mut b = Balancer::new(BalancerConfig {
+        rack: rack.map(str::to_string),
+        breaker: BreakerConfig::default(),
+    });
+    b.update_topic("t", &meta(n));
+    b
+}
+
+fn unkeyed<'a>(exclude: &'a [i32]) -> PickRequest<'a> {
+    PickRequest {
+        topic: "t",
+        key: None,
+        policy: KeyPolicy::Strict,
+        partition: None,
+        exclude,
+    }
+}
+
+fn trip(b: &mut Balancer, partition: i32, now: Instant) {
+    for _ in 0..b.config().breaker.failure_threshold {
+        let req = PickRequest {
+            partition: Some(partition),
+            ..unkeyed(&[])
+        };
+        let pick = b.pick(&req, now).expect("admitted");
+        b.complete("t", &pick, Some(FailureKind::Timeout), now);
+    }
+}
+
+#[test]
+fn unkeyed_prefers_local_rack_leaders() {
+    let mut b = balancer(Some("az-b"), 6);
+    let now = Instant::now();
+    for _ in 0..20 {
+        let pick = b.pick(&unkeyed(&[]), now).unwrap();
+        assert!(pick.local);
+        assert!(pick.partition == 1 || pick.partition == 4);
+        b.complete("t", &pick, None, now);
+    }
+}
+
+#[test]
+fn unkeyed_spreads_by_in_flight_load() {
+    let mut b = balancer(Some("az-a"), 6);
+    let now = Instant::now();
+    let first = b.pick(&unkeyed(&[]), now).unwrap();
+    let second = b.pick(&unkeyed(&[]), now).unwrap();
+    assert_ne!(first.partition, second.partition, "both local partitions used");
+    assert!(first.local && second.local);
+}
+
+#[test]
+fn unkeyed_falls_back_to_other_racks_then_fails() {
+    let mut b = balancer(Some("az-a"), 6);
+    let now = Instant::now();
+    trip(&mut b, 0, now);
+    trip(&mut b, 3, now);
+    let pick = b.pick(&unkeyed(&[]), now).unwrap();
+    assert!(!pick.local);
+    assert!(![0, 3].contains(&pick.partition));
+    for p in [1, 2, 4, 5] {
+        trip(&mut b, p, now);
+    }
+    assert_eq!(
+        b.pick(&unkeyed(&[]), now),
+        Err(PickError::NoHealthyPartition)
+    );
+}
+
+#[test]
+fn excluded_partitions_are_skipped() {
+    let mut b = balancer(None, 3);
+    let now = Instant::now();
+    let pick = b.pick(&unkeyed(&[0, 1]), now).unwrap();
+    assert_eq!(pick.partition, 2);
+    assert_eq!(
+        b.pick(&unkeyed(&[0, 1, 2]), now),
+        Err(PickError::NoHealthyPartition)
+    );
+}
+
+#[test]
+fn strict_keys_never_move() {
+    let mut b = balancer(Some("az-a"), 6);
+    let now = Instant::now();
+    let key = b"user-17";
+    let home = partition_for_key(key, 6);
+    let req = PickRequest {
+        key: Some(key),
+        ..unkeyed(&[])
+    };
+    assert_eq!(b.pick(&req, now).unwrap().partition, home);
+    trip(&mut b, home, now);
+    assert_eq!(
+        b.pick(&req, now),
+        Err(PickError::PartitionUnavailable { partition: home })
+    );
+}
+
+#[test]
+fn preferred_keys_rehash_over_healthy_partitions() {
+    let mut b = balancer(None, 6);
+    let now = Instant::now();
+    let key = b"user-17";
+    let home = partition_for_key(key, 6);
+    trip(&mut b, home, now);
+    let req = PickRequest {
+        key: Some(key),
+        policy: KeyPolicy::Preferred,
+        ..unkeyed(&[])
+    };
+    let a = b.pick(&req, now).unwrap();
+    let c = b.pick(&req, now).unwrap();
+    assert_ne!(a.partition, home);
+    assert_eq!(a.partition, c.partition, "the same key sticks to one partition");
+}
+
+#[test]
+fn explicit_partition_is_validated() {
+    let mut b = balancer(None, 3);
+    let now = Instant::now();
+    let req = PickRequest {
+        partition: Some(7),
+        ..unkeyed(&[])
+    };
+    assert_eq!(
+        b.pick(&req, now),
+        Err(PickError::InvalidPartition {
+            partition: 7,
+            partitions: 3
+        })
+    );
+    assert_eq!(
+        b.pick(
+            &PickRequest {
+                topic: "nope",
+                ..unkeyed(&[])
+            },
+            now
+        ),
+        Err(PickError::UnknownTopic)
+    );
+}
+
+#[test]
+fn leaderless_metadata_opens_before_any_failure_and_leader_return_probes() {
+    let mut b = balancer(None, 3);
+    let now = Instant::now();
+    let mut m = meta(3);
+    m[1].leader = None;
+    m[1].leader_rack = None;
+    b.update_topic("t", &m);
+    assert_eq!(b.status("t", now)[1].state, BreakerState::Open);
+    for _ in 0..10 {
+        let pick = b.pick(&unkeyed(&[]), now).unwrap();
+        assert_ne!(pick.partition, 1);
+        b.complete("t", &pick, None, now);
+    }
+    b.update_topic("t", &meta(3));
+    assert_eq!(b.status("t", now)[1].state, BreakerState::HalfOpen);
+    let req = PickRequest {
+        partition: Some(1),
+        ..unkeyed(&[])
+    };
+    let probe = b.pick(&req, now).unwrap();
+    assert_eq!(probe.admission, Admission::Probe);
+    b.complete("t", &probe, None, now);
+    assert_eq!(b.status("t", now)[1].state, BreakerState::Closed);
+}
+
+#[test]
+fn draining_brokers_hold_their_partitions() {
+    let mut b = balancer(None, 6);
+    let now = Instant::now();
+    b.set_draining_brokers(HashSet::from([2]));
+    let st = b.status("t", now);
+    assert_eq!(st[2].state, BreakerState::Open);
+    assert_eq!(st[5].state, BreakerState::Open);
+    assert!(st[2].draining);
+    assert_eq!(st[0].state, BreakerState::Closed);
+    b.set_draining_brokers(HashSet::new());
+    assert_eq!(b.status("t", now)[2].state, BreakerState::HalfOpen);
+}
+
+#[test]
+fn non_tripping_failures_leave_partition_healthy() {
+    let mut b = balancer(None, 1);
+    let now = Instant::now();
+    for _ in 0..10 {
+        let pick = b.pick(&unkeyed(&[]), now).unwrap();
+        b.complete("t", &pick, Some(FailureKind::RecordTooLarge), now);
+    }
+    assert_eq!(b.status("t", now)[0].state, BreakerState::Closed);
+    assert_eq!(b.status("t", now)[0].in_flight, 0);
+}
+
+#[test]
+fn breaker_recovers_after_open_period() {
+    let mut b = balancer(None, 1);
+    let now = Instant::now();
+    trip(&mut b, 0, now);
+    assert_eq!(
+        b.pick(&unkeyed(&[]), now),
+        Err(PickError::NoHealthyPartition)
+    );
+    let later = now + Duration::from_secs(1);
+    let probe = b.pick(&unkeyed(&[]), later).unwrap();
+    assert_eq!(probe.admission, Admission::Probe);
+    b.complete("t", &probe, None, later);
+    assert_eq!(b.status("t", later)[0].state, BreakerState::Closed);
+}
+
+proptest! {
+    /// Under any mix of failures, successes, holds and time, the balancer never places a
+    /// record on an excluded or non-admitting partition, never moves a STRICT key, and
+    /// always places an unkeyed record when some partition can take it.
+    #[test]
+    fn placement_invariants(
+        n in 1i32..12,
+        steps in proptest::collection::vec(
+            (0u8..6, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)), 0u64..1500, 0i32..12, any::<bool>()),
+            1..150),
+    ) {
+        let mut b = balancer(Some("az-a"), n);
+        let mut now = Instant::now();
+        let mut leaders = meta(n);
+        for (op, key, dt, p, flag) in steps {
+            now += Duration::from_millis(dt);
+            let p = p % n;
+            match op {
+                0 => {
+                    leaders[p as usize].leader = if flag { None } else { Some(p % 3) };
+                    b.update_topic("t", &leaders);
+                }
+                1 => b.set_draining_brokers(if flag { HashSet::from([p % 3]) } else { HashSet::new() }),
+                _ => {
+                    let exclude = if flag { vec![p] } else { vec![] };
+                    let policy = if op == 5 { KeyPolicy::Preferred } else { KeyPolicy::Strict };
+                    let req = PickRequest { topic: "t", key: key.as_deref(), policy, partition: None, exclude: &exclude };
+                    let before = b.status("t", now);
+                    let any_usable = (0..n).any(|q| !exclude.contains(&q) && b.topics["t"][q as usize].breaker.admissible(&b.cfg.breaker, now));
+                    match b.pick(&req, now) {
+                        Ok(pick) => {
+                            prop_assert!(!exclude.contains(&pick.partition));
+                            prop_assert_ne!(before[pick.partition as usize].state, BreakerState::Open);
+                            if let (Some(k), KeyPolicy::Strict) = (key.as_deref(), policy) {
+                                prop_assert_eq!(pick.partition, partition_for_key(k, n as usize));
+                            }
+                            let failure = if op == 2 { Some(FailureKind::Timeout) } else { None };
+                            b.complete("t", &pick, failure, now);
+                        }
+                        Err(PickError::NoHealthyPartition) => prop_assert!(!any_usable),
+                        Err(PickError::PartitionUnavailable { partition }) => {
+                            prop_assert!(key.is_some());
+                            if policy == KeyPolicy::Strict {
+                                prop_assert_eq!(partition, partition_for_key(key.as_deref().unwrap(), n as usize));
+                            }
+                        }
+                        Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                    }
+                }
+            }
+        }
+        for s in b.status("t", now) {
+            prop_assert_eq!(s.in_flight, 0);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Balancer and breaker settings. Every duration and limit is configurable.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Per-partition circuit breaker settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// The sliding window in which failures are counted.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Failures within `window` that open the breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open the first time.
+    #[serde(with = "humantime_serde")]
+    pub open_base: Duration,
+    /// The cap on the open period, which doubles each time a probe fails.
+    #[serde(with = "humantime_serde")]
+    pub open_max: Duration,
+    /// Probes admitted at once while half-open.
+    pub half_open_probes: u32,
+    /// Successful probes that close the breaker.
+    pub close_after_successes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            failure_threshold: 3,
+            open_base: Duration::from_secs(1),
+            open_max: Duration::from_secs(60),
+            half_open_probes: 1,
+            close_after_successes: 1,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Checks the settings, with a message naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.failure_threshold == 0 {
+            return Err("breaker.failure_threshold must be at least 1".into());
+        }
+        if self.half_open_probes == 0 {
+            return Err("breaker.half_open_probes must be at least 1".into());
+        }
+        if self.close_after_successes == 0 {
+            return Err("breaker.close_after_successes must be at least 1".into());
+        }
+        if self.open_base.is_zero() || self.open_max < self.open_base {
+            return Err("breaker.open_base must be positive and at most breaker.open_max".into());
+        }
+        if self.window.is_zero() {
+            return Err("breaker.window must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Balancer settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// The rack (availability zone) of this process; unkeyed records prefer partitions
+    /// whose leader is in it. None disables rack preference.
+    pub rack: Option<String>,
+    pub breaker: BreakerConfig,
+}

@@ -1,0 +1,70 @@
+//! Classification of write failures: which ones say a partition is unhealthy.
+
+/// Why a write to a partition failed, as far as the balancer cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The leader moved or is not available.
+    Leader,
+    /// The connection to the leader failed.
+    Network,
+    /// No answer within the write deadline.
+    Timeout,
+    /// The record is too large for the broker.
+    RecordTooLarge,
+    /// The cluster refused the write for authorization reasons.
+    Authorization,
+    /// The topic or partition does not exist.
+    InvalidTopic,
+    /// The producer's local queue is full.
+    QueueFull,
+    /// Anything else; counts against the partition.
+    Other,
+}
+
+impl FailureKind {
+    /// Whether this failure counts towards opening the partition's breaker. A record that
+    /// is too large or not allowed says nothing about the partition.
+    pub fn trips_breaker(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Leader | FailureKind::Network | FailureKind::Timeout | FailureKind::Other
+        )
+    }
+
+    /// Whether another attempt, on another partition or later, may succeed.
+    pub fn retryable(self) -> bool {
+        !matches!(
+            self,
+            FailureKind::RecordTooLarge | FailureKind::Authorization | FailureKind::InvalidTopic
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Leader => "leader",
+            FailureKind::Network => "network",
+            FailureKind::Timeout => "timeout",
+            FailureKind::RecordTooLarge => "record_too_large",
+            FailureKind::Authorization => "authorization",
+            FailureKind::InvalidTopic => "invalid_topic",
+            FailureKind::QueueFull => "queue_full",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partition_health_failures_trip() {
+        assert!(FailureKind::Leader.trips_breaker());
+        assert!(FailureKind::Network.trips_breaker());
+        assert!(FailureKind::Timeout.trips_breaker());
+        assert!(!FailureKind::RecordTooLarge.trips_breaker());
+        assert!(!FailureKind::Authorization.trips_breaker());
+        assert!(!FailureKind::InvalidTopic.trips_breaker());
+        assert!(!FailureKind::QueueFull.trips_breaker());
+    }
+}

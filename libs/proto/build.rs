@@ -1,0 +1,24 @@
+//! Compiles every `.proto` under `proto/` with protox, so no system `protoc` is needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "ballast/common/v1/common.proto",
+        "ballast/ingest/v1/ingest.proto",
+        "ballast/dev/v1/dev.proto",
+    ];
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("ballast_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
