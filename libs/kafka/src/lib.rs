@@ -1,1 +1,31 @@
-//! placeholder
+//! Kafka access for Ballast: the producer wrapper every service writes through, a
+//! protocol-level metadata client that sees broker racks, and the embedded mock cluster
+//! used by `ballast dev` and the tests.
+//!
+//! This crate knows nothing of gRPC or of routing policy; partition choice lives in
+//! `ballast-balancer`.
+
+mod classify;
+mod config;
+pub mod embedded;
+pub mod metadata;
+mod producer;
+
+pub use classify::classify;
+pub use config::KafkaConfig;
+pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
+pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("metadata: {0}")]
+    Metadata(String),
+    #[error("embedded cluster: {0}")]
+    Embedded(String),
+    #[error("invalid config: {0}")]
+    Config(String),
+}

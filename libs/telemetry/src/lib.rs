@@ -1,1 +1,174 @@
-//! placeholder
+//! Telemetry shared by every Ballast binary: structured logs, optional OTLP traces, the
+//! Prometheus `/metrics` endpoint on an admin port, and shutdown signals.
+//!
+//! It owns no service metrics itself; each service registers its own in a
+//! `prometheus_client` registry and hands it to [`serve_admin`].
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// A tracing filter, e.g. `info` or `ballast_gateway=debug`. `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// An OTLP/gRPC collector endpoint such as `http://127.0.0.1:4317`; traces are off
+    /// when unset.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: "ballast".into(),
+        }
+    }
+}
+
+/// Keeps the trace pipeline alive; flushes it on drop.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("trace exporter shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// Installs the global tracing subscriber. Logs go to stderr, so stdout stays free for
+/// machine-readable output. Call once per process.
+pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
+        .with_context(|| format!("invalid log_level {:?}", cfg.log_level))?;
+    let fmt = match cfg.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let mut guard = TelemetryGuard::default();
+    let otel = match &cfg.otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .context("building the otlp exporter")?;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(cfg.service_name.clone())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer(cfg.service_name.clone());
+            guard.provider = Some(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .context("installing the tracing subscriber")?;
+    Ok(guard)
+}
+
+/// Serves `GET /metrics` (Prometheus text format) and `GET /healthz` until `shutdown`.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{http::header, response::IntoResponse, routing::get, Router};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(e) => (
+                            [(header::CONTENT_TYPE, "text/plain")],
+                            format!("encoding metrics failed: {e}"),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C. A second signal exits the process at once.
+pub async fn shutdown_signal() {
+    wait_signal().await;
+    tracing::info!("shutdown signal received; draining (send again to exit at once)");
+    tokio::spawn(async {
+        wait_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,280 @@
+//! An embedded Kafka: librdkafka's mock cluster, which speaks the real protocol over TCP,
+//! so any Kafka client (kcat, a Java consumer) can use it.
+//!
+//! `MockCluster` is neither `Send` nor `Sync`, so one dedicated thread owns it and async
+//! code drives it through a bounded channel. Dropping the handle stops the thread and the
+//! cluster.
+
+use crate::Error;
+use rdkafka::mocking::MockCluster;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A topic to create at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+impl std::str::FromStr for TopicSpec {
+    type Err = String;
+
+    /// Parses `NAME:PARTITIONS` or `NAME:PARTITIONS:RF`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let name = parts.next().unwrap_or_default().to_string();
+        let num = |v: Option<&str>, what: &str| -> Result<Option<i32>, String> {
+            v.map(|v| {
+                v.parse::<i32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("topic spec '{s}': {what} must be a positive integer"))
+            })
+            .transpose()
+        };
+        let partitions = num(parts.next(), "partitions")?.unwrap_or(6);
+        let replication_factor = num(parts.next(), "replication factor")?.unwrap_or(3);
+        if parts.next().is_some() {
+            return Err(format!(
+                "topic spec '{s}': expected NAME:PARTITIONS[:RF]"
+            ));
+        }
+        ballast_core::validate_topic(&name).map_err(|e| format!("topic spec '{s}': {e}"))?;
+        Ok(TopicSpec {
+            name,
+            partitions,
+            replication_factor,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedClusterConfig {
+    pub brokers: i32,
+    /// Racks assigned to brokers 1..=N in turn; empty means no racks.
+    pub racks: Vec<String>,
+    pub topics: Vec<TopicSpec>,
+}
+
+impl Default for EmbeddedClusterConfig {
+    fn default() -> Self {
+        Self {
+            brokers: 3,
+            racks: vec!["az-a".into(), "az-b".into(), "az-c".into()],
+            topics: vec![TopicSpec {
+                name: "events".into(),
+                partitions: 6,
+                replication_factor: 3,
+            }],
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), Error>>;
+
+enum Command {
+    BrokerDown(i32, Reply),
+    BrokerUp(i32, Reply),
+    PartitionLeader(String, i32, Option<i32>, Reply),
+    BrokerRtt(i32, Duration, Reply),
+    CreateTopic(TopicSpec, Reply),
+}
+
+/// A handle to the embedded cluster.
+#[derive(Debug)]
+pub struct EmbeddedCluster {
+    tx: Option<mpsc::SyncSender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    bootstrap: String,
+    brokers: i32,
+    racks: Vec<String>,
+}
+
+impl EmbeddedCluster {
+    /// Starts the cluster and creates its topics. Broker ids are 1..=brokers.
+    pub fn start(cfg: EmbeddedClusterConfig) -> Result<Self, Error> {
+        if cfg.brokers < 1 {
+            return Err(Error::Embedded("at least one broker is needed".into()));
+        }
+        for t in &cfg.topics {
+            if t.replication_factor > cfg.brokers {
+                return Err(Error::Embedded(format!(
+                    "topic {}: replication factor {} exceeds broker count {}",
+                    t.name, t.replication_factor, cfg.brokers
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::sync_channel::<Command>(64);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, Error>>();
+        let setup = cfg.clone();
+        let thread = std::thread::Builder::new()
+            .name("ballast-mock-kafka".into())
+            .spawn(move || {
+                let cluster = match Self::build(&setup) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Runs until every sender is dropped.
+                for cmd in rx {
+                    Self::apply(&cluster, cmd);
+                }
+            })
+            .map_err(|e| Error::Embedded(format!("spawn: {e}")))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| Error::Embedded("mock cluster thread died".into()))??;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            bootstrap,
+            brokers: cfg.brokers,
+            racks: cfg.racks,
+        })
+    }
+
+    fn build(cfg: &EmbeddedClusterConfig) -> Result<MockCluster<'static, impl rdkafka::ClientContext>, Error> {
+        let cluster = MockCluster::new(cfg.brokers)?;
+        if !cfg.racks.is_empty() {
+            for id in 1..=cfg.brokers {
+                let rack = &cfg.racks[(id - 1) as usize % cfg.racks.len()];
+                cluster.broker_rack(id, rack)?;
+            }
+        }
+        for t in &cfg.topics {
+            cluster.create_topic(&t.name, t.partitions, t.replication_factor)?;
+        }
+        Ok(cluster)
+    }
+
+    fn apply<C: rdkafka::ClientContext>(cluster: &MockCluster<'_, C>, cmd: Command) {
+        let (res, reply) = match cmd {
+            Command::BrokerDown(id, r) => (cluster.broker_down(id), r),
+            Command::BrokerUp(id, r) => (cluster.broker_up(id), r),
+            Command::PartitionLeader(t, p, b, r) => (cluster.partition_leader(&t, p, b), r),
+            Command::BrokerRtt(id, d, r) => (cluster.broker_round_trip_time(id, d), r),
+            Command::CreateTopic(t, r) => (
+                cluster.create_topic(&t.name, t.partitions, t.replication_factor),
+                r,
+            ),
+        };
+        let _ = reply.send(res.map_err(Error::from));
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn broker_count(&self) -> i32 {
+        self.brokers
+    }
+
+    /// The rack of a broker id, as configured.
+    pub fn rack_of(&self, broker_id: i32) -> Option<&str> {
+        if self.racks.is_empty() || broker_id < 1 {
+            return None;
+        }
+        Some(&self.racks[(broker_id - 1) as usize % self.racks.len()])
+    }
+
+    async fn send(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().expect("present until drop").clone();
+        let cmd = make(reply);
+        tokio::task::spawn_blocking(move || tx.send(cmd))
+            .await
+            .map_err(|e| Error::Embedded(format!("join: {e}")))?
+            .map_err(|_| Error::Embedded("mock cluster stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Embedded("mock cluster stopped".into()))?
+    }
+
+    fn check_broker(&self, id: i32) -> Result<(), Error> {
+        if id == -1 || (1..=self.brokers).contains(&id) {
+            Ok(())
+        } else {
+            Err(Error::Embedded(format!(
+                "broker {id} does not exist (ids are 1..={}, or -1 for all)",
+                self.brokers
+            )))
+        }
+    }
+
+    /// Takes a broker down (-1: all). Its partitions keep it as leader and stay unwritable.
+    pub async fn broker_down(&self, id: i32) -> Result<(), Error> {
+        self.check_broker(id)?;
+        self.send(|r| Command::BrokerDown(id, r)).await
+    }
+
+    pub async fn broker_up(&self, id: i32) -> Result<(), Error> {
+        self.check_broker(id)?;
+        self.send(|r| Command::BrokerUp(id, r)).await
+    }
+
+    /// Moves a partition's leader; None makes it leaderless.
+    pub async fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        broker: Option<i32>,
+    ) -> Result<(), Error> {
+        if let Some(b) = broker {
+            if b != -1 {
+                self.check_broker(b)?;
+            }
+        }
+        let topic = topic.to_string();
+        self.send(|r| Command::PartitionLeader(topic, partition, broker, r))
+            .await
+    }
+
+    pub async fn broker_rtt(&self, id: i32, rtt: Duration) -> Result<(), Error> {
+        self.check_broker(id)?;
+        self.send(|r| Command::BrokerRtt(id, rtt, r)).await
+    }
+
+    pub async fn create_topic(&self, spec: TopicSpec) -> Result<(), Error> {
+        self.send(|r| Command::CreateTopic(spec, r)).await
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_spec_parsing() {
+        assert_eq!(
+            "orders:12".parse::<TopicSpec>().unwrap(),
+            TopicSpec {
+                name: "orders".into(),
+                partitions: 12,
+                replication_factor: 3
+            }
+        );
+        assert_eq!(
+            "orders:4:1".parse::<TopicSpec>().unwrap().replication_factor,
+            1
+        );
+        assert!("orders:x".parse::<TopicSpec>().is_err());
+        assert!("orders:0".parse::<TopicSpec>().is_err());
+        assert!(":3".parse::<TopicSpec>().is_err());
+        assert!("a:1:1:1".parse::<TopicSpec>().is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! A protocol-level Metadata client on the `kafka-protocol` crate.
+//!
+//! librdkafka's metadata API does not expose broker racks, which rack-aware routing needs,
+//! so Ballast asks the brokers itself: ApiVersions to negotiate, then Metadata at the
+//! highest version both sides know (at most 12). It tries the brokers it knows in turn,
+//! bootstrap servers first, so one dead broker never blinds it.
+
+use crate::Error;
+use ballast_balancer::PartitionMeta;
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+/// Metadata v12 is the newest this client parses; v1 is the oldest with racks.
+const MAX_METADATA_VERSION: i16 = 12;
+const MIN_METADATA_VERSION: i16 = 1;
+/// A sanity bound on a response frame.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// The leader the cluster names; -1 when none. It may not be a live broker: see
+    /// [`ClusterMetadata::live_leader`].
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline_replicas: Vec<i32>,
+    pub error_code: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub error_code: i16,
+    pub internal: bool,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterMetadata {
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    /// Live brokers only: a broker that is down is absent.
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: Vec<TopicInfo>,
+}
+
+impl ClusterMetadata {
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+
+    pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+
+    /// The partition's leader if it is a live broker. A cluster may keep naming a dead
+    /// broker as leader until an election finishes; that counts as leaderless.
+    pub fn live_leader(&self, p: &PartitionInfo) -> Option<i32> {
+        (p.leader >= 0 && self.broker(p.leader).is_some()).then_some(p.leader)
+    }
+
+    /// Leader and rack per partition, in the balancer's terms.
+    pub fn balancer_view(&self, topic: &TopicInfo) -> Vec<PartitionMeta> {
+        topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let leader = self.live_leader(p);
+                PartitionMeta {
+                    partition: p.partition,
+                    leader,
+                    leader_rack: leader.and_then(|l| self.broker(l)?.rack.clone()),
+                }
+            })
+            .collect()
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    metadata_version: i16,
+}
+
+/// Fetches cluster metadata over the Kafka protocol.
+pub struct MetadataClient {
+    bootstrap: Vec<String>,
+    known: std::sync::Mutex<Vec<String>>,
+    client_id: String,
+    timeout: Duration,
+    conn: Mutex<Option<Conn>>,
+    correlation: AtomicI32,
+}
+
+impl std::fmt::Debug for MetadataClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataClient")
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataClient {
+    pub fn new(bootstrap: Vec<String>, client_id: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            bootstrap,
+            known: std::sync::Mutex::new(Vec::new()),
+            client_id: client_id.into(),
+            timeout,
+            conn: Mutex::new(None),
+            correlation: AtomicI32::new(1),
+        }
+    }
+
+    /// Metadata for every topic. Tries the current connection, then every bootstrap and
+    /// previously seen broker in turn.
+    pub async fn fetch(&self) -> Result<ClusterMetadata, Error> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_mut() {
+            match tokio::time::timeout(self.timeout, self.metadata(conn)).await {
+                Ok(Ok(md)) => return Ok(self.remember(md)),
+                Ok(Err(e)) => tracing::debug!(error = %e, "metadata connection failed"),
+                Err(_) => tracing::debug!("metadata request timed out"),
+            }
+            *guard = None;
+        }
+        let mut candidates = self.bootstrap.clone();
+        for addr in self.known.lock().expect("not poisoned").iter() {
+            if !candidates.contains(addr) {
+                candidates.push(addr.clone());
+            }
+        }
+        let mut last_err = String::from("no brokers configured");
+        for addr in candidates {
+            let attempt = async {
+                let mut conn = self.connect(&addr).await?;
+                let md = self.metadata(&mut conn).await?;
+                Ok::<_, Error>((conn, md))
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok((conn, md))) => {
+                    *guard = Some(conn);
+                    return Ok(self.remember(md));
+                }
+                Ok(Err(e)) => last_err = format!("{addr}: {e}"),
+                Err(_) => last_err = format!("{addr}: timed out after {:?}", self.timeout),
+            }
+        }
+        Err(Error::Metadata(format!(
+            "no broker answered metadata: {last_err}"
+        )))
+    }
+
+    fn remember(&self, md: ClusterMetadata) -> ClusterMetadata {
+        let mut known = self.known.lock().expect("not poisoned");
+        *known = md
+            .brokers
+            .iter()
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .collect();
+        md
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Conn, Error> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::Metadata(format!("connect: {e}")))?;
+        stream.set_nodelay(true).ok();
+        let mut conn = Conn {
+            stream,
+            metadata_version: MIN_METADATA_VERSION,
+        };
+        // ApiVersions v0 is understood by every broker; newer ones may not be.
+        let resp: ApiVersionsResponse = self
+            .call(&mut conn, ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
+            .await?;
+        if resp.error_code != 0 {
+            return Err(Error::Metadata(format!(
+                "api versions error code {}",
+                resp.error_code
+            )));
+        }
+        let range = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Metadata as i16)
+            .ok_or_else(|| Error::Metadata("broker does not serve metadata".into()))?;
+        let ours = MetadataRequest::VERSIONS;
+        let version = range.max_version.min(MAX_METADATA_VERSION).min(ours.max);
+        if version < range.min_version.max(MIN_METADATA_VERSION) {
+            return Err(Error::Metadata(format!(
+                "no common metadata version (broker {}..={})",
+                range.min_version, range.max_version
+            )));
+        }
+        conn.metadata_version = version;
+        Ok(conn)
+    }
+
+    async fn metadata(&self, conn: &mut Conn) -> Result<ClusterMetadata, Error> {
+        let version = conn.metadata_version;
+        let req = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let resp: MetadataResponse = self.call(conn, ApiKey::Metadata, version, &req).await?;
+        Ok(convert(resp))
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        conn: &mut Conn,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, Error>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, Req::header_version(version))
+            .and_then(|_| req.encode(&mut body, version))
+            .map_err(|e| Error::Metadata(format!("encode: {e}")))?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        let io = |e: std::io::Error| Error::Metadata(format!("io: {e}"));
+        conn.stream.write_all(&frame).await.map_err(io)?;
+        let len = conn.stream.read_i32().await.map_err(io)?;
+        if len < 0 || len as usize > MAX_FRAME {
+            return Err(Error::Metadata(format!("bad frame length {len}")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        conn.stream.read_exact(&mut buf).await.map_err(io)?;
+        let mut buf = bytes::Bytes::from(buf);
+        let rh = ResponseHeader::decode(&mut buf, Resp::header_version(version))
+            .map_err(|e| Error::Metadata(format!("decode header: {e}")))?;
+        if rh.correlation_id != correlation_id {
+            return Err(Error::Metadata(format!(
+                "correlation id mismatch: sent {correlation_id}, got {}",
+                rh.correlation_id
+            )));
+        }
+        let resp = Resp::decode(&mut buf, version)
+            .map_err(|e| Error::Metadata(format!("decode {key:?}: {e}")))?;
+        if buf.has_remaining() {
+            tracing::trace!(left = buf.remaining(), "trailing bytes in response");
+        }
+        Ok(resp)
+    }
+}
+
+fn convert(resp: MetadataResponse) -> ClusterMetadata {
+    let brokers = resp
+        .brokers
+        .into_iter()
+        .map(|b| BrokerInfo {
+            id: b.node_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.map(|r| r.to_string()).filter(|r| !r.is_empty()),
+        })
+        .collect();
+    let mut topics: Vec<TopicInfo> = resp
+        .topics
+        .into_iter()
+        .filter_map(|t| {
+            let name = t.name?.0.to_string();
+            let mut partitions: Vec<PartitionInfo> = t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.into_iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.into_iter().map(|b| b.0).collect(),
+                    offline_replicas: p.offline_replicas.into_iter().map(|b| b.0).collect(),
+                    error_code: p.error_code,
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            Some(TopicInfo {
+                name,
+                error_code: t.error_code,
+                internal: t.is_internal,
+                partitions,
+            })
+        })
+        .collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    ClusterMetadata {
+        cluster_id: resp.cluster_id.map(|c| c.to_string()),
+        controller_id: resp.controller_id.0,
+        brokers,
+        topics,
+    }
+}

@@ -1,0 +1,215 @@
+//! Gateway configuration: defaults, then a YAML file, then `BALLAST_`-prefixed environment
+//! variables (nested keys joined by `__`, e.g. `BALLAST_KAFKA__BOOTSTRAP_SERVERS`).
+
+use ballast_balancer::BreakerConfig;
+use ballast_kafka::KafkaConfig;
+use ballast_telemetry::TelemetryConfig;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// The admin HTTP address for `/metrics` and `/healthz`.
+    pub admin_listen: SocketAddr,
+    /// This gateway's rack (availability zone). Unkeyed records prefer partitions whose
+    /// leader is in it.
+    pub rack: Option<String>,
+    pub kafka: KafkaConfig,
+    pub breaker: BreakerConfig,
+    pub limits: Limits,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".parse().expect("valid"),
+            admin_listen: "0.0.0.0:9464".parse().expect("valid"),
+            rack: None,
+            kafka: KafkaConfig::default(),
+            breaker: BreakerConfig::default(),
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            telemetry: TelemetryConfig {
+                service_name: "ballast-gateway".into(),
+                ..TelemetryConfig::default()
+            },
+        }
+    }
+}
+
+/// Limits that keep a gateway's memory bounded during long elections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Records beyond this many in one request fail with RESOURCE_EXHAUSTED.
+    pub max_records_per_request: usize,
+    /// Key + value + headers of one record.
+    pub max_record_bytes: usize,
+    /// The budget of record bytes in flight across all requests. Records past it fail with
+    /// RESOURCE_EXHAUSTED rather than being buffered.
+    pub inflight_bytes: usize,
+    /// Kafka attempts per record (rerouted to another partition when allowed).
+    pub max_attempts: u32,
+    /// The total time a record may spend on Kafka attempts.
+    #[serde(with = "humantime_serde")]
+    pub record_deadline: Duration,
+    /// Requests handled at once per client connection; more are shed with UNAVAILABLE.
+    pub max_concurrent_requests_per_connection: usize,
+    /// Batches of one ProduceStream processed at once (answers stay in order).
+    pub stream_inflight_batches: usize,
+    /// The whole-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_records_per_request: 1000,
+            max_record_bytes: 1024 * 1024,
+            inflight_bytes: 256 * 1024 * 1024,
+            max_attempts: 3,
+            record_deadline: Duration::from_secs(5),
+            max_concurrent_requests_per_connection: 256,
+            stream_inflight_batches: 8,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl GatewayConfig {
+    /// Loads defaults, then the YAML file if given, then `BALLAST_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(GatewayConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Yaml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
+        let cfg: GatewayConfig = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every setting, naming the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.breaker.validate().map_err(ConfigError::Invalid)?;
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_records_per_request", l.max_records_per_request),
+            ("limits.max_record_bytes", l.max_record_bytes),
+            ("limits.inflight_bytes", l.inflight_bytes),
+            ("limits.max_attempts", l.max_attempts as usize),
+            (
+                "limits.max_concurrent_requests_per_connection",
+                l.max_concurrent_requests_per_connection,
+            ),
+            ("limits.stream_inflight_batches", l.stream_inflight_batches),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be positive")));
+            }
+        }
+        if l.max_record_bytes > l.inflight_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.max_record_bytes may not exceed limits.inflight_bytes".into(),
+            ));
+        }
+        if l.inflight_bytes > u32::MAX as usize {
+            return Err(ConfigError::Invalid(
+                "limits.inflight_bytes may be at most 4 GiB".into(),
+            ));
+        }
+        if l.record_deadline < self.kafka.write_timeout {
+            return Err(ConfigError::Invalid(
+                "limits.record_deadline must be at least kafka.write_timeout".into(),
+            ));
+        }
+        if let Some(r) = &self.rack {
+            if r.trim().is_empty() {
+                return Err(ConfigError::Invalid("rack may not be blank".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let cfg = GatewayConfig::default();
+        cfg.validate().unwrap();
+        let back: GatewayConfig = serde_yaml::from_str(&cfg.to_yaml()).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(cfg.kafka.write_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gw.yaml",
+                "rack: az-b\nkafka:\n  bootstrap_servers: k1:9092\n  write_timeout: 2s\nlimits:\n  max_attempts: 5\n",
+            )?;
+            jail.set_env("BALLAST_KAFKA__WRITE_TIMEOUT", "750ms");
+            jail.set_env("BALLAST_LIMITS__INFLIGHT_BYTES", "1048576");
+            let cfg = GatewayConfig::load(Some(Path::new("gw.yaml"))).expect("loads");
+            assert_eq!(cfg.rack.as_deref(), Some("az-b"));
+            assert_eq!(cfg.kafka.bootstrap_servers, "k1:9092");
+            assert_eq!(cfg.kafka.write_timeout, Duration::from_millis(750));
+            assert_eq!(cfg.limits.max_attempts, 5);
+            assert_eq!(cfg.limits.inflight_bytes, 1_048_576);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.yaml", "limits:\n  max_attempts: 0\n")?;
+            let err = GatewayConfig::load(Some(Path::new("bad.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("limits.max_attempts"), "{err}");
+            jail.create_file("typo.yaml", "kafka:\n  bootstrap: x\n")?;
+            let err = GatewayConfig::load(Some(Path::new("typo.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("bootstrap"), "{err}");
+            let err = GatewayConfig::load(Some(Path::new("missing.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("does not exist"), "{err}");
+            Ok(())
+        });
+    }
+}
