@@ -44,6 +44,10 @@ pub struct PickRequest<'a> {
     pub partition: Option<i32>,
     /// Partitions already tried for this record.
     pub exclude: &'a [i32],
+    /// Whether the record may serve as a half-open probe when it can move between
+    /// partitions. A record that already failed once should not: a second failed probe
+    /// would cost it another write timeout.
+    pub allow_probe: bool,
 }
 
 /// A placement. Report its outcome with [`Balancer::complete`].
@@ -59,9 +63,14 @@ pub struct Pick {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PickError {
     UnknownTopic,
-    InvalidPartition { partition: i32, partitions: usize },
+    InvalidPartition {
+        partition: i32,
+        partitions: usize,
+    },
     /// The only partition the record may go to cannot take it now.
-    PartitionUnavailable { partition: i32 },
+    PartitionUnavailable {
+        partition: i32,
+    },
     /// No partition of the topic can take the record now.
     NoHealthyPartition,
 }
@@ -213,6 +222,9 @@ impl Balancer {
         let usable = |p: usize| {
             !req.exclude.contains(&(p as i32)) && states[p].breaker.admissible(bcfg, now)
         };
+        // For records that may move: a partition they may be placed on.
+        let movable_to =
+            |p: usize| usable(p) && (req.allow_probe || states[p].breaker.is_closed(now));
 
         let chosen = if let Some(p) = req.partition {
             if p < 0 || p as usize >= n {
@@ -236,7 +248,7 @@ impl Balancer {
                 }
                 KeyPolicy::Preferred if usable(home) => home,
                 KeyPolicy::Preferred => {
-                    let healthy: Vec<usize> = (0..n).filter(|&p| usable(p)).collect();
+                    let healthy: Vec<usize> = (0..n).filter(|&p| movable_to(p)).collect();
                     if healthy.is_empty() {
                         return Err(PickError::NoHealthyPartition);
                     }
@@ -251,7 +263,7 @@ impl Balancer {
             let mut best: Option<(bool, u32, usize)> = None;
             for i in 0..n {
                 let p = (start + i) % n;
-                if !usable(p) {
+                if !movable_to(p) {
                     continue;
                 }
                 // Lower is better: local first, then fewer writes in flight.
@@ -264,10 +276,7 @@ impl Balancer {
         };
 
         let rack = self.cfg.rack.as_deref();
-        let st = &mut self
-            .topics
-            .get_mut(req.topic)
-            .expect("topic checked above")[chosen];
+        let st = &mut self.topics.get_mut(req.topic).expect("topic checked above")[chosen];
         let admission = st
             .breaker
             .try_admit(bcfg, now)

@@ -92,6 +92,11 @@ impl Breaker {
         }
     }
 
+    /// Closed and not held: full traffic is allowed.
+    pub fn is_closed(&self, now: Instant) -> bool {
+        self.state(now) == BreakerState::Closed
+    }
+
     pub fn is_held(&self) -> bool {
         self.held
     }

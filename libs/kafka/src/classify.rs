@@ -34,10 +34,9 @@ fn classify_code(code: C) -> FailureKind {
         | C::ClusterAuthorizationFailed
         | C::SaslAuthenticationFailed
         | C::Authentication => FailureKind::Authorization,
-        C::UnknownTopicOrPartition
-        | C::UnknownTopic
-        | C::UnknownPartition
-        | C::InvalidTopic => FailureKind::InvalidTopic,
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::InvalidTopic => {
+            FailureKind::InvalidTopic
+        }
         C::QueueFull => FailureKind::QueueFull,
         _ => FailureKind::Other,
     }

@@ -39,9 +39,7 @@ impl std::str::FromStr for TopicSpec {
         let partitions = num(parts.next(), "partitions")?.unwrap_or(6);
         let replication_factor = num(parts.next(), "replication factor")?.unwrap_or(3);
         if parts.next().is_some() {
-            return Err(format!(
-                "topic spec '{s}': expected NAME:PARTITIONS[:RF]"
-            ));
+            return Err(format!("topic spec '{s}': expected NAME:PARTITIONS[:RF]"));
         }
         ballast_core::validate_topic(&name).map_err(|e| format!("topic spec '{s}': {e}"))?;
         Ok(TopicSpec {
@@ -140,7 +138,9 @@ impl EmbeddedCluster {
         })
     }
 
-    fn build(cfg: &EmbeddedClusterConfig) -> Result<MockCluster<'static, impl rdkafka::ClientContext>, Error> {
+    fn build(
+        cfg: &EmbeddedClusterConfig,
+    ) -> Result<MockCluster<'static, impl rdkafka::ClientContext>, Error> {
         let cluster = MockCluster::new(cfg.brokers)?;
         if !cfg.racks.is_empty() {
             for id in 1..=cfg.brokers {
@@ -269,7 +269,10 @@ mod tests {
             }
         );
         assert_eq!(
-            "orders:4:1".parse::<TopicSpec>().unwrap().replication_factor,
+            "orders:4:1"
+                .parse::<TopicSpec>()
+                .unwrap()
+                .replication_factor,
             1
         );
         assert!("orders:x".parse::<TopicSpec>().is_err());

@@ -190,7 +190,12 @@ impl MetadataClient {
         };
         // ApiVersions v0 is understood by every broker; newer ones may not be.
         let resp: ApiVersionsResponse = self
-            .call(&mut conn, ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
+            .call(
+                &mut conn,
+                ApiKey::ApiVersions,
+                0,
+                &ApiVersionsRequest::default(),
+            )
             .await?;
         if resp.error_code != 0 {
             return Err(Error::Metadata(format!(

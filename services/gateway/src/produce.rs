@@ -7,8 +7,7 @@ use ballast_balancer::{
     Balancer, BalancerConfig, FailureKind, KeyPolicy, PartitionStatus, PickError, PickRequest,
 };
 use ballast_core::{
-    new_message_id, validate_message_id, validate_topic, ErrorCode, RecordError,
-    MESSAGE_ID_HEADER,
+    new_message_id, validate_message_id, validate_topic, ErrorCode, RecordError, MESSAGE_ID_HEADER,
 };
 use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer, MetadataClient, OutgoingRecord};
 use ballast_proto::ingest::v1 as pb;
@@ -100,6 +99,7 @@ impl Producer {
             }
         }
         *self.metadata.write().expect("metadata lock") = Arc::new(md);
+        self.publish_breaker_metrics();
         Ok(())
     }
 
@@ -168,9 +168,10 @@ impl Producer {
         };
         let outcome = self.produce_inner(&rec, &message_id, started).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let topic = if outcome.as_ref().is_err_and(|e| {
-            matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound)
-        }) {
+        let topic = if outcome
+            .as_ref()
+            .is_err_and(|e| matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound))
+        {
             topic_label("")
         } else {
             rec.topic.as_str()
@@ -236,7 +237,13 @@ impl Producer {
         self.metrics.inflight_bytes.inc_by(size as i64);
         let _inflight = InflightGuard(&self.metrics, size as i64);
 
-        if self.balancer.lock().expect("balancer lock").partition_count(&rec.topic).is_none() {
+        if self
+            .balancer
+            .lock()
+            .expect("balancer lock")
+            .partition_count(&rec.topic)
+            .is_none()
+        {
             self.forced_refresh().await;
         }
 
@@ -260,6 +267,7 @@ impl Producer {
                 policy,
                 partition: rec.partition,
                 exclude: &tried,
+                allow_probe: attempt == 0,
             };
             let picked = self.balancer.lock().expect("balancer lock").pick(&req, now);
             let pick = match picked {
@@ -281,7 +289,10 @@ impl Producer {
                 }
             };
             let remaining = deadline.saturating_duration_since(now);
-            let budget = self.kafka.write_timeout().min(remaining.max(Duration::from_millis(1)));
+            let budget = self
+                .kafka
+                .write_timeout()
+                .min(remaining.max(Duration::from_millis(1)));
             let write = self.kafka.send(OutgoingRecord {
                 topic: &rec.topic,
                 partition: pick.partition,

@@ -96,9 +96,7 @@ impl Gateway {
         let grace = self.config.shutdown_grace;
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_not_serving::<IngestServer<IngestService>>()
-            .await;
+        set_health(&reporter, false).await;
 
         // Serving once the first metadata arrives; Kafka may come up after the gateway.
         let first = {
@@ -114,7 +112,7 @@ impl Gateway {
                         }
                     }
                 }
-                reporter.set_serving::<IngestServer<IngestService>>().await;
+                set_health(&reporter, true).await;
                 tracing::info!("kafka metadata loaded; serving");
             })
         };
@@ -140,9 +138,7 @@ impl Gateway {
             let reporter = reporter.clone();
             async move {
                 shutdown.await;
-                reporter
-                    .set_not_serving::<IngestServer<IngestService>>()
-                    .await;
+                set_health(&reporter, false).await;
                 tracing::info!("not serving; draining in-flight requests");
             }
         };
@@ -178,5 +174,23 @@ impl Gateway {
         }
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Sets the health of the ingest service and of the server as a whole ("").
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    if serving {
+        reporter.set_serving::<IngestServer<IngestService>>().await;
+    } else {
+        reporter
+            .set_not_serving::<IngestServer<IngestService>>()
+            .await;
     }
 }

@@ -21,7 +21,10 @@ impl IngestService {
 
 /// Answers every record of a batch, concurrently, in request order. Records past
 /// `max_records_per_request` fail alone; the rest go on.
-pub(crate) async fn produce_batch(producer: &Producer, req: pb::ProduceRequest) -> pb::ProduceResponse {
+pub(crate) async fn produce_batch(
+    producer: &Producer,
+    req: pb::ProduceRequest,
+) -> pb::ProduceResponse {
     let max = producer.limits().max_records_per_request;
     let total = req.records.len();
     let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {

@@ -32,6 +32,7 @@ fn unkeyed<'a>(exclude: &'a [i32]) -> PickRequest<'a> {
         policy: KeyPolicy::Strict,
         partition: None,
         exclude,
+        allow_probe: true,
     }
 }
 
@@ -64,7 +65,10 @@ fn unkeyed_spreads_by_in_flight_load() {
     let now = Instant::now();
     let first = b.pick(&unkeyed(&[]), now).unwrap();
     let second = b.pick(&unkeyed(&[]), now).unwrap();
-    assert_ne!(first.partition, second.partition, "both local partitions used");
+    assert_ne!(
+        first.partition, second.partition,
+        "both local partitions used"
+    );
     assert!(first.local && second.local);
 }
 
@@ -131,7 +135,10 @@ fn preferred_keys_rehash_over_healthy_partitions() {
     let a = b.pick(&req, now).unwrap();
     let c = b.pick(&req, now).unwrap();
     assert_ne!(a.partition, home);
-    assert_eq!(a.partition, c.partition, "the same key sticks to one partition");
+    assert_eq!(
+        a.partition, c.partition,
+        "the same key sticks to one partition"
+    );
 }
 
 #[test]
@@ -202,6 +209,32 @@ fn draining_brokers_hold_their_partitions() {
 }
 
 #[test]
+fn rerouted_records_are_not_spent_as_probes() {
+    let mut b = balancer(None, 2);
+    let now = Instant::now();
+    trip(&mut b, 0, now);
+    let later = now + Duration::from_secs(1);
+    assert_eq!(b.status("t", later)[0].state, BreakerState::HalfOpen);
+    for _ in 0..5 {
+        let req = PickRequest {
+            allow_probe: false,
+            ..unkeyed(&[])
+        };
+        let pick = b.pick(&req, later).unwrap();
+        assert_eq!(
+            pick.partition, 1,
+            "a rerouted record only goes to closed partitions"
+        );
+        b.complete("t", &pick, None, later);
+    }
+    let req = PickRequest {
+        allow_probe: false,
+        ..unkeyed(&[1])
+    };
+    assert_eq!(b.pick(&req, later), Err(PickError::NoHealthyPartition));
+}
+
+#[test]
 fn non_tripping_failures_leave_partition_healthy() {
     let mut b = balancer(None, 1);
     let now = Instant::now();
@@ -255,9 +288,12 @@ proptest! {
                 _ => {
                     let exclude = if flag { vec![p] } else { vec![] };
                     let policy = if op == 5 { KeyPolicy::Preferred } else { KeyPolicy::Strict };
-                    let req = PickRequest { topic: "t", key: key.as_deref(), policy, partition: None, exclude: &exclude };
+                    let req = PickRequest { topic: "t", key: key.as_deref(), policy, partition: None, exclude: &exclude, allow_probe: !flag };
                     let before = b.status("t", now);
-                    let any_usable = (0..n).any(|q| !exclude.contains(&q) && b.topics["t"][q as usize].breaker.admissible(&b.cfg.breaker, now));
+                    let any_usable = (0..n).any(|q| {
+                        let br = &b.topics["t"][q as usize].breaker;
+                        !exclude.contains(&q) && br.admissible(&b.cfg.breaker, now) && (!flag || br.is_closed(now))
+                    });
                     match b.pick(&req, now) {
                         Ok(pick) => {
                             prop_assert!(!exclude.contains(&pick.partition));

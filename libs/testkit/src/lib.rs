@@ -1,0 +1,247 @@
+//! Test harness for Ballast's integration tests. It starts real parts on free ports: the
+//! librdkafka mock cluster (real Kafka protocol over TCP) and an in-process gateway, and
+//! reads back what actually landed in Kafka with a real consumer.
+//!
+//! Only tests depend on this crate.
+
+use ballast_core::MESSAGE_ID_HEADER;
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub message_id: Option<String>,
+}
+
+/// A mock cluster plus an in-process gateway serving on a free port.
+#[derive(Debug)]
+pub struct GatewayStack {
+    pub cluster: Arc<EmbeddedCluster>,
+    pub handle: GatewayHandle,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl GatewayStack {
+    /// Starts a 3-broker cluster (racks az-a/az-b/az-c) with `topics`, and a gateway in
+    /// rack az-a configured by `tweak`.
+    pub async fn start(
+        topics: &[(&str, i32)],
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<Self> {
+        let cluster = Arc::new(EmbeddedCluster::start(EmbeddedClusterConfig {
+            topics: topics
+                .iter()
+                .map(|(name, partitions)| TopicSpec {
+                    name: name.to_string(),
+                    partitions: *partitions,
+                    replication_factor: 3,
+                })
+                .collect(),
+            ..Default::default()
+        })?);
+        let mut cfg = GatewayConfig::default();
+        cfg.rack = Some("az-a".into());
+        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+        cfg.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut cfg);
+        let gateway = Gateway::new(cfg)?;
+        let handle = gateway.handle();
+        handle.refresh_metadata().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run(listener, admin, async {
+            let _ = rx.await;
+        }));
+        wait_serving(addr).await?;
+        Ok(Self {
+            cluster,
+            handle,
+            addr,
+            admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+        Ok(IngestClient::connect(format!("http://{}", self.addr)).await?)
+    }
+
+    /// Sends one batch and returns the per-record results.
+    pub async fn produce(&self, records: Vec<pb::Record>) -> anyhow::Result<Vec<pb::RecordResult>> {
+        let mut client = self.client().await?;
+        Ok(client
+            .produce(pb::ProduceRequest { records })
+            .await?
+            .into_inner()
+            .results)
+    }
+
+    /// The broker that leads `topic/partition` according to the gateway's metadata.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
+        let md = self.handle.metadata();
+        let t = md.topic(topic)?;
+        let p = t.partitions.iter().find(|p| p.partition == partition)?;
+        md.live_leader(p)
+    }
+
+    /// Signals shutdown and waits for the gateway to drain and stop.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        http_get(self.admin_addr, "/metrics").await
+    }
+}
+
+impl Drop for GatewayStack {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// Waits until the gRPC health service at `addr` reports SERVING (at most 15 s).
+pub async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await;
+        if let Ok(mut c) = channel.map(HealthClient::new) {
+            if let Ok(r) = c
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                if r.into_inner().status == ServingStatus::Serving as i32 {
+                    return Ok(());
+                }
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "{addr} did not become SERVING within 15s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough to scrape `/metrics` in tests.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// A record with a value and optional key.
+pub fn record(topic: &str, key: Option<&str>, value: &str) -> pb::Record {
+    pb::Record {
+        topic: topic.into(),
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Reads every record of `topic` from the beginning until `expected` have arrived or
+/// `timeout` passes, with a real Kafka consumer.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Landed>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("ballast-test-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let end = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < end {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let message_id = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == MESSAGE_ID_HEADER)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                out.push(Landed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    message_id,
+                });
+            }
+            Some(Err(e)) => anyhow::bail!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The outcome kind of a result, for compact assertions.
+pub fn kafka_ack(r: &pb::RecordResult) -> Option<&pb::KafkaAck> {
+    match &r.outcome {
+        Some(pb::record_result::Outcome::Kafka(a)) => Some(a),
+        _ => None,
+    }
+}
+
+pub fn record_error(r: &pb::RecordResult) -> Option<&pb::RecordError> {
+    match &r.outcome {
+        Some(pb::record_result::Outcome::Error(e)) => Some(e),
+        _ => None,
+    }
+}

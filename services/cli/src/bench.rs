@@ -1,0 +1,289 @@
+//! `ballast bench`: measures Ballast against a baseline in the same run, on the same
+//! embedded cluster, and reports ratios.
+//!
+//! P1 (gateway): throughput of 1 KiB records in batches of 100 through the gateway, over
+//! gRPC, divided by a direct rdkafka producer (acks=all, idempotence); and the p99 batch
+//! latency each adds at half of the gateway's peak load.
+
+use anyhow::Context;
+use ballast_gateway::{Gateway, GatewayConfig};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RECORD_BYTES: usize = 1024;
+const BATCH: usize = 100;
+const TOPIC: &str = "bench";
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Fewer records and shorter phases (a smoke run, not a measurement).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Records per throughput phase (default 200000, quick 20000).
+    #[arg(long)]
+    pub records: Option<usize>,
+    /// Concurrent batches in flight during throughput phases.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayFigures {
+    pub records: usize,
+    pub record_bytes: usize,
+    pub batch: usize,
+    pub direct_records_per_sec: f64,
+    pub gateway_records_per_sec: f64,
+    /// gateway ÷ direct; the target is ≥ 0.8.
+    pub throughput_ratio: f64,
+    pub half_load_records_per_sec: f64,
+    pub direct_p99_ms: f64,
+    pub gateway_p99_ms: f64,
+    /// gateway p99 − direct p99 at half load; the target is ≤ 1 ms.
+    pub added_p99_ms: f64,
+}
+
+fn payload() -> Vec<u8> {
+    (0..RECORD_BYTES).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Runs `workers` loops that each claim batch numbers until `batches` are done.
+async fn closed_loop<F, Fut>(batches: usize, workers: usize, f: F) -> anyhow::Result<Duration>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let next = next.clone();
+            let f = f.clone();
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < batches {
+                    f().await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in join_all(tasks).await {
+        t??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Sends one batch every `1/rate` for `duration` and returns each batch's latency,
+/// measured from its scheduled start, so queueing delay counts.
+async fn open_loop<F, Fut>(
+    batches_per_sec: f64,
+    duration: Duration,
+    f: F,
+) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let period = Duration::from_secs_f64(1.0 / batches_per_sec.max(1.0));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        let scheduled = tick.tick().await;
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            f().await?;
+            anyhow::Ok(scheduled.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in join_all(tasks).await {
+        out.push(t??);
+    }
+    Ok(out)
+}
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn direct_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "10000")
+        .create()?)
+}
+
+async fn direct_batch(p: FutureProducer, value: Arc<Vec<u8>>) -> anyhow::Result<()> {
+    let sends = (0..BATCH).map(|_| {
+        p.send_result(FutureRecord::<(), [u8]>::to(TOPIC).payload(value.as_slice()))
+            .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))
+    });
+    let futures = sends.collect::<Result<Vec<_>, _>>()?;
+    for r in join_all(futures).await {
+        r.context("delivery canceled")?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn gateway_batch(
+    mut client: IngestClient<tonic::transport::Channel>,
+    value: Arc<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let records = (0..BATCH)
+        .map(|_| pb::Record {
+            topic: TOPIC.into(),
+            value: value.as_ref().clone(),
+            ..Default::default()
+        })
+        .collect();
+    let resp = client
+        .produce(pb::ProduceRequest { records })
+        .await?
+        .into_inner();
+    let acked = resp
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Kafka(_))))
+        .count();
+    anyhow::ensure!(
+        acked == BATCH,
+        "only {acked} of {BATCH} records acknowledged"
+    );
+    Ok(())
+}
+
+/// P1: gateway throughput and added p99 against a direct producer.
+pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
+    let records = args
+        .records
+        .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+    let batches = records.div_ceil(BATCH).max(1);
+    let workers = args.concurrency.max(1);
+    let phase = if args.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(6)
+    };
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig {
+        topics: vec![TopicSpec {
+            name: TOPIC.into(),
+            partitions: 6,
+            replication_factor: 3,
+        }],
+        ..Default::default()
+    })?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let value = Arc::new(payload());
+
+    let mut cfg = GatewayConfig::default();
+    cfg.kafka.bootstrap_servers = bootstrap.clone();
+    cfg.kafka.write_timeout = Duration::from_secs(10);
+    cfg.limits.record_deadline = Duration::from_secs(30);
+    cfg.rack = Some("az-a".into());
+    let gateway = Gateway::new(cfg)?;
+    gateway.handle().refresh_metadata().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(listener, admin, async {
+        let _ = stop_rx.await;
+    }));
+    let client = IngestClient::connect(format!("http://{addr}"))
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let direct = direct_producer(&bootstrap)?;
+
+    eprintln!("bench: warming up");
+    {
+        let (d, v) = (direct.clone(), value.clone());
+        closed_loop(workers * 4, workers, move || {
+            direct_batch(d.clone(), v.clone())
+        })
+        .await?;
+        let (c, v) = (client.clone(), value.clone());
+        closed_loop(workers * 4, workers, move || {
+            gateway_batch(c.clone(), v.clone())
+        })
+        .await?;
+    }
+    eprintln!("bench: direct producer, {records} records");
+    let (d, v) = (direct.clone(), value.clone());
+    let direct_time =
+        closed_loop(batches, workers, move || direct_batch(d.clone(), v.clone())).await?;
+    eprintln!("bench: gateway, {records} records");
+    let (c, v) = (client.clone(), value.clone());
+    let gw_time = closed_loop(batches, workers, move || {
+        gateway_batch(c.clone(), v.clone())
+    })
+    .await?;
+    let n = (batches * BATCH) as f64;
+    let direct_rps = n / direct_time.as_secs_f64();
+    let gw_rps = n / gw_time.as_secs_f64();
+
+    let half = 0.5 * gw_rps.min(direct_rps);
+    let bps = half / BATCH as f64;
+    eprintln!("bench: half load ({half:.0} records/s), {phase:?} each");
+    let (d, v) = (direct.clone(), value.clone());
+    let direct_lat = open_loop(bps, phase, move || direct_batch(d.clone(), v.clone())).await?;
+    let (c, v) = (client.clone(), value.clone());
+    let gw_lat = open_loop(bps, phase, move || gateway_batch(c.clone(), v.clone())).await?;
+    let (dp, gp) = (p99(direct_lat), p99(gw_lat));
+
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(GatewayFigures {
+        records: batches * BATCH,
+        record_bytes: RECORD_BYTES,
+        batch: BATCH,
+        direct_records_per_sec: direct_rps,
+        gateway_records_per_sec: gw_rps,
+        throughput_ratio: gw_rps / direct_rps,
+        half_load_records_per_sec: half,
+        direct_p99_ms: dp,
+        gateway_p99_ms: gp,
+        added_p99_ms: gp - dp,
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let g = gateway_suite(&args).await?;
+    println!("figure  measure                                  ballast      baseline     result");
+    println!(
+        "P1      throughput, records/s (1 KiB, batch 100)  {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
+        g.gateway_records_per_sec, g.direct_records_per_sec, g.throughput_ratio
+    );
+    println!(
+        "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",
+        g.half_load_records_per_sec, g.gateway_p99_ms, g.direct_p99_ms, g.added_p99_ms
+    );
+    let json = serde_json::json!({ "command": std::env::args().collect::<Vec<_>>().join(" "), "p1_gateway": g });
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: figures written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `ballast chaos`: fault injection against a running `ballast dev` through DevControl.
+
+use ballast_proto::dev::v1 as pb;
+use ballast_proto::dev::v1::dev_control_client::DevControlClient;
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// The DevControl address from the `ballast dev` ready line.
+    #[arg(long, env = "BALLAST_CONTROL")]
+    pub control: String,
+    #[command(subcommand)]
+    pub action: ChaosAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChaosAction {
+    /// Take a broker down (-1: all). Its partitions stay unwritable until it returns.
+    BrokerDown {
+        #[arg(long, allow_hyphen_values = true)]
+        broker: i32,
+    },
+    /// Bring a broker back (-1: all).
+    BrokerUp {
+        #[arg(long, allow_hyphen_values = true)]
+        broker: i32,
+    },
+    /// Move a partition's leader; without --broker the partition becomes leaderless.
+    Leader {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        broker: Option<i32>,
+    },
+    /// Add round-trip latency to a broker.
+    Rtt {
+        #[arg(long, allow_hyphen_values = true)]
+        broker: i32,
+        #[arg(long)]
+        ms: u32,
+    },
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let mut client = DevControlClient::connect(crate::endpoint(&args.control)).await?;
+    let reply = match args.action {
+        ChaosAction::BrokerDown { broker } => {
+            client
+                .broker_down(pb::BrokerRequest { broker_id: broker })
+                .await
+        }
+        ChaosAction::BrokerUp { broker } => {
+            client
+                .broker_up(pb::BrokerRequest { broker_id: broker })
+                .await
+        }
+        ChaosAction::Leader {
+            topic,
+            partition,
+            broker,
+        } => {
+            client
+                .set_partition_leader(pb::SetPartitionLeaderRequest {
+                    topic,
+                    partition,
+                    broker_id: broker,
+                })
+                .await
+        }
+        ChaosAction::Rtt { broker, ms } => {
+            client
+                .set_broker_rtt(pb::SetBrokerRttRequest {
+                    broker_id: broker,
+                    rtt_ms: ms,
+                })
+                .await
+        }
+    }
+    .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+    println!("{}", reply.into_inner().message);
+    Ok(())
+}

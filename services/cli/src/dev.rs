@@ -1,0 +1,173 @@
+//! `ballast dev`: the embedded stack in one process: a mock Kafka cluster with racks, the
+//! ingest gateway, DevControl, and a metrics endpoint. It prints one JSON ready line.
+
+use crate::control::DevControlService;
+use anyhow::Context;
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::dev::v1::dev_control_server::DevControlServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevOptions {
+    /// Number of mock brokers (ids 1..=N).
+    #[arg(long, default_value_t = 3)]
+    pub brokers: i32,
+    /// Racks given to brokers in turn.
+    #[arg(long, value_delimiter = ',', default_value = "az-a,az-b,az-c")]
+    pub racks: Vec<String>,
+    /// A topic to create, NAME:PARTITIONS[:RF]; repeatable. Default: events:6:3.
+    #[arg(long = "topic")]
+    pub topics: Vec<TopicSpec>,
+    /// The gateway's own rack.
+    #[arg(long, default_value = "az-a")]
+    pub rack: String,
+    /// The gateway's gRPC address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub gateway_addr: SocketAddr,
+    /// The DevControl gRPC address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control_addr: SocketAddr,
+    /// The metrics HTTP address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub metrics_addr: SocketAddr,
+    /// The gateway's per-attempt write deadline.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            brokers: 3,
+            racks: vec!["az-a".into(), "az-b".into(), "az-c".into()],
+            topics: vec![],
+            rack: "az-a".into(),
+            gateway_addr: "127.0.0.1:0".parse().expect("valid"),
+            control_addr: "127.0.0.1:0".parse().expect("valid"),
+            metrics_addr: "127.0.0.1:0".parse().expect("valid"),
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running dev stack.
+#[derive(Debug)]
+pub struct DevStack {
+    pub cluster: Arc<EmbeddedCluster>,
+    pub gateway: GatewayHandle,
+    pub gateway_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl DevStack {
+    pub async fn start(opts: DevOptions) -> anyhow::Result<Self> {
+        let topics = if opts.topics.is_empty() {
+            EmbeddedClusterConfig::default().topics
+        } else {
+            opts.topics.clone()
+        };
+        let cluster = EmbeddedCluster::start(EmbeddedClusterConfig {
+            brokers: opts.brokers,
+            racks: opts.racks.clone(),
+            topics,
+        })
+        .context("starting the mock kafka cluster")?;
+        let cluster = Arc::new(cluster);
+
+        let gw_listener = TcpListener::bind(opts.gateway_addr)
+            .await
+            .with_context(|| format!("binding gateway address {}", opts.gateway_addr))?;
+        let metrics_listener = TcpListener::bind(opts.metrics_addr)
+            .await
+            .with_context(|| format!("binding metrics address {}", opts.metrics_addr))?;
+        let control_listener = TcpListener::bind(opts.control_addr)
+            .await
+            .with_context(|| format!("binding control address {}", opts.control_addr))?;
+        let gateway_addr = gw_listener.local_addr()?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let control_addr = control_listener.local_addr()?;
+
+        let mut cfg = GatewayConfig::default();
+        cfg.rack = Some(opts.rack.clone());
+        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+        cfg.kafka.write_timeout = opts.write_timeout;
+        cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);
+        cfg.shutdown_grace = Duration::from_secs(5);
+        let gateway = Gateway::new(cfg)?;
+        let handle = gateway.handle();
+        handle
+            .refresh_metadata()
+            .await
+            .context("reading metadata from the mock cluster")?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let wait = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(gateway.run(
+            gw_listener,
+            metrics_listener,
+            wait(stop_rx.clone()),
+        )));
+        let control = DevControlServer::new(DevControlService::new(cluster.clone()));
+        let control_stop = wait(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(control)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(control_listener),
+                    control_stop,
+                )
+                .await
+                .context("dev control server")
+        }));
+        Ok(Self {
+            cluster,
+            gateway: handle,
+            gateway_addr,
+            control_addr,
+            metrics_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The single JSON line printed when the stack is ready.
+    pub fn ready_line(&self) -> String {
+        serde_json::json!({
+            "ready": true,
+            "gateway": self.gateway_addr.to_string(),
+            "control": self.control_addr.to_string(),
+            "kafka_bootstrap": self.cluster.bootstrap_servers(),
+            "metrics": format!("http://{}/metrics", self.metrics_addr),
+        })
+        .to_string()
+    }
+
+    /// Stops every service, draining in-flight work.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.context("dev stack task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ballast dev` until a shutdown signal.
+pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    let stack = DevStack::start(opts).await?;
+    println!("{}", stack.ready_line());
+    ballast_telemetry::shutdown_signal().await;
+    stack.stop().await
+}

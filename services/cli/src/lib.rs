@@ -1,0 +1,18 @@
+//! The all-in-one `ballast` CLI: the embedded dev stack, chaos controls against it, a
+//! produce client and benchmarks. Each subcommand lives in its own module; `main.rs`
+//! only parses arguments.
+
+pub mod bench;
+pub mod chaos;
+pub mod control;
+pub mod dev;
+pub mod produce;
+
+/// Turns `host:port` into a gRPC endpoint URI.
+pub fn endpoint(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
