@@ -58,8 +58,10 @@ impl GatewayStack {
                 .collect(),
             ..Default::default()
         })?);
-        let mut cfg = GatewayConfig::default();
-        cfg.rack = Some("az-a".into());
+        let mut cfg = GatewayConfig {
+            rack: Some("az-a".into()),
+            ..GatewayConfig::default()
+        };
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.shutdown_grace = Duration::from_secs(5);
         tweak(&mut cfg);

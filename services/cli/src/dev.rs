@@ -96,8 +96,10 @@ impl DevStack {
         let metrics_addr = metrics_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
 
-        let mut cfg = GatewayConfig::default();
-        cfg.rack = Some(opts.rack.clone());
+        let mut cfg = GatewayConfig {
+            rack: Some(opts.rack.clone()),
+            ..GatewayConfig::default()
+        };
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.kafka.write_timeout = opts.write_timeout;
         cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);

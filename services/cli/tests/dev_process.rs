@@ -1,0 +1,198 @@
+//! `ballast dev` as a user runs it: a separate process that prints one JSON ready line,
+//! takes records over gRPC, serves any Kafka client, obeys `ballast chaos`, and drains
+//! on SIGTERM.
+
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_testkit::{consume_all, kafka_ack, record, wait_serving};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+
+struct Dev {
+    child: Child,
+    ready: serde_json::Value,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev(extra: &[&str]) -> Dev {
+    let mut child = Command::new(BIN)
+        .args(["dev", "--gateway-addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ballast dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("ready line within 30s");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line is JSON");
+    Dev { child, ready }
+}
+
+fn field<'a>(dev: &'a Dev, key: &str) -> &'a str {
+    dev.ready[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ready line lacks {key}: {}", dev.ready))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::Result<()> {
+    let mut dev = start_dev(&["--topic", "orders:4:3", "--topic", "events:6"]);
+    assert_eq!(dev.ready["ready"], true);
+    let gateway = field(&dev, "gateway").to_string();
+    let control = field(&dev, "control").to_string();
+    let bootstrap = field(&dev, "kafka_bootstrap").to_string();
+    assert!(field(&dev, "metrics").starts_with("http://127.0.0.1:"));
+    wait_serving(gateway.parse()?).await?;
+
+    let mut client = IngestClient::connect(format!("http://{gateway}")).await?;
+    let results = client
+        .produce(pb::ProduceRequest {
+            records: (0..8)
+                .map(|i| record("orders", None, &format!("o{i}")))
+                .collect(),
+        })
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        results.iter().all(|r| kafka_ack(r).is_some()),
+        "{results:?}"
+    );
+    let landed = consume_all(&bootstrap, "orders", 4, 8, Duration::from_secs(15))?;
+    assert_eq!(landed.len(), 8);
+    let ids: std::collections::HashSet<_> = results.iter().map(|r| r.message_id.clone()).collect();
+    assert!(landed
+        .iter()
+        .all(|l| ids.contains(l.message_id.as_deref().unwrap_or(""))));
+
+    // Another Kafka client, in another process, sees the records with their header.
+    let kcat = which("kcat").unwrap_or_else(|| {
+        panic!("kcat is not installed: run scripts/dev-deps.sh (apt-get install kcat)")
+    });
+    let out = Command::new(kcat)
+        .args([
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "orders",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-f", "%p %h\\n"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("ballast-message-id="))
+            .count(),
+        8,
+        "kcat output:\n{text}"
+    );
+
+    // Chaos through the CLI.
+    let out = Command::new(BIN)
+        .args([
+            "chaos",
+            "--control",
+            &control,
+            "broker-down",
+            "--broker",
+            "2",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "broker 2 down");
+    let out = Command::new(BIN)
+        .args([
+            "chaos",
+            "--control",
+            &control,
+            "broker-down",
+            "--broker",
+            "9",
+        ])
+        .output()?;
+    assert!(!out.status.success(), "an unknown broker is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    // Unkeyed records still go through with broker 2 down.
+    let out = Command::new(BIN)
+        .args([
+            "produce",
+            "--gateway",
+            &gateway,
+            "--topic",
+            "events",
+            "--count",
+            "12",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches(" kafka ")
+            .count(),
+        12
+    );
+
+    // SIGTERM: a clean, prompt exit.
+    let pid = dev.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?
+        .success());
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = dev.child.try_wait()? {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "ballast dev did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
