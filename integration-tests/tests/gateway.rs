@@ -59,7 +59,6 @@ async fn records_land_with_message_id_and_keys_on_their_murmur2_partition() -> a
     let landed = consume_all(
         stack.cluster.bootstrap_servers(),
         "land",
-        PARTITIONS,
         40,
         Duration::from_secs(15),
     )?;
@@ -322,7 +321,6 @@ async fn bad_records_fail_alone_with_clear_codes() -> anyhow::Result<()> {
     let landed = consume_all(
         stack.cluster.bootstrap_servers(),
         "good",
-        3,
         2,
         Duration::from_secs(10),
     )?;

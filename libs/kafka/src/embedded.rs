@@ -7,6 +7,7 @@
 
 use crate::Error;
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaApiKey;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -142,6 +143,10 @@ impl EmbeddedCluster {
         cfg: &EmbeddedClusterConfig,
     ) -> Result<MockCluster<'static, impl rdkafka::ClientContext>, Error> {
         let cluster = MockCluster::new(cfg.brokers)?;
+        // The mock's Produce v10+ handler dereferences a NULL leader when it answers
+        // NOT_LEADER for a leaderless partition (librdkafka 2.12 rdkafka_mock_handlers.c,
+        // CurrentLeader tag) and crashes the process. v9 has no such tag.
+        cluster.apiversion(RDKafkaApiKey::Produce, Some(0), Some(9))?;
         if !cfg.racks.is_empty() {
             for id in 1..=cfg.brokers {
                 let rack = &cfg.racks[(id - 1) as usize % cfg.racks.len()];

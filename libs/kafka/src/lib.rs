@@ -10,12 +10,14 @@ mod config;
 pub mod embedded;
 pub mod metadata;
 mod producer;
+mod reader;
 
 pub use classify::classify;
 pub use config::KafkaConfig;
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
+pub use reader::{read_topic, Landed};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

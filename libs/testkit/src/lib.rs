@@ -4,30 +4,16 @@
 //!
 //! Only tests depend on this crate.
 
-use ballast_core::MESSAGE_ID_HEADER;
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+pub use ballast_kafka::Landed;
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// A record read back from Kafka.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Landed {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub message_id: Option<String>,
-}
 
 /// A mock cluster plus an in-process gateway serving on a free port.
 #[derive(Debug)]
@@ -188,49 +174,20 @@ pub fn record(topic: &str, key: Option<&str>, value: &str) -> pb::Record {
     }
 }
 
-/// Reads every record of `topic` from the beginning until `expected` have arrived or
-/// `timeout` passes, with a real Kafka consumer.
+/// Reads `expected` records of `topic` from the beginning with a real Kafka consumer,
+/// or whatever arrived within `timeout`.
 pub fn consume_all(
     bootstrap: &str,
     topic: &str,
-    partitions: i32,
     expected: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Landed>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("ballast-test-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut out = Vec::new();
-    let end = Instant::now() + timeout;
-    while out.len() < expected && Instant::now() < end {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let message_id = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == MESSAGE_ID_HEADER)
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-                out.push(Landed {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    message_id,
-                });
-            }
-            Some(Err(e)) => anyhow::bail!("consumer error: {e}"),
-            None => {}
-        }
-    }
-    Ok(out)
+    Ok(ballast_kafka::read_topic(
+        bootstrap,
+        topic,
+        Some(expected),
+        timeout,
+    )?)
 }
 
 /// The outcome kind of a result, for compact assertions.

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod control;
+pub mod demo;
 pub mod dev;
 pub mod produce;
 

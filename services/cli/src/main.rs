@@ -1,6 +1,6 @@
 //! `ballast`: the all-in-one CLI.
 
-use ballast::{bench, chaos, dev, produce};
+use ballast::{bench, chaos, demo, dev, produce};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -18,6 +18,9 @@ enum Command {
     /// Run the embedded stack (mock Kafka with racks, gateway, dev control) and print one
     /// JSON ready line.
     Dev(dev::DevOptions),
+    /// Play a spot-interruption script against the dev stack under load and audit that
+    /// no acknowledged record is lost.
+    Demo(demo::DemoArgs),
     /// Inject faults into a running `ballast dev`.
     Chaos(chaos::ChaosArgs),
     /// Send records through a gateway.
@@ -30,12 +33,14 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = ballast_telemetry::init(&ballast_telemetry::TelemetryConfig {
-        log_level: "warn,ballast=info,ballast_gateway=info".into(),
+        // librdkafka reports every refused connection during chaos; RUST_LOG shows them.
+        log_level: "warn,ballast=info,ballast_gateway=info,librdkafka=off,rdkafka=off".into(),
         service_name: "ballast".into(),
         ..Default::default()
     })?;
     match cli.command {
         Command::Dev(opts) => dev::run(opts).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Bench(args) => bench::run(args).await,
