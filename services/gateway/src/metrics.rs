@@ -43,6 +43,9 @@ pub struct GatewayMetrics {
     pub latency: Family<OutcomeLabels, Histogram>,
     pub breaker_state: Family<PartitionLabels, Gauge>,
     pub bytes: Family<LocalityLabels, Counter>,
+    /// Handles into `bytes`, looked up once.
+    pub bytes_local: Counter,
+    pub bytes_cross_az: Counter,
     pub write_failures: Family<FailureLabels, Counter>,
     pub reroutes: Counter,
     pub inflight_bytes: Gauge,
@@ -58,11 +61,22 @@ fn latency_histogram() -> Histogram {
 
 impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
+        let bytes = Family::<LocalityLabels, Counter>::default();
+        let locality = |l: &str| {
+            bytes
+                .get_or_create(&LocalityLabels {
+                    locality: l.to_string(),
+                })
+                .clone()
+        };
+        let (bytes_local, bytes_cross_az) = (locality("local"), locality("cross_az"));
         let m = Self {
             records: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             breaker_state: Family::default(),
-            bytes: Family::default(),
+            bytes,
+            bytes_local,
+            bytes_cross_az,
             write_failures: Family::default(),
             reroutes: Counter::default(),
             inflight_bytes: Gauge::default(),
@@ -112,18 +126,44 @@ impl GatewayMetrics {
         m
     }
 
-    pub fn record(&self, topic: &str, outcome: &str, seconds: f64) {
-        self.records
-            .get_or_create(&RecordLabels {
-                topic: topic.to_string(),
+    /// Counts a batch's records by (topic, outcome) and observes their latencies, with one
+    /// label lookup per distinct pair rather than per record.
+    pub fn record_batch(&self, produced: &[crate::produce::Produced]) {
+        let mut groups: Vec<(&str, &'static str, u64)> = Vec::new();
+        let mut outcomes: Vec<&'static str> = Vec::new();
+        for p in produced {
+            let topic = if p.topic.is_empty() {
+                "_invalid"
+            } else {
+                p.topic.as_str()
+            };
+            match groups
+                .iter_mut()
+                .find(|(t, o, _)| *t == topic && *o == p.outcome)
+            {
+                Some(g) => g.2 += 1,
+                None => groups.push((topic, p.outcome, 1)),
+            }
+            if !outcomes.contains(&p.outcome) {
+                outcomes.push(p.outcome);
+            }
+        }
+        for (topic, outcome, n) in groups {
+            self.records
+                .get_or_create(&RecordLabels {
+                    topic: topic.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        }
+        for outcome in outcomes {
+            let h = self.latency.get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .observe(seconds);
+            });
+            for p in produced.iter().filter(|p| p.outcome == outcome) {
+                h.observe(p.seconds);
+            }
+        }
     }
 
     pub fn publish_breakers(&self, topic: &str, status: &[PartitionStatus]) {

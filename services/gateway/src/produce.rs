@@ -39,6 +39,17 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+/// A record's answer plus what metrics need to know of it.
+#[derive(Debug)]
+pub struct Produced {
+    /// Empty for invalid or unknown topics.
+    pub topic: String,
+    /// `kafka` or an error code label.
+    pub outcome: &'static str,
+    pub seconds: f64,
+    pub result: pb::RecordResult,
+}
+
 /// A finished record, before conversion to proto.
 type Outcome = Result<pb::KafkaAck, RecordError>;
 
@@ -150,16 +161,21 @@ impl Producer {
     }
 
     /// Answers a record that was refused before any work, e.g. over the request limit.
-    pub fn reject(&self, rec: &pb::Record, err: RecordError) -> pb::RecordResult {
-        self.metrics.record(topic_label(""), err.code.label(), 0.0);
-        pb::RecordResult {
-            message_id: rec.message_id.clone(),
-            outcome: Some(pb::record_result::Outcome::Error(err.to_proto())),
+    pub fn reject(&self, rec: pb::Record, err: RecordError) -> Produced {
+        Produced {
+            topic: String::new(),
+            outcome: err.code.label(),
+            seconds: 0.0,
+            result: pb::RecordResult {
+                message_id: rec.message_id,
+                outcome: Some(pb::record_result::Outcome::Error(err.to_proto())),
+            },
         }
     }
 
-    /// Places and writes one record, and answers for it.
-    pub async fn produce(&self, rec: pb::Record) -> pb::RecordResult {
+    /// Places and writes one record, and answers for it. Metrics are recorded by the
+    /// caller per batch (see [`GatewayMetrics::record_batch`]).
+    pub async fn produce(&self, rec: pb::Record) -> Produced {
         let started = Instant::now();
         let message_id = if rec.message_id.is_empty() {
             new_message_id()
@@ -167,29 +183,37 @@ impl Producer {
             rec.message_id.clone()
         };
         let outcome = self.produce_inner(&rec, &message_id, started).await;
-        let elapsed = started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
+        // Invalid or unknown topics share one metrics label, so clients cannot blow up
+        // metric cardinality.
         let topic = if outcome
             .as_ref()
             .is_err_and(|e| matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound))
         {
-            topic_label("")
+            String::new()
         } else {
-            rec.topic.as_str()
+            rec.topic
         };
-        let outcome = match outcome {
-            Ok(ack) => {
-                self.metrics.record(topic, "kafka", elapsed);
-                pb::record_result::Outcome::Kafka(ack)
-            }
-            Err(e) => {
-                self.metrics.record(topic, e.code.label(), elapsed);
-                pb::record_result::Outcome::Error(e.to_proto())
-            }
+        let (label, outcome) = match outcome {
+            Ok(ack) => ("kafka", pb::record_result::Outcome::Kafka(ack)),
+            Err(e) => (
+                e.code.label(),
+                pb::record_result::Outcome::Error(e.to_proto()),
+            ),
         };
-        pb::RecordResult {
-            message_id,
-            outcome: Some(outcome),
+        Produced {
+            topic,
+            outcome: label,
+            seconds,
+            result: pb::RecordResult {
+                message_id,
+                outcome: Some(outcome),
+            },
         }
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
     }
 
     async fn produce_inner(&self, rec: &pb::Record, message_id: &str, started: Instant) -> Outcome {
@@ -316,13 +340,12 @@ impl Producer {
             );
             match result {
                 Ok(w) => {
-                    let locality = if pick.local { "local" } else { "cross_az" };
-                    self.metrics
-                        .bytes
-                        .get_or_create(&crate::metrics::LocalityLabels {
-                            locality: locality.into(),
-                        })
-                        .inc_by(size as u64);
+                    let bytes = if pick.local {
+                        &self.metrics.bytes_local
+                    } else {
+                        &self.metrics.bytes_cross_az
+                    };
+                    bytes.inc_by(size as u64);
                     return Ok(pb::KafkaAck {
                         partition: w.partition,
                         offset: w.offset,
@@ -394,14 +417,4 @@ pub(crate) fn record_size(rec: &pb::Record) -> usize {
             .iter()
             .map(|h| h.key.len() + h.value.len())
             .sum::<usize>()
-}
-
-/// The topic label for metrics; invalid or unknown topics share one label so a client
-/// cannot blow up metric cardinality.
-fn topic_label(topic: &str) -> &str {
-    if topic.is_empty() {
-        "_invalid"
-    } else {
-        topic
-    }
 }

@@ -30,7 +30,7 @@ pub(crate) async fn produce_batch(
     let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {
         if i >= max {
             producer.reject(
-                &rec,
+                rec,
                 RecordError::new(
                     ErrorCode::ResourceExhausted,
                     format!(
@@ -42,8 +42,10 @@ pub(crate) async fn produce_batch(
             producer.produce(rec).await
         }
     });
+    let produced = futures::future::join_all(futures).await;
+    producer.metrics().record_batch(&produced);
     pb::ProduceResponse {
-        results: futures::future::join_all(futures).await,
+        results: produced.into_iter().map(|p| p.result).collect(),
     }
 }
 
