@@ -202,6 +202,25 @@ impl Balancer {
         self.topics.get(topic).map(Vec::len)
     }
 
+    /// `partition` and every other partition of the topic with the same leader. A write that
+    /// timed out on one of them says the leader is sick, so a rerouted record avoids all.
+    pub fn same_leader_partitions(&self, topic: &str, partition: i32) -> Vec<i32> {
+        let Some(states) = self.topics.get(topic) else {
+            return vec![partition];
+        };
+        let leader = states.get(partition as usize).and_then(|s| s.leader);
+        let mut out: Vec<i32> = match leader {
+            Some(l) => (0..states.len() as i32)
+                .filter(|&p| states[p as usize].leader == Some(l))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !out.contains(&partition) {
+            out.push(partition);
+        }
+        out
+    }
+
     /// Whether any partition of the topic could take a record now.
     pub fn has_healthy_partition(&self, topic: &str, now: Instant) -> bool {
         self.topics.get(topic).is_some_and(|states| {

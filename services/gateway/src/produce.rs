@@ -374,7 +374,13 @@ impl Producer {
                     if pinned {
                         return Err(RecordError::new(Unavailable, last_error));
                     }
-                    tried.push(pick.partition);
+                    // The leader is suspect: skip its other partitions too.
+                    let suspects = self
+                        .balancer
+                        .lock()
+                        .expect("balancer lock")
+                        .same_leader_partitions(&rec.topic, pick.partition);
+                    tried.extend(suspects);
                     self.metrics.reroutes.inc();
                 }
             }

@@ -235,6 +235,14 @@ fn rerouted_records_are_not_spent_as_probes() {
 }
 
 #[test]
+fn same_leader_partitions_groups_by_leader() {
+    let b = balancer(None, 6);
+    assert_eq!(b.same_leader_partitions("t", 1), vec![1, 4]);
+    assert_eq!(b.same_leader_partitions("t", 9), vec![9]);
+    assert_eq!(b.same_leader_partitions("nope", 2), vec![2]);
+}
+
+#[test]
 fn non_tripping_failures_leave_partition_healthy() {
     let mut b = balancer(None, 1);
     let now = Instant::now();
