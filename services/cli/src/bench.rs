@@ -37,6 +37,30 @@ pub struct BenchArgs {
     /// Concurrent batches in flight during throughput phases.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// gRPC connections the load is spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+}
+
+/// Round-robin over several gRPC connections.
+#[derive(Clone)]
+struct ClientPool {
+    clients: Arc<Vec<IngestClient<tonic::transport::Channel>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl ClientPool {
+    fn new(clients: Vec<IngestClient<tonic::transport::Channel>>) -> Self {
+        Self {
+            clients: Arc::new(clients),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn next(&self) -> IngestClient<tonic::transport::Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        self.clients[i].clone()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -203,6 +227,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     cfg.limits.record_deadline = Duration::from_secs(30);
     cfg.rack = Some("az-a".into());
     let gateway = Gateway::new(cfg)?;
+    let gateway_handle = gateway.handle();
     gateway.handle().refresh_metadata().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -211,9 +236,13 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let server = tokio::spawn(gateway.run(listener, admin, async {
         let _ = stop_rx.await;
     }));
-    let client = IngestClient::connect(format!("http://{addr}"))
-        .await?
-        .max_decoding_message_size(64 << 20);
+    // Several connections, as many clients would have: one HTTP/2 connection is served
+    // by one task on each side.
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(IngestClient::connect(format!("http://{addr}")).await?);
+    }
+    let pool = ClientPool::new(clients);
     let direct = direct_producer(&bootstrap)?;
 
     eprintln!("bench: warming up");
@@ -223,9 +252,9 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
             direct_batch(d.clone(), v.clone())
         })
         .await?;
-        let (c, v) = (client.clone(), value.clone());
+        let (c, v) = (pool.clone(), value.clone());
         closed_loop(workers * 4, workers, move || {
-            gateway_batch(c.clone(), v.clone())
+            gateway_batch(c.next(), v.clone())
         })
         .await?;
     }
@@ -233,12 +262,34 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let (d, v) = (direct.clone(), value.clone());
     let direct_time =
         closed_loop(batches, workers, move || direct_batch(d.clone(), v.clone())).await?;
+    {
+        let prod = gateway_handle.producer();
+        let v = value.clone();
+        let t = closed_loop(batches, workers, move || {
+            let prod = prod.clone();
+            let v = v.clone();
+            async move {
+                let futs = (0..BATCH).map(|_| {
+                    prod.produce(pb::Record {
+                        topic: TOPIC.into(),
+                        value: v.as_ref().clone(),
+                        ..Default::default()
+                    })
+                });
+                let r = join_all(futs).await;
+                anyhow::ensure!(r.iter().all(|p| p.outcome == "kafka"));
+                Ok(())
+            }
+        })
+        .await?;
+        eprintln!(
+            "EXPERIMENT in-process producer: {:.0} rec/s",
+            (batches * BATCH) as f64 / t.as_secs_f64()
+        );
+    }
     eprintln!("bench: gateway, {records} records");
-    let (c, v) = (client.clone(), value.clone());
-    let gw_time = closed_loop(batches, workers, move || {
-        gateway_batch(c.clone(), v.clone())
-    })
-    .await?;
+    let (c, v) = (pool.clone(), value.clone());
+    let gw_time = closed_loop(batches, workers, move || gateway_batch(c.next(), v.clone())).await?;
     let n = (batches * BATCH) as f64;
     let direct_rps = n / direct_time.as_secs_f64();
     let gw_rps = n / gw_time.as_secs_f64();
@@ -248,8 +299,8 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     eprintln!("bench: half load ({half:.0} records/s), {phase:?} each");
     let (d, v) = (direct.clone(), value.clone());
     let direct_lat = open_loop(bps, phase, move || direct_batch(d.clone(), v.clone())).await?;
-    let (c, v) = (client.clone(), value.clone());
-    let gw_lat = open_loop(bps, phase, move || gateway_batch(c.clone(), v.clone())).await?;
+    let (c, v) = (pool.clone(), value.clone());
+    let gw_lat = open_loop(bps, phase, move || gateway_batch(c.next(), v.clone())).await?;
     let (dp, gp) = (p99(direct_lat), p99(gw_lat));
 
     let _ = stop_tx.send(());

@@ -71,6 +71,8 @@ pub struct Limits {
     /// The whole-request timeout.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// HTTP/2 receive window per stream (the connection's is 8 times larger).
+    pub grpc_stream_window_bytes: u32,
 }
 
 impl Default for Limits {
@@ -84,6 +86,7 @@ impl Default for Limits {
             max_concurrent_requests_per_connection: 256,
             stream_inflight_batches: 8,
             request_timeout: Duration::from_secs(30),
+            grpc_stream_window_bytes: 4 * 1024 * 1024,
         }
     }
 }
