@@ -2,6 +2,8 @@
 //!
 //! - Unkeyed records: healthy partitions whose leader is in this process's rack first,
 //!   then any healthy partition; the least loaded (in-flight writes) wins, ties rotate.
+//!   A chosen partition keeps the next `sticky_records` records while it stays healthy and
+//!   in the best tier, so the producer sends larger batches.
 //! - STRICT keyed records: only `murmur2(key) % partitions`; an error when it is unhealthy.
 //! - PREFERRED keyed records: the murmur2 partition when healthy, else rehashed over the
 //!   healthy partitions (sorted), so a key still sticks to one partition during an outage.
@@ -132,6 +134,8 @@ pub struct Balancer {
     topics: HashMap<String, Vec<PartitionState>>,
     draining: HashSet<i32>,
     cursor: usize,
+    /// Per topic: the sticky partition for unkeyed records and how many more it takes.
+    sticky: HashMap<String, (usize, u32)>,
 }
 
 impl Balancer {
@@ -181,6 +185,7 @@ impl Balancer {
     /// Forgets a topic that no longer exists.
     pub fn remove_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
+        self.sticky.remove(topic);
     }
 
     /// Sets the brokers that are about to go away. Partitions they lead are held open at once.
@@ -291,7 +296,26 @@ impl Balancer {
                     best = Some(rank);
                 }
             }
-            best.ok_or(PickError::NoHealthyPartition)?.2
+            let best = best.ok_or(PickError::NoHealthyPartition)?;
+            // Stay on the sticky partition while it is usable, closed and in the best tier.
+            let sticky = self.sticky.get_mut(req.topic).filter(|(p, left)| {
+                *left > 0
+                    && req.allow_probe
+                    && movable_to(*p)
+                    && states[*p].breaker.is_closed(now)
+                    && !is_local(*p) == best.0
+            });
+            match sticky {
+                Some((p, left)) => {
+                    *left -= 1;
+                    *p
+                }
+                None => {
+                    let left = self.cfg.sticky_records.saturating_sub(1);
+                    self.sticky.insert(req.topic.to_string(), (best.2, left));
+                    best.2
+                }
+            }
         };
 
         let rack = self.cfg.rack.as_deref();

@@ -60,11 +60,25 @@ impl BreakerConfig {
 }
 
 /// Balancer settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalancerConfig {
     /// The rack (availability zone) of this process; unkeyed records prefer partitions
     /// whose leader is in it. None disables rack preference.
     pub rack: Option<String>,
     pub breaker: BreakerConfig,
+    /// Unkeyed records placed on one partition in a row (while it stays among the best)
+    /// before the least-loaded partition is chosen again, so the producer builds larger
+    /// batches, as Kafka's sticky partitioner does. 1 disables stickiness.
+    pub sticky_records: u32,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            rack: None,
+            breaker: BreakerConfig::default(),
+            sticky_records: 100,
+        }
+    }
 }

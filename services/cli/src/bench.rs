@@ -72,6 +72,8 @@ pub struct GatewayFigures {
     pub gateway_records_per_sec: f64,
     /// gateway ÷ direct; the target is ≥ 0.8.
     pub throughput_ratio: f64,
+    /// The gateway's write path called in process, without gRPC: where the overhead lies.
+    pub inprocess_records_per_sec: f64,
     pub half_load_records_per_sec: f64,
     pub direct_p99_ms: f64,
     pub gateway_p99_ms: f64,
@@ -198,6 +200,26 @@ async fn gateway_batch(
     Ok(())
 }
 
+async fn inprocess_batch(
+    producer: Arc<ballast_gateway::Producer>,
+    value: Arc<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let writes = (0..BATCH).map(|_| {
+        producer.produce(pb::Record {
+            topic: TOPIC.into(),
+            value: value.as_ref().clone(),
+            ..Default::default()
+        })
+    });
+    let produced = join_all(writes).await;
+    let acked = produced.iter().filter(|p| p.outcome == "kafka").count();
+    anyhow::ensure!(
+        acked == BATCH,
+        "only {acked} of {BATCH} records acknowledged"
+    );
+    Ok(())
+}
+
 /// P1: gateway throughput and added p99 against a direct producer.
 pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let records = args
@@ -262,37 +284,20 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let (d, v) = (direct.clone(), value.clone());
     let direct_time =
         closed_loop(batches, workers, move || direct_batch(d.clone(), v.clone())).await?;
-    {
-        let prod = gateway_handle.producer();
-        let v = value.clone();
-        let t = closed_loop(batches, workers, move || {
-            let prod = prod.clone();
-            let v = v.clone();
-            async move {
-                let futs = (0..BATCH).map(|_| {
-                    prod.produce(pb::Record {
-                        topic: TOPIC.into(),
-                        value: v.as_ref().clone(),
-                        ..Default::default()
-                    })
-                });
-                let r = join_all(futs).await;
-                anyhow::ensure!(r.iter().all(|p| p.outcome == "kafka"));
-                Ok(())
-            }
-        })
-        .await?;
-        eprintln!(
-            "EXPERIMENT in-process producer: {:.0} rec/s",
-            (batches * BATCH) as f64 / t.as_secs_f64()
-        );
-    }
+    eprintln!("bench: gateway write path in process (no grpc), {records} records");
+    let prod = gateway_handle.producer();
+    let v = value.clone();
+    let inproc_time = closed_loop(batches, workers, move || {
+        inprocess_batch(prod.clone(), v.clone())
+    })
+    .await?;
     eprintln!("bench: gateway, {records} records");
     let (c, v) = (pool.clone(), value.clone());
     let gw_time = closed_loop(batches, workers, move || gateway_batch(c.next(), v.clone())).await?;
     let n = (batches * BATCH) as f64;
     let direct_rps = n / direct_time.as_secs_f64();
     let gw_rps = n / gw_time.as_secs_f64();
+    let inproc_rps = n / inproc_time.as_secs_f64();
 
     let half = 0.5 * gw_rps.min(direct_rps);
     let bps = half / BATCH as f64;
@@ -312,6 +317,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
         direct_records_per_sec: direct_rps,
         gateway_records_per_sec: gw_rps,
         throughput_ratio: gw_rps / direct_rps,
+        inprocess_records_per_sec: inproc_rps,
         half_load_records_per_sec: half,
         direct_p99_ms: dp,
         gateway_p99_ms: gp,
@@ -325,6 +331,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "P1      throughput, records/s (1 KiB, batch 100)  {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
         g.gateway_records_per_sec, g.direct_records_per_sec, g.throughput_ratio
+    );
+    println!(
+        "P1      same, gateway write path without grpc     {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
+        g.inprocess_records_per_sec, g.direct_records_per_sec, g.inprocess_records_per_sec / g.direct_records_per_sec
     );
     println!(
         "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",

@@ -21,6 +21,9 @@ pub struct GatewayConfig {
     /// This gateway's rack (availability zone). Unkeyed records prefer partitions whose
     /// leader is in it.
     pub rack: Option<String>,
+    /// Unkeyed records placed on one partition in a row before the least-loaded healthy
+    /// partition is chosen again (larger producer batches). 1 disables stickiness.
+    pub sticky_records: u32,
     pub kafka: KafkaConfig,
     pub breaker: BreakerConfig,
     pub limits: Limits,
@@ -36,6 +39,7 @@ impl Default for GatewayConfig {
             listen: "0.0.0.0:50051".parse().expect("valid"),
             admin_listen: "0.0.0.0:9464".parse().expect("valid"),
             rack: None,
+            sticky_records: 100,
             kafka: KafkaConfig::default(),
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
@@ -126,6 +130,7 @@ impl GatewayConfig {
         self.breaker.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         let positive = [
+            ("sticky_records", self.sticky_records as usize),
             ("limits.max_records_per_request", l.max_records_per_request),
             ("limits.max_record_bytes", l.max_record_bytes),
             ("limits.inflight_bytes", l.inflight_bytes),

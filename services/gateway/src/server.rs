@@ -64,6 +64,7 @@ impl Gateway {
             BalancerConfig {
                 rack: config.rack.clone(),
                 breaker: config.breaker.clone(),
+                sticky_records: config.sticky_records,
             },
             config.limits.clone(),
             metrics,

@@ -20,6 +20,7 @@ fn balancer(rack: Option<&str>, n: i32) -> Balancer {
     let mut b = Balancer::new(BalancerConfig {
         rack: rack.map(str::to_string),
         breaker: BreakerConfig::default(),
+        sticky_records: 1,
     });
     b.update_topic("t", &meta(n));
     b
@@ -235,6 +236,28 @@ fn rerouted_records_are_not_spent_as_probes() {
 }
 
 #[test]
+fn sticky_records_stay_on_one_partition_then_move_to_the_least_loaded() {
+    let mut b = balancer(Some("az-a"), 6);
+    b.cfg.sticky_records = 3;
+    let now = Instant::now();
+    let picks: Vec<i32> = (0..3)
+        .map(|_| b.pick(&unkeyed(&[]), now).unwrap().partition)
+        .collect();
+    assert!(picks.iter().all(|p| *p == picks[0]), "{picks:?}");
+    let fourth = b.pick(&unkeyed(&[]), now).unwrap();
+    assert_ne!(
+        fourth.partition, picks[0],
+        "the least loaded local partition comes next"
+    );
+    assert!(fourth.local);
+    // A sticky partition that trips is left at once.
+    let sticky = fourth.partition;
+    trip(&mut b, sticky, now);
+    let next = b.pick(&unkeyed(&[]), now).unwrap();
+    assert_ne!(next.partition, sticky);
+}
+
+#[test]
 fn same_leader_partitions_groups_by_leader() {
     let b = balancer(None, 6);
     assert_eq!(b.same_leader_partitions("t", 1), vec![1, 4]);
@@ -282,6 +305,7 @@ proptest! {
             1..150),
     ) {
         let mut b = balancer(Some("az-a"), n);
+        b.cfg.sticky_records = 3;
         let mut now = Instant::now();
         let mut leaders = meta(n);
         for (op, key, dt, p, flag) in steps {

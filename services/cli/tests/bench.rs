@@ -1,0 +1,54 @@
+//! `ballast bench` smoke test: every figure is produced. Speed is not asserted here;
+//! figures are read from `just bench`.
+
+use std::process::Command;
+
+#[test]
+fn bench_quick_produces_every_figure() {
+    let dir = std::env::temp_dir().join(format!("ballast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args([
+            "bench",
+            "--quick",
+            "--records",
+            "2000",
+            "--concurrency",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run ballast bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("P1")).count(),
+        3,
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let p1 = &v["p1_gateway"];
+    for key in [
+        "direct_records_per_sec",
+        "gateway_records_per_sec",
+        "throughput_ratio",
+        "inprocess_records_per_sec",
+        "direct_p99_ms",
+        "gateway_p99_ms",
+        "added_p99_ms",
+    ] {
+        let x = p1[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite(), "{key} = {x}");
+    }
+    assert!(p1["gateway_records_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(p1["records"], 2000);
+    std::fs::remove_dir_all(&dir).ok();
+}
