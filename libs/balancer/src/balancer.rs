@@ -303,7 +303,7 @@ impl Balancer {
                     && req.allow_probe
                     && movable_to(*p)
                     && states[*p].breaker.is_closed(now)
-                    && !is_local(*p) == best.0
+                    && is_local(*p) != best.0
             });
             match sticky {
                 Some((p, left)) => {
