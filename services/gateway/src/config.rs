@@ -70,6 +70,8 @@ pub struct Limits {
     pub record_deadline: Duration,
     /// Requests handled at once per client connection; more are shed with UNAVAILABLE.
     pub max_concurrent_requests_per_connection: usize,
+    /// Requests handled at once across all connections; more wait for a slot.
+    pub max_concurrent_requests: usize,
     /// Batches of one ProduceStream processed at once (answers stay in order).
     pub stream_inflight_batches: usize,
     /// The whole-request timeout.
@@ -88,6 +90,7 @@ impl Default for Limits {
             max_attempts: 3,
             record_deadline: Duration::from_secs(5),
             max_concurrent_requests_per_connection: 256,
+            max_concurrent_requests: 4096,
             stream_inflight_batches: 8,
             request_timeout: Duration::from_secs(30),
             grpc_stream_window_bytes: 4 * 1024 * 1024,
@@ -139,6 +142,7 @@ impl GatewayConfig {
                 "limits.max_concurrent_requests_per_connection",
                 l.max_concurrent_requests_per_connection,
             ),
+            ("limits.max_concurrent_requests", l.max_concurrent_requests),
             ("limits.stream_inflight_batches", l.stream_inflight_batches),
         ];
         for (name, v) in positive {

@@ -152,6 +152,11 @@ impl Gateway {
             .timeout(limits.request_timeout)
             .load_shed(true)
             .concurrency_limit_per_connection(limits.max_concurrent_requests_per_connection)
+            // Across all connections, requests past the limit wait for a slot (bounded by
+            // request_timeout) instead of adding work.
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent_requests,
+            ))
             .add_service(health)
             .add_service(reflection)
             .add_service(IngestServer::new(IngestService::new(producer.clone())))
