@@ -100,8 +100,10 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Not `#[from]`: the figment message already says everything, and a source would
+    /// print it twice.
     #[error("config: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("config: {0}")]
     Invalid(String),
 }
@@ -120,7 +122,7 @@ impl GatewayConfig {
             fig = fig.merge(Yaml::file_exact(path));
         }
         fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
-        let cfg: GatewayConfig = fig.extract().map_err(Box::new)?;
+        let cfg: GatewayConfig = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }

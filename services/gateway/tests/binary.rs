@@ -1,0 +1,129 @@
+//! `ballast-gateway` as operators run it: YAML config plus `BALLAST_*` overrides,
+//! `--dump-config`, clear startup errors, serving a cluster, and SIGTERM.
+
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig};
+use ballast_testkit::{kafka_ack, record, wait_serving};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ballast-gateway");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn dump_config_shows_file_and_env_layers() {
+    let dir = std::env::temp_dir().join(format!("ballast-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gw.yaml");
+    std::fs::write(&file, "rack: az-b\nkafka:\n  write_timeout: 2s\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .arg("--dump-config")
+        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092")
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(yaml.contains("rack: az-b"), "{yaml}");
+    assert!(yaml.contains("write_timeout: 2s"), "{yaml}");
+    assert!(
+        yaml.contains("bootstrap_servers: b1:9092,b2:9092"),
+        "{yaml}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_config_fails_at_startup_with_the_field_named() {
+    let out = Command::new(BIN)
+        .env("BALLAST_LIMITS__MAX_ATTEMPTS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("limits.max_attempts must be positive"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .env("BALLAST_KAFKA__WRITE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("kafka.write_timeout") && err.contains("duration"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_cluster_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let (grpc, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .env(
+            "BALLAST_KAFKA__BOOTSTRAP_SERVERS",
+            cluster.bootstrap_servers(),
+        )
+        .env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("BALLAST_RACK", "az-b")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let addr = format!("127.0.0.1:{grpc}");
+    wait_serving(addr.parse()?).await?;
+    let mut client =
+        ballast_proto::ingest::v1::ingest_client::IngestClient::connect(format!("http://{addr}"))
+            .await?;
+    let results = client
+        .produce(ballast_proto::ingest::v1::ProduceRequest {
+            records: (0..10)
+                .map(|i| record("events", None, &format!("{i}")))
+                .collect(),
+        })
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        results.iter().all(|r| kafka_ack(r).is_some()),
+        "{results:?}"
+    );
+    let metrics =
+        ballast_testkit::http_get(format!("127.0.0.1:{admin}").parse()?, "/metrics").await?;
+    assert!(
+        metrics.contains("ballast_gateway_records_total{topic=\"events\",outcome=\"kafka\"} 10"),
+        "{metrics}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?
+        .success());
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            anyhow::bail!("ballast-gateway did not exit after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    Ok(())
+}
