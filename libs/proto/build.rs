@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ballast/common/v1/common.proto",
         "ballast/ingest/v1/ingest.proto",
         "ballast/dev/v1/dev.proto",
+        "ballast/dedup/v1/dedup.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

@@ -19,6 +19,13 @@ pub mod ingest {
     }
 }
 
+/// The dedup service's API.
+pub mod dedup {
+    pub mod v1 {
+        tonic::include_proto!("ballast.dedup.v1");
+    }
+}
+
 /// Control of the embedded dev stack.
 pub mod dev {
     pub mod v1 {

@@ -9,6 +9,8 @@ pub use ballast_kafka::Landed;
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,347 @@
+//! The Redis backend. One key per (group, id), all of a group's keys under one hash tag
+//! (`{<prefix>:<group>}`) so a batch is one script call on one Redis Cluster slot.
+//!
+//! Values: `P:<fence>:<owner>` while a lease is live (the key's TTL is the lease), and
+//! `D:<fence>` once committed (TTL `done_window`). Claim is `SET NX PX` with fences from one
+//! `INCRBY` per batch; commit, release and extend are Lua compare-and-set on the fence.
+
+use crate::types::*;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db`, or `rediss://` for TLS. AUTH goes in the URL
+    /// (`redis://user:password@host:6379`).
+    pub url: String,
+    /// Seed nodes of a Redis Cluster; when set, `url` is ignored.
+    pub cluster_urls: Vec<String>,
+    pub key_prefix: String,
+    /// How long a committed id stays DONE.
+    #[serde(with = "humantime_serde")]
+    pub done_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_urls: Vec::new(),
+            key_prefix: "ballast:dedup".into(),
+            done_window: Duration::from_secs(7 * 24 * 3600),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+const CLAIM: &str = r#"
+-- KEYS[1] = fence counter, KEYS[2..] = id keys; ARGV[1] = lease ms, ARGV[2] = owner
+local n = #KEYS - 1
+local top = redis.call('INCRBY', KEYS[1], n)
+local out = {}
+for i = 2, #KEYS do
+  local fence = top - n + (i - 1)
+  local ok = redis.call('SET', KEYS[i], 'P:' .. fence .. ':' .. ARGV[2], 'NX', 'PX', ARGV[1])
+  if ok then
+    out[#out + 1] = 1; out[#out + 1] = fence; out[#out + 1] = tonumber(ARGV[1])
+  else
+    local v = redis.call('GET', KEYS[i])
+    if v and string.sub(v, 1, 1) == 'D' then
+      out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = 0
+    else
+      out[#out + 1] = 2; out[#out + 1] = 0; out[#out + 1] = redis.call('PTTL', KEYS[i])
+    end
+  end
+end
+return out
+"#;
+
+/// Shared by commit, release and extend: check the fence, then act.
+/// ARGV[1] = action (commit|release|extend), ARGV[2] = ttl ms, ARGV[3..] = fences.
+/// Returns per key: 0 ok, 1 not claimed, 2 done, 3 stale fence.
+const FENCED: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    out[i] = 1
+  elseif string.sub(v, 1, 1) == 'D' then
+    out[i] = 2
+  else
+    local fence = string.match(v, '^P:(%d+):')
+    if fence ~= ARGV[i + 2] then
+      out[i] = 3
+    else
+      if ARGV[1] == 'commit' then
+        redis.call('SET', KEYS[i], 'D:' .. fence, 'PX', ARGV[2])
+      elseif ARGV[1] == 'release' then
+        redis.call('DEL', KEYS[i])
+      else
+        redis.call('PEXPIRE', KEYS[i], ARGV[2])
+      end
+      out[i] = 0
+    end
+  end
+end
+return out
+"#;
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    done_window: Duration,
+    claim: Script,
+    fenced: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Installs rustls' ring provider once, for `rediss://` connections.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl RedisStore {
+    /// Connects to one Redis or to a Redis Cluster.
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        install_tls_provider();
+        let conn = if cfg.cluster_urls.is_empty() {
+            let client = redis::Client::open(cfg.url.as_str())
+                .map_err(|e| StoreError::Invalid(format!("redis.url: {e}")))?;
+            let mc = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                .set_response_timeout(Some(cfg.response_timeout))
+                .set_number_of_retries(1);
+            Conn::Single(
+                ConnectionManager::new_with_config(client, mc)
+                    .await
+                    .map_err(unavailable)?,
+            )
+        } else {
+            let client = redis::cluster::ClusterClient::builder(cfg.cluster_urls.clone())
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.response_timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| StoreError::Invalid(format!("redis.cluster_urls: {e}")))?;
+            Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+        };
+        Ok(Self {
+            conn,
+            prefix: cfg.key_prefix.clone(),
+            done_window: cfg.done_window,
+            claim: Script::new(CLAIM),
+            fenced: Script::new(FENCED),
+        })
+    }
+
+    fn tag(&self, group: &str) -> String {
+        format!("{{{}:{}}}", self.prefix, group)
+    }
+
+    fn id_key(&self, tag: &str, id: &str) -> String {
+        format!("{tag}:i:{id}")
+    }
+
+    async fn run(&self, inv: &mut redis::ScriptInvocation<'_>) -> Result<Vec<i64>, StoreError> {
+        async fn go<C: ConnectionLike + Send>(
+            c: &mut C,
+            inv: &mut redis::ScriptInvocation<'_>,
+        ) -> Result<Vec<i64>, StoreError> {
+            inv.invoke_async(c).await.map_err(unavailable)
+        }
+        match self.conn.clone() {
+            Conn::Single(mut c) => go(&mut c, inv).await,
+            Conn::Cluster(mut c) => go(&mut c, inv).await,
+        }
+    }
+
+    async fn fenced(
+        &self,
+        group: &str,
+        entries: &[(String, u64)],
+        action: &str,
+        ttl: Duration,
+    ) -> Result<Vec<FenceOutcome>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.tag(group);
+        let mut inv = self.fenced.prepare_invoke();
+        for (id, _) in entries {
+            inv.key(self.id_key(&tag, id));
+        }
+        inv.arg(action).arg(ttl.as_millis() as u64);
+        for (_, fence) in entries {
+            inv.arg(*fence);
+        }
+        let codes = self.run(&mut inv).await?;
+        Ok(entries
+            .iter()
+            .zip(codes)
+            .map(|((id, _), code)| {
+                let reason = match code {
+                    0 => None,
+                    1 => Some(REASON_NOT_CLAIMED),
+                    2 => Some(REASON_DONE),
+                    _ => Some(REASON_STALE),
+                };
+                fence_outcome(id, reason)
+            })
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl DedupStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn claim(
+        &self,
+        group: &str,
+        ids: &[String],
+        lease: Duration,
+        owner: &str,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.tag(group);
+        let mut inv = self.claim.prepare_invoke();
+        inv.key(format!("{tag}:f"));
+        for id in ids {
+            inv.key(self.id_key(&tag, id));
+        }
+        inv.arg(lease.as_millis().max(1) as u64).arg(owner);
+        let flat = self.run(&mut inv).await?;
+        if flat.len() != ids.len() * 3 {
+            return Err(StoreError::Unavailable(format!(
+                "claim script returned {} values for {} ids",
+                flat.len(),
+                ids.len()
+            )));
+        }
+        let now = SystemClock.now_ms();
+        Ok(ids
+            .iter()
+            .zip(flat.chunks_exact(3))
+            .map(|(id, c)| {
+                let (state, fence, ttl) = match c[0] {
+                    1 => (ClaimState::New, c[1] as u64, c[2]),
+                    3 => (ClaimState::Done, 0, 0),
+                    _ => (ClaimState::InProgress, 0, c[2].max(0)),
+                };
+                Claimed {
+                    id: id.clone(),
+                    state,
+                    fence,
+                    lease_expires_unix_ms: if ttl > 0 { now + ttl } else { 0 },
+                }
+            })
+            .collect())
+    }
+
+    async fn commit(
+        &self,
+        group: &str,
+        entries: &[(String, u64)],
+    ) -> Result<Vec<FenceOutcome>, StoreError> {
+        self.fenced(group, entries, "commit", self.done_window)
+            .await
+    }
+
+    async fn release(
+        &self,
+        group: &str,
+        entries: &[(String, u64)],
+    ) -> Result<Vec<FenceOutcome>, StoreError> {
+        self.fenced(group, entries, "release", Duration::ZERO).await
+    }
+
+    async fn extend(
+        &self,
+        group: &str,
+        entries: &[(String, u64)],
+        lease: Duration,
+    ) -> Result<Vec<FenceOutcome>, StoreError> {
+        self.fenced(
+            group,
+            entries,
+            "extend",
+            lease.max(Duration::from_millis(1)),
+        )
+        .await
+    }
+
+    async fn check(&self, group: &str, ids: &[String]) -> Result<Vec<Checked>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.tag(group);
+        let keys: Vec<String> = ids.iter().map(|id| self.id_key(&tag, id)).collect();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.get(k).pttl(k);
+        }
+        async fn go<C: ConnectionLike + Send>(
+            c: &mut C,
+            pipe: &redis::Pipeline,
+        ) -> Result<Vec<redis::Value>, StoreError> {
+            pipe.query_async(c).await.map_err(unavailable)
+        }
+        let values = match self.conn.clone() {
+            Conn::Single(mut c) => go(&mut c, &pipe).await?,
+            Conn::Cluster(mut c) => go(&mut c, &pipe).await?,
+        };
+        let now = SystemClock.now_ms();
+        Ok(ids
+            .iter()
+            .zip(values.chunks_exact(2))
+            .map(|(id, pair)| {
+                let value: Option<String> = redis::from_redis_value_ref(&pair[0]).ok().flatten();
+                let ttl: i64 = redis::from_redis_value_ref(&pair[1]).unwrap_or(-2);
+                let state = match value.as_deref() {
+                    None => None,
+                    Some(v) if v.starts_with('D') => Some(ClaimState::Done),
+                    Some(_) => Some(ClaimState::InProgress),
+                };
+                Checked {
+                    id: id.clone(),
+                    state,
+                    lease_expires_unix_ms: if state == Some(ClaimState::InProgress) && ttl > 0 {
+                        now + ttl
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,333 @@
+//! One conformance suite, run against the memory backend, a real `redis-server`, and a real
+//! 3-node Redis Cluster.
+
+use ballast_dedup_store::{
+    ClaimState, DedupStore, MemoryStore, RedisConfig, RedisStore, StoreError, REASON_DONE,
+    REASON_NOT_CLAIMED, REASON_STALE,
+};
+use ballast_testkit::redis::{RedisCluster, RedisServer};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DONE_WINDOW: Duration = Duration::from_millis(1500);
+
+fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+async fn suite(store: Arc<dyn DedupStore>) {
+    concurrent_claims_give_exactly_one_new(store.clone()).await;
+    expired_lease_gives_higher_fence_and_rejects_the_old_one(store.clone()).await;
+    done_survives_until_the_window_ends(store.clone()).await;
+    mixed_batch(store.clone()).await;
+    release_and_extend(store.clone()).await;
+    groups_are_independent(store).await;
+}
+
+async fn concurrent_claims_give_exactly_one_new(store: Arc<dyn DedupStore>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim(
+                        "g-race",
+                        &ids(&["order-1"]),
+                        Duration::from_secs(30),
+                        &format!("w{i}"),
+                    )
+                    .await
+                    .unwrap()
+                    .remove(0)
+            })
+        })
+        .collect();
+    let mut new = 0;
+    for t in tasks {
+        let c = t.await.unwrap();
+        match c.state {
+            ClaimState::New => {
+                new += 1;
+                assert!(c.fence > 0);
+            }
+            ClaimState::InProgress => assert!(c.lease_expires_unix_ms > 0),
+            ClaimState::Done => panic!("nobody committed"),
+        }
+    }
+    assert_eq!(new, 1, "{}: exactly one NEW of 50", store.backend());
+}
+
+async fn expired_lease_gives_higher_fence_and_rejects_the_old_one(store: Arc<dyn DedupStore>) {
+    let id = ids(&["slow"]);
+    let first = store
+        .claim("g-lease", &id, Duration::from_millis(200), "w1")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.state, ClaimState::New);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let second = store
+        .claim("g-lease", &id, Duration::from_secs(30), "w2")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        second.state,
+        ClaimState::New,
+        "{}: the lease expired",
+        store.backend()
+    );
+    assert!(second.fence > first.fence, "fences increase strictly");
+    let stale = store
+        .commit("g-lease", &[("slow".into(), first.fence)])
+        .await
+        .unwrap();
+    assert!(!stale[0].ok);
+    assert_eq!(stale[0].reason, REASON_STALE);
+    let ok = store
+        .commit("g-lease", &[("slow".into(), second.fence)])
+        .await
+        .unwrap();
+    assert!(ok[0].ok, "{:?}", ok[0]);
+    // An unclaimed id cannot be committed.
+    let unknown = store
+        .commit("g-lease", &[("never".into(), 7)])
+        .await
+        .unwrap();
+    assert_eq!(unknown[0].reason, REASON_NOT_CLAIMED);
+}
+
+async fn done_survives_until_the_window_ends(store: Arc<dyn DedupStore>) {
+    let id = ids(&["d"]);
+    let c = store
+        .claim("g-done", &id, Duration::from_secs(30), "w")
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .commit("g-done", &[("d".into(), c.fence)])
+            .await
+            .unwrap()[0]
+            .ok
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = store
+        .claim("g-done", &id, Duration::from_secs(30), "w")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        again.state,
+        ClaimState::Done,
+        "{}: within the window",
+        store.backend()
+    );
+    let twice = store
+        .commit("g-done", &[("d".into(), c.fence)])
+        .await
+        .unwrap();
+    assert_eq!(twice[0].reason, REASON_DONE);
+    tokio::time::sleep(DONE_WINDOW).await;
+    let later = store
+        .claim("g-done", &id, Duration::from_secs(30), "w")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        later.state,
+        ClaimState::New,
+        "{}: the window ended",
+        store.backend()
+    );
+}
+
+async fn mixed_batch(store: Arc<dyn DedupStore>) {
+    let lease = Duration::from_secs(30);
+    let done = store
+        .claim("g-mix", &ids(&["done"]), lease, "w")
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .commit("g-mix", &[("done".into(), done.fence)])
+        .await
+        .unwrap();
+    store
+        .claim("g-mix", &ids(&["busy"]), lease, "other")
+        .await
+        .unwrap();
+    let out = store
+        .claim(
+            "g-mix",
+            &ids(&["done", "busy", "fresh", "fresh"]),
+            lease,
+            "w",
+        )
+        .await
+        .unwrap();
+    let states: Vec<ClaimState> = out.iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            ClaimState::Done,
+            ClaimState::InProgress,
+            ClaimState::New,
+            ClaimState::InProgress
+        ],
+        "{}",
+        store.backend()
+    );
+    assert_eq!(out[2].id, "fresh");
+    let checked = store
+        .check("g-mix", &ids(&["done", "busy", "fresh", "nothing"]))
+        .await
+        .unwrap();
+    let states: Vec<Option<ClaimState>> = checked.iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            Some(ClaimState::Done),
+            Some(ClaimState::InProgress),
+            Some(ClaimState::InProgress),
+            None
+        ]
+    );
+    assert!(checked[1].lease_expires_unix_ms > 0);
+}
+
+async fn release_and_extend(store: Arc<dyn DedupStore>) {
+    let c = store
+        .claim("g-rel", &ids(&["r"]), Duration::from_secs(30), "w")
+        .await
+        .unwrap()
+        .remove(0);
+    let wrong = store
+        .release("g-rel", &[("r".into(), c.fence + 1000)])
+        .await
+        .unwrap();
+    assert_eq!(wrong[0].reason, REASON_STALE);
+    assert!(
+        store
+            .release("g-rel", &[("r".into(), c.fence)])
+            .await
+            .unwrap()[0]
+            .ok
+    );
+    let again = store
+        .claim("g-rel", &ids(&["r"]), Duration::from_millis(300), "w")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        again.state,
+        ClaimState::New,
+        "released ids can be claimed at once"
+    );
+    // Extend outlives the original lease.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let e = store
+            .extend(
+                "g-rel",
+                &[("r".into(), again.fence)],
+                Duration::from_millis(300),
+            )
+            .await
+            .unwrap();
+        assert!(e[0].ok, "{:?}", e[0]);
+    }
+    let busy = store
+        .claim("g-rel", &ids(&["r"]), Duration::from_secs(1), "x")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        busy.state,
+        ClaimState::InProgress,
+        "{}: extended",
+        store.backend()
+    );
+    assert!(
+        store
+            .commit("g-rel", &[("r".into(), again.fence)])
+            .await
+            .unwrap()[0]
+            .ok
+    );
+}
+
+async fn groups_are_independent(store: Arc<dyn DedupStore>) {
+    let lease = Duration::from_secs(30);
+    let a = store
+        .claim("g-a", &ids(&["same"]), lease, "w")
+        .await
+        .unwrap()
+        .remove(0);
+    let b = store
+        .claim("g-b", &ids(&["same"]), lease, "w")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((a.state, b.state), (ClaimState::New, ClaimState::New));
+}
+
+fn redis_cfg(url: String) -> RedisConfig {
+    RedisConfig {
+        url,
+        done_window: DONE_WINDOW,
+        ..RedisConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_conforms() {
+    suite(Arc::new(MemoryStore::new(DONE_WINDOW))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_cfg(server.url()))
+        .await
+        .expect("connect");
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_backend_conforms() {
+    let cluster = RedisCluster::start();
+    let cfg = RedisConfig {
+        cluster_urls: cluster.urls(),
+        ..redis_cfg(String::new())
+    };
+    let store = RedisStore::connect(&cfg).await.expect("connect to cluster");
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable_never_a_false_new() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&RedisConfig {
+        response_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        ..redis_cfg(server.url())
+    })
+    .await
+    .expect("connect");
+    let first = store
+        .claim("g", &ids(&["x"]), Duration::from_secs(30), "w")
+        .await
+        .unwrap();
+    assert_eq!(first[0].state, ClaimState::New);
+    server.kill();
+    for _ in 0..3 {
+        match store
+            .claim("g", &ids(&["y"]), Duration::from_secs(30), "w")
+            .await
+        {
+            Err(StoreError::Unavailable(msg)) => assert!(!msg.is_empty()),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Dedup service configuration: defaults, a YAML file, then `BALLAST_*` variables.
+
+use ballast_dedup_store::RedisConfig;
+use ballast_telemetry::TelemetryConfig;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Redis,
+    Memory,
+}
+
+impl Backend {
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// `redis` for deployments; `memory` keeps state in this process only.
+    pub backend: Backend,
+    pub redis: RedisConfig,
+    pub limits: DedupLimits,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupLimits {
+    /// Ids or entries per call.
+    pub max_batch: usize,
+    pub max_id_bytes: usize,
+    pub max_group_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_lease: Duration,
+}
+
+impl Default for DedupLimits {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            max_id_bytes: 512,
+            max_group_bytes: 256,
+            max_lease: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50053".parse().expect("valid"),
+            admin_listen: "0.0.0.0:9466".parse().expect("valid"),
+            backend: Backend::Redis,
+            redis: RedisConfig::default(),
+            limits: DedupLimits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            telemetry: TelemetryConfig {
+                service_name: "ballast-dedup".into(),
+                ..TelemetryConfig::default()
+            },
+        }
+    }
+}
+
+impl DedupConfig {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(DedupConfig::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            fig = fig.merge(Yaml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
+        let cfg: DedupConfig = fig.extract().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(l.max_batch > 0, "limits.max_batch must be positive");
+        anyhow::ensure!(l.max_id_bytes > 0, "limits.max_id_bytes must be positive");
+        anyhow::ensure!(l.max_group_bytes > 0, "limits.max_group_bytes must be positive");
+        anyhow::ensure!(!l.max_lease.is_zero(), "limits.max_lease must be positive");
+        anyhow::ensure!(
+            !self.redis.done_window.is_zero(),
+            "redis.done_window must be positive"
+        );
+        if self.backend == Backend::Redis && self.redis.cluster_urls.is_empty() {
+            anyhow::ensure!(!self.redis.url.is_empty(), "redis.url is empty");
+        }
+        Ok(())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
