@@ -82,7 +82,11 @@ impl DedupConfig {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut fig = Figment::from(Serialized::defaults(DedupConfig::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             fig = fig.merge(Yaml::file_exact(path));
         }
         fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
@@ -95,7 +99,10 @@ impl DedupConfig {
         let l = &self.limits;
         anyhow::ensure!(l.max_batch > 0, "limits.max_batch must be positive");
         anyhow::ensure!(l.max_id_bytes > 0, "limits.max_id_bytes must be positive");
-        anyhow::ensure!(l.max_group_bytes > 0, "limits.max_group_bytes must be positive");
+        anyhow::ensure!(
+            l.max_group_bytes > 0,
+            "limits.max_group_bytes must be positive"
+        );
         anyhow::ensure!(!l.max_lease.is_zero(), "limits.max_lease must be positive");
         anyhow::ensure!(
             !self.redis.done_window.is_zero(),

@@ -17,15 +17,14 @@ use tokio::net::TcpListener;
 
 /// Turns a shutdown future into a signal several tasks can await.
 fn shared(
-        fut: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> tokio::sync::watch::Receiver<bool> {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            fut.await;
-            let _ = tx.send(true);
-        });
-        rx
-    }
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        fut.await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 async fn fired(mut rx: tokio::sync::watch::Receiver<bool>) {

@@ -74,7 +74,11 @@ impl DedupService {
         let calls = Family::<OpLabels, Counter>::default();
         let claims = Family::<StateLabels, Counter>::default();
         let r = registry.sub_registry_with_prefix("ballast_dedup");
-        r.register("calls", "Dedup calls by operation and outcome", calls.clone());
+        r.register(
+            "calls",
+            "Dedup calls by operation and outcome",
+            calls.clone(),
+        );
         r.register("claims", "Claimed ids by resulting state", claims.clone());
         Self {
             store,
@@ -155,7 +159,11 @@ impl DedupService {
         Ok(lease)
     }
 
-    fn fenced_input(&self, group: &str, entries: Vec<pb::Fenced>) -> Result<Vec<(String, u64)>, Status> {
+    fn fenced_input(
+        &self,
+        group: &str,
+        entries: Vec<pb::Fenced>,
+    ) -> Result<Vec<(String, u64)>, Status> {
         self.check_group(group)?;
         self.check_ids(entries.iter().map(|e| e.id.as_str()))?;
         Ok(entries.into_iter().map(|e| (e.id, e.fence)).collect())
@@ -172,7 +180,10 @@ impl pb::dedup_server::Dedup for DedupService {
         self.check_group(&r.group)?;
         self.check_ids(r.ids.iter().map(String::as_str))?;
         let lease = self.lease(r.lease_ms)?;
-        let out = self.finish("claim", self.store.claim(&r.group, &r.ids, lease, &r.owner).await)?;
+        let out = self.finish(
+            "claim",
+            self.store.claim(&r.group, &r.ids, lease, &r.owner).await,
+        )?;
         for c in &out {
             let state = match c.state {
                 ClaimState::New => "new",
@@ -180,7 +191,9 @@ impl pb::dedup_server::Dedup for DedupService {
                 ClaimState::Done => "done",
             };
             self.claims
-                .get_or_create(&StateLabels { state: state.into() })
+                .get_or_create(&StateLabels {
+                    state: state.into(),
+                })
                 .inc();
         }
         Ok(Response::new(pb::ClaimResponse {
@@ -246,7 +259,10 @@ impl pb::dedup_server::Dedup for DedupService {
                 .into_iter()
                 .map(|c| pb::CheckResult {
                     id: c.id,
-                    state: c.state.map(proto_state).unwrap_or(pb::ClaimState::Unspecified) as i32,
+                    state: c
+                        .state
+                        .map(proto_state)
+                        .unwrap_or(pb::ClaimState::Unspecified) as i32,
                     lease_expires_unix_ms: c.lease_expires_unix_ms,
                 })
                 .collect(),
