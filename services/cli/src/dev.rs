@@ -3,6 +3,7 @@
 
 use crate::control::DevControlService;
 use anyhow::Context;
+use ballast_dedup_service::{Backend, DedupConfig};
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::dev::v1::dev_control_server::DevControlServer;
@@ -36,6 +37,15 @@ pub struct DevOptions {
     /// The metrics HTTP address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub metrics_addr: SocketAddr,
+    /// The dedup service's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dedup_addr: SocketAddr,
+    /// Where dedup keeps claims: in this process, or in Redis.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub dedup_backend: Backend,
+    /// The Redis URL for `--dedup-backend redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
     /// The gateway's per-attempt write deadline.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
@@ -51,6 +61,9 @@ impl Default for DevOptions {
             gateway_addr: "127.0.0.1:0".parse().expect("valid"),
             control_addr: "127.0.0.1:0".parse().expect("valid"),
             metrics_addr: "127.0.0.1:0".parse().expect("valid"),
+            dedup_addr: "127.0.0.1:0".parse().expect("valid"),
+            dedup_backend: Backend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
             write_timeout: Duration::from_secs(1),
         }
     }
@@ -64,6 +77,7 @@ pub struct DevStack {
     pub gateway_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub dedup_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -92,6 +106,11 @@ impl DevStack {
         let control_listener = TcpListener::bind(opts.control_addr)
             .await
             .with_context(|| format!("binding control address {}", opts.control_addr))?;
+        let dedup_listener = TcpListener::bind(opts.dedup_addr)
+            .await
+            .with_context(|| format!("binding dedup address {}", opts.dedup_addr))?;
+        let dedup_admin = TcpListener::bind("127.0.0.1:0").await?;
+        let dedup_addr = dedup_listener.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
@@ -121,6 +140,21 @@ impl DevStack {
             metrics_listener,
             wait(stop_rx.clone()),
         )));
+        let mut dedup_cfg = DedupConfig {
+            backend: opts.dedup_backend,
+            ..DedupConfig::default()
+        };
+        dedup_cfg.redis.url = opts.redis_url.clone();
+        // Fail now, with the reason, rather than inside the task.
+        ballast_dedup_service::build_store(&dedup_cfg)
+            .await
+            .context("starting the dedup store")?;
+        tasks.push(tokio::spawn(ballast_dedup_service::run(
+            dedup_cfg,
+            dedup_listener,
+            dedup_admin,
+            wait(stop_rx.clone()),
+        )));
         let control = DevControlServer::new(DevControlService::new(cluster.clone()));
         let control_stop = wait(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -139,6 +173,7 @@ impl DevStack {
             gateway_addr,
             control_addr,
             metrics_addr,
+            dedup_addr,
             stop,
             tasks,
         })
@@ -150,6 +185,7 @@ impl DevStack {
             "ready": true,
             "gateway": self.gateway_addr.to_string(),
             "control": self.control_addr.to_string(),
+            "dedup": self.dedup_addr.to_string(),
             "kafka_bootstrap": self.cluster.bootstrap_servers(),
             "metrics": format!("http://{}/metrics", self.metrics_addr),
         })

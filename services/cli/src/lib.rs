@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod consume;
 pub mod control;
 pub mod demo;
 pub mod dev;

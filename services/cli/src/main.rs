@@ -1,6 +1,6 @@
 //! `ballast`: the all-in-one CLI.
 
-use ballast::{bench, chaos, demo, dev, produce};
+use ballast::{bench, chaos, consume, demo, dev, produce};
 use clap::{Parser, Subcommand};
 
 // Many small per-record allocations on the produce path; mimalloc handles them with less
@@ -28,6 +28,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inject faults into a running `ballast dev`.
     Chaos(chaos::ChaosArgs),
+    /// Read a topic as a consumer group, processing each message id once via dedup.
+    Consume(consume::ConsumeArgs),
     /// Send records through a gateway.
     Produce(produce::ProduceArgs),
     /// Measure Ballast against baselines in the same run.
@@ -48,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

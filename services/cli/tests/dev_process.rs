@@ -4,61 +4,33 @@
 
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_testkit::process::ReadyProcess;
 use ballast_testkit::{consume_all, kafka_ack, record, wait_serving};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast");
 
-struct Dev {
-    child: Child,
-    ready: serde_json::Value,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(extra: &[&str]) -> Dev {
-    let mut child = Command::new(BIN)
-        .args(["dev", "--gateway-addr", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ballast dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("ready line within 30s");
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line is JSON");
-    Dev { child, ready }
-}
-
-fn field<'a>(dev: &'a Dev, key: &str) -> &'a str {
-    dev.ready[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("ready line lacks {key}: {}", dev.ready))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::Result<()> {
-    let mut dev = start_dev(&["--topic", "orders:4:3", "--topic", "events:6"]);
+    let mut dev = ReadyProcess::spawn(
+        BIN,
+        &[
+            "dev",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--topic",
+            "orders:4:3",
+            "--topic",
+            "events:6",
+        ],
+    );
     assert_eq!(dev.ready["ready"], true);
-    let gateway = field(&dev, "gateway").to_string();
-    let control = field(&dev, "control").to_string();
-    let bootstrap = field(&dev, "kafka_bootstrap").to_string();
-    assert!(field(&dev, "metrics").starts_with("http://127.0.0.1:"));
+    let gateway = dev.field("gateway");
+    let control = dev.field("control");
+    let bootstrap = dev.field("kafka_bootstrap");
+    assert!(dev.field("metrics").starts_with("http://127.0.0.1:"));
+    assert!(dev.field("dedup").starts_with("127.0.0.1:"));
     wait_serving(gateway.parse()?).await?;
 
     // Reflection lists the services, as grpcurl would.
@@ -178,22 +150,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     );
 
     // SIGTERM: a clean, prompt exit.
-    let pid = dev.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()?
-        .success());
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = dev.child.try_wait()? {
-            break s;
-        }
-        assert!(
-            Instant::now() < end,
-            "ballast dev did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = dev.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
     Ok(())
 }

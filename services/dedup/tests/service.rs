@@ -35,7 +35,9 @@ fn memory() -> DedupConfig {
 }
 
 async fn client(r: &Running) -> DedupClient {
-    DedupClient::connect(&format!("http://{}", r.addr), "test").await.unwrap()
+    DedupClient::connect(&format!("http://{}", r.addr), "test")
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,17 +60,29 @@ async fn bad_input_is_invalid_argument() -> anyhow::Result<()> {
         let err = c.claim(group, ids.clone(), lease).await.unwrap_err();
         match err {
             ballast_dedup_store::client::ClientError::Rpc(s) => {
-                assert_eq!(s.code(), tonic::Code::InvalidArgument, "{group:?} {ids:?}: {s:?}");
+                assert_eq!(
+                    s.code(),
+                    tonic::Code::InvalidArgument,
+                    "{group:?} {ids:?}: {s:?}"
+                );
                 assert!(!s.message().is_empty());
             }
             other => panic!("unexpected {other:?}"),
         }
     }
     let err = c
-        .commit("", vec![pb::Fenced { id: "a".into(), fence: 1 }])
+        .commit(
+            "",
+            vec![pb::Fenced {
+                id: "a".into(),
+                fence: 1,
+            }],
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, ballast_dedup_store::client::ClientError::Rpc(s) if s.code() == tonic::Code::InvalidArgument));
+    assert!(
+        matches!(err, ballast_dedup_store::client::ClientError::Rpc(s) if s.code() == tonic::Code::InvalidArgument)
+    );
     // A valid call still works.
     let ok = c.claim("g", vec!["a".into()], lease).await?;
     assert_eq!(ok[0].state, pb::ClaimState::New as i32);
@@ -84,10 +98,15 @@ async fn redis_outage_is_unavailable() -> anyhow::Result<()> {
     cfg.redis.connect_timeout = Duration::from_millis(500);
     let r = start(cfg).await?;
     let c = client(&r).await;
-    let first = c.claim("g", vec!["a".into()], Duration::from_secs(5)).await?;
+    let first = c
+        .claim("g", vec!["a".into()], Duration::from_secs(5))
+        .await?;
     assert_eq!(first[0].state, pb::ClaimState::New as i32);
     server.kill();
-    let err = c.claim("g", vec!["b".into()], Duration::from_secs(5)).await.unwrap_err();
+    let err = c
+        .claim("g", vec!["b".into()], Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ballast_dedup_store::client::ClientError::Rpc(s) if s.code() == tonic::Code::Unavailable),
         "{err:?}"
@@ -117,7 +136,9 @@ async fn process_once_runs_work_once_and_releases_on_failure() -> anyhow::Result
     assert_eq!(again, Processed::Duplicate(pb::ClaimState::Done));
 
     let failed = c
-        .process_once("g", "m-2", lease, async { Err::<(), _>("boom".to_string()) })
+        .process_once("g", "m-2", lease, async {
+            Err::<(), _>("boom".to_string())
+        })
         .await;
     assert!(matches!(failed, Err(ProcessError::Work(ref e)) if e == "boom"));
     // Released: the id can be processed at once by someone else.
@@ -152,6 +173,10 @@ async fn process_once_runs_work_once_and_releases_on_failure() -> anyhow::Result
     );
     let check = c.check("g", vec!["b-1".into(), "b-2".into()]).await?;
     assert_eq!(check[0].state, pb::ClaimState::Done as i32);
-    assert_eq!(check[1].state, pb::ClaimState::Unspecified as i32, "released");
+    assert_eq!(
+        check[1].state,
+        pb::ClaimState::Unspecified as i32,
+        "released"
+    );
     Ok(())
 }
