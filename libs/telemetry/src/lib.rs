@@ -1,5 +1,6 @@
-//! Telemetry shared by every Ballast binary: structured logs, optional OTLP traces, the
-//! Prometheus `/metrics` endpoint on an admin port, and shutdown signals.
+//! Telemetry and server plumbing shared by every Ballast binary: structured logs, optional
+//! OTLP traces, the Prometheus `/metrics` endpoint on an admin port, shutdown signals, and
+//! accepted connections with TCP_NODELAY.
 //!
 //! It owns no service metrics itself; each service registers its own in a
 //! `prometheus_client` registry and hands it to [`serve_admin`].
@@ -144,6 +145,22 @@ pub async fn serve_admin(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
+/// (tonic sets TCP_NODELAY only on listeners it binds itself.)
+pub fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY");
+            }
+        }
+        conn
+    })
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C. A second signal exits the process at once.

@@ -71,10 +71,7 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(DedupServer::new(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            signal,
-        );
+        .serve_with_incoming_shutdown(ballast_telemetry::incoming_nodelay(listener), signal);
     tokio::pin!(server);
     let grace = config.shutdown_grace;
     tokio::select! {

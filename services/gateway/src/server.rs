@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// A gateway ready to serve.
 #[derive(Debug)]
@@ -160,7 +159,7 @@ impl Gateway {
             .add_service(health)
             .add_service(reflection)
             .add_service(IngestServer::new(IngestService::new(producer.clone())))
-            .serve_with_incoming_shutdown(incoming(listener), signal);
+            .serve_with_incoming_shutdown(ballast_telemetry::incoming_nodelay(listener), signal);
         tokio::pin!(server);
         let deadline = async {
             shutdown.clone().await;
@@ -203,20 +202,4 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bo
             .set_not_serving::<IngestServer<IngestService>>()
             .await;
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: responses are small and latency
-/// matters. (tonic sets this only on listeners it binds itself.)
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "setting TCP_NODELAY");
-            }
-        }
-        conn
-    })
 }

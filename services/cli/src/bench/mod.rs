@@ -1,9 +1,13 @@
 //! `ballast bench`: measures Ballast against a baseline in the same run, on the same
-//! embedded cluster, and reports ratios.
+//! dependencies, and reports ratios.
+//!
+//! P4 (dedup) lives in `dedup.rs`.
 //!
 //! P1 (gateway): throughput of 1 KiB records in batches of 100 through the gateway, over
 //! gRPC, divided by a direct rdkafka producer (acks=all, idempotence); and the p99 batch
 //! latency each adds at half of the gateway's peak load.
+
+mod dedup;
 
 use anyhow::Context;
 use ballast_gateway::{Gateway, GatewayConfig};
@@ -40,6 +44,23 @@ pub struct BenchArgs {
     /// gRPC connections the load is spread over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Which figures to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    pub suite: Suite,
+    /// The Redis used by the dedup figure (P4).
+    #[arg(
+        long,
+        default_value = "redis://127.0.0.1:6379",
+        env = "BALLAST_BENCH_REDIS"
+    )]
+    pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    All,
+    Gateway,
+    Dedup,
 }
 
 /// Round-robin over several gRPC connections.
@@ -326,21 +347,42 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let g = gateway_suite(&args).await?;
+    let mut json = serde_json::json!({ "command": std::env::args().collect::<Vec<_>>().join(" ") });
+    let mut rows = Vec::new();
+    if matches!(args.suite, Suite::All | Suite::Gateway) {
+        let g = gateway_suite(&args).await?;
+        rows.push(format!(
+            "P1      throughput, records/s (1 KiB, batch 100)  {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
+            g.gateway_records_per_sec, g.direct_records_per_sec, g.throughput_ratio
+        ));
+        rows.push(format!(
+            "P1      same, gateway write path without grpc     {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
+            g.inprocess_records_per_sec,
+            g.direct_records_per_sec,
+            g.inprocess_records_per_sec / g.direct_records_per_sec
+        ));
+        rows.push(format!(
+            "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",
+            g.half_load_records_per_sec, g.gateway_p99_ms, g.direct_p99_ms, g.added_p99_ms
+        ));
+        json["p1_gateway"] = serde_json::to_value(&g)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Dedup) {
+        let d = dedup::suite(&args).await?;
+        rows.push(format!(
+            "P4      dedup claims/s via grpc (batch 100)       {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.50)",
+            d.service_claims_per_sec, d.raw_setnx_per_sec, d.service_ratio
+        ));
+        rows.push(format!(
+            "P4      same, store only (one Lua call a batch)   {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
+            d.store_claims_per_sec, d.raw_setnx_per_sec, d.store_ratio
+        ));
+        json["p4_dedup"] = serde_json::to_value(&d)?;
+    }
     println!("figure  measure                                  ballast      baseline     result");
-    println!(
-        "P1      throughput, records/s (1 KiB, batch 100)  {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
-        g.gateway_records_per_sec, g.direct_records_per_sec, g.throughput_ratio
-    );
-    println!(
-        "P1      same, gateway write path without grpc     {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
-        g.inprocess_records_per_sec, g.direct_records_per_sec, g.inprocess_records_per_sec / g.direct_records_per_sec
-    );
-    println!(
-        "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",
-        g.half_load_records_per_sec, g.gateway_p99_ms, g.direct_p99_ms, g.added_p99_ms
-    );
-    let json = serde_json::json!({ "command": std::env::args().collect::<Vec<_>>().join(" "), "p1_gateway": g });
+    for r in rows {
+        println!("{r}");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;

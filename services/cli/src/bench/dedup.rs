@@ -1,0 +1,137 @@
+//! P4: dedup claims, in batches of 100, against raw pipelined `SET NX PX` on the same
+//! Redis, in the same run.
+
+use super::{closed_loop, BenchArgs};
+use ballast_dedup_store::{DedupStore, RedisConfig, RedisStore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const BATCH: usize = 100;
+const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DedupFigures {
+    pub ids: usize,
+    pub batch: usize,
+    pub raw_setnx_per_sec: f64,
+    /// Claims through the store (one Lua call per batch), ÷ raw.
+    pub store_claims_per_sec: f64,
+    pub store_ratio: f64,
+    /// Claims through the dedup gRPC service, ÷ raw; the target is ≥ 0.5.
+    pub service_claims_per_sec: f64,
+    pub service_ratio: f64,
+}
+
+pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
+    let ids = args
+        .records
+        .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+    let batches = ids.div_ceil(BATCH).max(1);
+    let workers = args.concurrency.max(1);
+    let run = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        ballast_core::new_message_id()
+    );
+
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let raw = redis::aio::ConnectionManager::new(client)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "redis at {} is not reachable ({e}); start redis-server or pass --redis-url",
+                args.redis_url
+            )
+        })?;
+
+    eprintln!("bench: raw pipelined SET NX PX, {ids} keys");
+    let next = Arc::new(AtomicUsize::new(0));
+    let (n, r, conn) = (next.clone(), run.clone(), raw.clone());
+    let raw_time = closed_loop(batches, workers, move || {
+        let b = n.fetch_add(1, Ordering::Relaxed);
+        let (r, mut conn) = (r.clone(), conn.clone());
+        async move {
+            let mut pipe = redis::pipe();
+            for i in 0..BATCH {
+                pipe.cmd("SET")
+                    .arg(format!("{r}:raw:{b}:{i}"))
+                    .arg("P:1:bench")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LEASE.as_millis() as u64)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    eprintln!("bench: dedup store claims, {ids} ids");
+    let store = Arc::new(
+        RedisStore::connect(&RedisConfig {
+            url: args.redis_url.clone(),
+            key_prefix: format!("{run}:store"),
+            ..RedisConfig::default()
+        })
+        .await?,
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let (n, s) = (next.clone(), store.clone());
+    let store_time = closed_loop(batches, workers, move || {
+        let b = n.fetch_add(1, Ordering::Relaxed);
+        let s = s.clone();
+        async move {
+            let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
+            let out = s.claim("bench", &ids, LEASE, "bench").await?;
+            anyhow::ensure!(out.len() == BATCH);
+            Ok(())
+        }
+    })
+    .await?;
+
+    eprintln!("bench: dedup service claims over grpc, {ids} ids");
+    let mut cfg = ballast_dedup_service::DedupConfig::default();
+    cfg.redis.url = args.redis_url.clone();
+    cfg.redis.key_prefix = format!("{run}:svc");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ballast_dedup_service::run(cfg, listener, admin, async {
+        let _ = stop_rx.await;
+    }));
+    let client =
+        ballast_dedup_store::client::DedupClient::connect(&format!("http://{addr}"), "bench")
+            .await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let (n, c) = (next.clone(), client.clone());
+    let service_time = closed_loop(batches, workers, move || {
+        let b = n.fetch_add(1, Ordering::Relaxed);
+        let c = c.clone();
+        async move {
+            let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
+            let out = c.claim("bench", ids, LEASE).await?;
+            anyhow::ensure!(out.len() == BATCH);
+            Ok(())
+        }
+    })
+    .await?;
+    let _ = stop_tx.send(());
+    server.await??;
+
+    let total = (batches * BATCH) as f64;
+    let raw_rps = total / raw_time.as_secs_f64();
+    let store_rps = total / store_time.as_secs_f64();
+    let service_rps = total / service_time.as_secs_f64();
+    Ok(DedupFigures {
+        ids: batches * BATCH,
+        batch: BATCH,
+        raw_setnx_per_sec: raw_rps,
+        store_claims_per_sec: store_rps,
+        store_ratio: store_rps / raw_rps,
+        service_claims_per_sec: service_rps,
+        service_ratio: service_rps / raw_rps,
+    })
+}
