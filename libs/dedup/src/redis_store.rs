@@ -2,8 +2,12 @@
 //! (`{<prefix>:<group>}`) so a batch is one script call on one Redis Cluster slot.
 //!
 //! Values: `P:<fence>:<owner>` while a lease is live (the key's TTL is the lease), and
-//! `D:<fence>` once committed (TTL `done_window`). Claim is `SET NX PX` with fences from one
-//! `INCRBY` per batch; commit, release and extend are Lua compare-and-set on the fence.
+//! `D:<fence>` once committed (TTL `done_window`).
+//!
+//! Claim takes a range of fences with one `INCRBY`, then pipelines one `SET NX PX` per id;
+//! only ids that were taken need a second pipeline (`GET`, `PTTL`) to say DONE or
+//! IN_PROGRESS. A re-claim after a lease expired runs its `INCRBY` after the first claim's,
+//! so its fence is higher. Commit, release and extend are Lua compare-and-set on the fence.
 
 use crate::types::*;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -42,28 +46,6 @@ impl Default for RedisConfig {
         }
     }
 }
-
-const CLAIM: &str = r#"
--- KEYS[1] = fence counter, KEYS[2..] = id keys; ARGV[1] = lease ms, ARGV[2] = owner
-local n = #KEYS - 1
-local top = redis.call('INCRBY', KEYS[1], n)
-local out = {}
-for i = 2, #KEYS do
-  local fence = top - n + (i - 1)
-  local ok = redis.call('SET', KEYS[i], 'P:' .. fence .. ':' .. ARGV[2], 'NX', 'PX', ARGV[1])
-  if ok then
-    out[#out + 1] = 1; out[#out + 1] = fence; out[#out + 1] = tonumber(ARGV[1])
-  else
-    local v = redis.call('GET', KEYS[i])
-    if v and string.sub(v, 1, 1) == 'D' then
-      out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = 0
-    else
-      out[#out + 1] = 2; out[#out + 1] = 0; out[#out + 1] = redis.call('PTTL', KEYS[i])
-    end
-  end
-end
-return out
-"#;
 
 /// Shared by commit, release and extend: check the fence, then act.
 /// ARGV[1] = action (commit|release|extend), ARGV[2] = ttl ms, ARGV[3..] = fences.
@@ -105,7 +87,6 @@ pub struct RedisStore {
     conn: Conn,
     prefix: String,
     done_window: Duration,
-    claim: Script,
     fenced: Script,
 }
 
@@ -155,7 +136,6 @@ impl RedisStore {
             conn,
             prefix: cfg.key_prefix.clone(),
             done_window: cfg.done_window,
-            claim: Script::new(CLAIM),
             fenced: Script::new(FENCED),
         })
     }
@@ -178,6 +158,22 @@ impl RedisStore {
         match self.conn.clone() {
             Conn::Single(mut c) => go(&mut c, inv).await,
             Conn::Cluster(mut c) => go(&mut c, inv).await,
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        async fn go<C: ConnectionLike + Send, T: redis::FromRedisValue>(
+            c: &mut C,
+            pipe: &redis::Pipeline,
+        ) -> Result<T, StoreError> {
+            pipe.query_async(c).await.map_err(unavailable)
+        }
+        match self.conn.clone() {
+            Conn::Single(mut c) => go(&mut c, pipe).await,
+            Conn::Cluster(mut c) => go(&mut c, pipe).await,
         }
     }
 
@@ -234,35 +230,71 @@ impl DedupStore for RedisStore {
             return Ok(Vec::new());
         }
         let tag = self.tag(group);
-        let mut inv = self.claim.prepare_invoke();
-        inv.key(format!("{tag}:f"));
-        for id in ids {
-            inv.key(self.id_key(&tag, id));
+        let n = ids.len() as u64;
+        let mut incr = redis::pipe();
+        incr.incr(format!("{tag}:f"), n);
+        let (top,): (u64,) = self.query(&incr).await?;
+        let lease_ms = lease.as_millis().max(1) as u64;
+        let first = top - n + 1;
+        let mut sets = redis::pipe();
+        for (i, id) in ids.iter().enumerate() {
+            sets.cmd("SET")
+                .arg(self.id_key(&tag, id))
+                .arg(format!("P:{}:{owner}", first + i as u64))
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms);
         }
-        inv.arg(lease.as_millis().max(1) as u64).arg(owner);
-        let flat = self.run(&mut inv).await?;
-        if flat.len() != ids.len() * 3 {
-            return Err(StoreError::Unavailable(format!(
-                "claim script returned {} values for {} ids",
-                flat.len(),
-                ids.len()
-            )));
+        let won: Vec<Option<String>> = self.query(&sets).await?;
+        let taken: Vec<usize> = (0..ids.len()).filter(|&i| won[i].is_none()).collect();
+        let mut existing: Vec<(Option<String>, i64)> = Vec::new();
+        if !taken.is_empty() {
+            let mut looks = redis::pipe();
+            for &i in &taken {
+                let key = self.id_key(&tag, &ids[i]);
+                looks.get(&key).pttl(&key);
+            }
+            let flat: Vec<redis::Value> = self.query(&looks).await?;
+            existing = flat
+                .chunks_exact(2)
+                .map(|p| {
+                    (
+                        redis::from_redis_value_ref(&p[0]).ok().flatten(),
+                        redis::from_redis_value_ref(&p[1]).unwrap_or(-2),
+                    )
+                })
+                .collect();
         }
         let now = SystemClock.now_ms();
+        let mut looked = existing.into_iter();
         Ok(ids
             .iter()
-            .zip(flat.chunks_exact(3))
-            .map(|(id, c)| {
-                let (state, fence, ttl) = match c[0] {
-                    1 => (ClaimState::New, c[1] as u64, c[2]),
-                    3 => (ClaimState::Done, 0, 0),
-                    _ => (ClaimState::InProgress, 0, c[2].max(0)),
-                };
-                Claimed {
-                    id: id.clone(),
-                    state,
-                    fence,
-                    lease_expires_unix_ms: if ttl > 0 { now + ttl } else { 0 },
+            .enumerate()
+            .map(|(i, id)| {
+                if won[i].is_some() {
+                    return Claimed {
+                        id: id.clone(),
+                        state: ClaimState::New,
+                        fence: first + i as u64,
+                        lease_expires_unix_ms: now + lease_ms as i64,
+                    };
+                }
+                let (value, ttl) = looked.next().unwrap_or((None, -2));
+                match value {
+                    Some(v) if v.starts_with('D') => Claimed {
+                        id: id.clone(),
+                        state: ClaimState::Done,
+                        fence: 0,
+                        lease_expires_unix_ms: 0,
+                    },
+                    // A lease that ended between the SET and the GET still counts as taken:
+                    // the caller retries, never gets a false NEW.
+                    _ => Claimed {
+                        id: id.clone(),
+                        state: ClaimState::InProgress,
+                        fence: 0,
+                        lease_expires_unix_ms: if ttl > 0 { now + ttl } else { now },
+                    },
                 }
             })
             .collect())
@@ -310,16 +342,7 @@ impl DedupStore for RedisStore {
         for k in &keys {
             pipe.get(k).pttl(k);
         }
-        async fn go<C: ConnectionLike + Send>(
-            c: &mut C,
-            pipe: &redis::Pipeline,
-        ) -> Result<Vec<redis::Value>, StoreError> {
-            pipe.query_async(c).await.map_err(unavailable)
-        }
-        let values = match self.conn.clone() {
-            Conn::Single(mut c) => go(&mut c, &pipe).await?,
-            Conn::Cluster(mut c) => go(&mut c, &pipe).await?,
-        };
+        let values: Vec<redis::Value> = self.query(&pipe).await?;
         let now = SystemClock.now_ms();
         Ok(ids
             .iter()

@@ -15,7 +15,7 @@ pub struct DedupFigures {
     pub ids: usize,
     pub batch: usize,
     pub raw_setnx_per_sec: f64,
-    /// Claims through the store (one Lua call per batch), ÷ raw.
+    /// Claims through the store (INCRBY, then pipelined SET NX PX), ÷ raw.
     pub store_claims_per_sec: f64,
     pub store_ratio: f64,
     /// Claims through the dedup gRPC service, ÷ raw; the target is ≥ 0.5.

@@ -374,7 +374,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             d.service_claims_per_sec, d.raw_setnx_per_sec, d.service_ratio
         ));
         rows.push(format!(
-            "P4      same, store only (one Lua call a batch)   {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
+            "P4      same, store only (pipelined SET NX PX)    {:>10.0}  {:>10.0}  ratio {:.2} (diagnostic)",
             d.store_claims_per_sec, d.raw_setnx_per_sec, d.store_ratio
         ));
         json["p4_dedup"] = serde_json::to_value(&d)?;
