@@ -55,7 +55,7 @@ impl MemoryStore {
         let now = self.clock.now_ms();
         let mut inner = self.inner.lock().expect("dedup memory lock");
         inner.ops += 1;
-        if inner.ops % SWEEP_EVERY == 0 {
+        if inner.ops.is_multiple_of(SWEEP_EVERY) {
             inner.entries.retain(|_, e| e.expires_ms() > now);
         }
         f(&mut inner, now)

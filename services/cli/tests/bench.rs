@@ -49,6 +49,19 @@ fn bench_quick_produces_every_figure() {
         assert!(x.is_finite(), "{key} = {x}");
     }
     assert!(p1["gateway_records_per_sec"].as_f64().unwrap() > 0.0);
+    let p4 = &v["p4_dedup"];
+    for key in [
+        "raw_setnx_per_sec",
+        "store_claims_per_sec",
+        "store_ratio",
+        "service_claims_per_sec",
+        "service_ratio",
+    ] {
+        let x = p4[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
     assert_eq!(p1["records"], 2000);
     std::fs::remove_dir_all(&dir).ok();
 }
