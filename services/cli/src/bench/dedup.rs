@@ -1,7 +1,9 @@
 //! P4: dedup claims, in batches of 100, against raw pipelined `SET NX PX` on the same
-//! Redis, in the same run.
+//! Redis, in the same run. The three measurements alternate over several rounds and the
+//! medians are compared, so a noisy moment does not favour one side.
 
 use super::{closed_loop, BenchArgs};
+use ballast_dedup_store::client::DedupClient;
 use ballast_dedup_store::{DedupStore, RedisConfig, RedisStore};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +14,8 @@ const LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DedupFigures {
-    pub ids: usize,
+    pub ids_per_round: usize,
+    pub rounds: usize,
     pub batch: usize,
     pub raw_setnx_per_sec: f64,
     /// Claims through the store (INCRBY, then pipelined SET NX PX), ÷ raw.
@@ -23,17 +26,19 @@ pub struct DedupFigures {
     pub service_ratio: f64,
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
     let ids = args
         .records
         .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+    let rounds = if args.quick { 1 } else { 3 };
     let batches = ids.div_ceil(BATCH).max(1);
     let workers = args.concurrency.max(1);
-    let run = format!(
-        "bench-{}-{}",
-        std::process::id(),
-        ballast_core::new_message_id()
-    );
+    let run = format!("bench-{}", ballast_core::new_message_id());
 
     let client = redis::Client::open(args.redis_url.as_str())?;
     let raw = redis::aio::ConnectionManager::new(client)
@@ -44,31 +49,6 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
                 args.redis_url
             )
         })?;
-
-    eprintln!("bench: raw pipelined SET NX PX, {ids} keys");
-    let next = Arc::new(AtomicUsize::new(0));
-    let (n, r, conn) = (next.clone(), run.clone(), raw.clone());
-    let raw_time = closed_loop(batches, workers, move || {
-        let b = n.fetch_add(1, Ordering::Relaxed);
-        let (r, mut conn) = (r.clone(), conn.clone());
-        async move {
-            let mut pipe = redis::pipe();
-            for i in 0..BATCH {
-                pipe.cmd("SET")
-                    .arg(format!("{r}:raw:{b}:{i}"))
-                    .arg("P:1:bench")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LEASE.as_millis() as u64)
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await?;
-            Ok(())
-        }
-    })
-    .await?;
-
-    eprintln!("bench: dedup store claims, {ids} ids");
     let store = Arc::new(
         RedisStore::connect(&RedisConfig {
             url: args.redis_url.clone(),
@@ -77,21 +57,6 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
         })
         .await?,
     );
-    let next = Arc::new(AtomicUsize::new(0));
-    let (n, s) = (next.clone(), store.clone());
-    let store_time = closed_loop(batches, workers, move || {
-        let b = n.fetch_add(1, Ordering::Relaxed);
-        let s = s.clone();
-        async move {
-            let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
-            let out = s.claim("bench", &ids, LEASE, "bench").await?;
-            anyhow::ensure!(out.len() == BATCH);
-            Ok(())
-        }
-    })
-    .await?;
-
-    eprintln!("bench: dedup service claims over grpc, {ids} ids");
     let mut cfg = ballast_dedup_service::DedupConfig::default();
     cfg.redis.url = args.redis_url.clone();
     cfg.redis.key_prefix = format!("{run}:svc");
@@ -102,31 +67,76 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
     let server = tokio::spawn(ballast_dedup_service::run(cfg, listener, admin, async {
         let _ = stop_rx.await;
     }));
-    let client =
-        ballast_dedup_store::client::DedupClient::connect(&format!("http://{addr}"), "bench")
-            .await?;
+    wait_listening(addr).await?;
+    // Several connections, as several consumers would have.
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(DedupClient::connect(&format!("http://{addr}"), "bench").await?);
+    }
+    let clients = Arc::new(clients);
+
+    // Batch numbers never repeat, so every key is fresh in every round.
     let next = Arc::new(AtomicUsize::new(0));
-    let (n, c) = (next.clone(), client.clone());
-    let service_time = closed_loop(batches, workers, move || {
-        let b = n.fetch_add(1, Ordering::Relaxed);
-        let c = c.clone();
-        async move {
-            let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
-            let out = c.claim("bench", ids, LEASE).await?;
-            anyhow::ensure!(out.len() == BATCH);
-            Ok(())
-        }
-    })
-    .await?;
+    let (mut raw_r, mut store_r, mut svc_r) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("bench: dedup round {round}/{rounds}: raw SET NX PX, store, grpc service ({ids} ids each)");
+        let (n, r, conn) = (next.clone(), run.clone(), raw.clone());
+        let t = closed_loop(batches, workers, move || {
+            let b = n.fetch_add(1, Ordering::Relaxed);
+            let (r, mut conn) = (r.clone(), conn.clone());
+            async move {
+                let mut pipe = redis::pipe();
+                for i in 0..BATCH {
+                    pipe.cmd("SET")
+                        .arg(format!("{{{r}:raw}}:i:{b}:{i}"))
+                        .arg("P:1:bench")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(LEASE.as_millis() as u64)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        raw_r.push((batches * BATCH) as f64 / t.as_secs_f64());
+
+        let (n, s) = (next.clone(), store.clone());
+        let t = closed_loop(batches, workers, move || {
+            let b = n.fetch_add(1, Ordering::Relaxed);
+            let s = s.clone();
+            async move {
+                let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
+                let out = s.claim("bench", &ids, LEASE, "bench").await?;
+                anyhow::ensure!(out.len() == BATCH);
+                Ok(())
+            }
+        })
+        .await?;
+        store_r.push((batches * BATCH) as f64 / t.as_secs_f64());
+
+        let (n, cs) = (next.clone(), clients.clone());
+        let t = closed_loop(batches, workers, move || {
+            let b = n.fetch_add(1, Ordering::Relaxed);
+            let c = cs[b % cs.len()].clone();
+            async move {
+                let ids: Vec<String> = (0..BATCH).map(|i| format!("{b}:{i}")).collect();
+                let out = c.claim("bench", ids, LEASE).await?;
+                anyhow::ensure!(out.len() == BATCH);
+                Ok(())
+            }
+        })
+        .await?;
+        svc_r.push((batches * BATCH) as f64 / t.as_secs_f64());
+    }
     let _ = stop_tx.send(());
     server.await??;
 
-    let total = (batches * BATCH) as f64;
-    let raw_rps = total / raw_time.as_secs_f64();
-    let store_rps = total / store_time.as_secs_f64();
-    let service_rps = total / service_time.as_secs_f64();
+    let (raw_rps, store_rps, service_rps) = (median(raw_r), median(store_r), median(svc_r));
     Ok(DedupFigures {
-        ids: batches * BATCH,
+        ids_per_round: batches * BATCH,
+        rounds,
         batch: BATCH,
         raw_setnx_per_sec: raw_rps,
         store_claims_per_sec: store_rps,
@@ -134,4 +144,15 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
         service_claims_per_sec: service_rps,
         service_ratio: service_rps / raw_rps,
     })
+}
+
+/// Waits until the in-process service accepts connections.
+async fn wait_listening(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("dedup service at {addr} did not start")
 }
