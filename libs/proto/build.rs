@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ballast/ingest/v1/ingest.proto",
         "ballast/dev/v1/dev.proto",
         "ballast/dedup/v1/dedup.proto",
+        "ballast/failover/v1/envelope.proto",
+        "ballast/retry/v1/retry.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

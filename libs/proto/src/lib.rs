@@ -26,6 +26,20 @@ pub mod dedup {
     }
 }
 
+/// The failover envelope.
+pub mod failover {
+    pub mod v1 {
+        tonic::include_proto!("ballast.failover.v1");
+    }
+}
+
+/// The retry workers' admin API.
+pub mod retry {
+    pub mod v1 {
+        tonic::include_proto!("ballast.retry.v1");
+    }
+}
+
 /// Control of the embedded dev stack.
 pub mod dev {
     pub mod v1 {

@@ -9,6 +9,7 @@ pub use ballast_kafka::Landed;
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+pub mod deps;
 pub mod process;
 pub mod redis;
 

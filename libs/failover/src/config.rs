@@ -1,0 +1,96 @@
+//! Which failover queue to use, and how the gateway batches into it.
+
+use crate::queue::{FailoverQueue, QueueError};
+use crate::sql::SqlQueue;
+use crate::sqs::{SqsConfig, SqsQueue};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverBackend {
+    /// No failover: records Kafka cannot take get a retryable UNAVAILABLE.
+    None,
+    Sqs,
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverConfig {
+    pub backend: FailoverBackend,
+    /// The queue's name inside the SQL tables.
+    pub queue: String,
+    /// `sqlite://PATH?mode=rwc` for sqlite, `postgres://…` for postgres.
+    pub database_url: String,
+    pub max_connections: u32,
+    pub sqs: SqsConfig,
+    /// Enqueues from concurrent requests wait at most this long to share a batch.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Records waiting for a batch; more fail with UNAVAILABLE.
+    pub pending_limit: usize,
+    /// Batches sent at once.
+    pub concurrent_batches: usize,
+    /// The deadline of one enqueue call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long records wait in the queue before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            backend: FailoverBackend::None,
+            queue: "ballast-failover".into(),
+            database_url: "sqlite://ballast-failover.db?mode=rwc".into(),
+            max_connections: 8,
+            sqs: SqsConfig::default(),
+            linger: Duration::from_millis(2),
+            pending_limit: 100_000,
+            concurrent_batches: 8,
+            timeout: Duration::from_secs(5),
+            initial_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl FailoverConfig {
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let bad = |m: &str| Err(QueueError::Config(m.to_string()));
+        if self.pending_limit == 0 || self.concurrent_batches == 0 {
+            return bad("failover.pending_limit and failover.concurrent_batches must be positive");
+        }
+        if self.timeout.is_zero() {
+            return bad("failover.timeout must be positive");
+        }
+        match self.backend {
+            FailoverBackend::Sqlite if !self.database_url.starts_with("sqlite:") => {
+                bad("failover.database_url must start with sqlite: for the sqlite backend")
+            }
+            FailoverBackend::Postgres if !self.database_url.starts_with("postgres") => {
+                bad("failover.database_url must start with postgres:// for the postgres backend")
+            }
+            FailoverBackend::Sqs if self.sqs.queue.is_empty() || self.sqs.dlq.is_empty() => {
+                bad("failover.sqs.queue and failover.sqs.dlq must be set for the sqs backend")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the configured queue; None for `backend: none`.
+    pub async fn open(&self) -> Result<Option<Arc<dyn FailoverQueue>>, QueueError> {
+        self.validate()?;
+        Ok(match self.backend {
+            FailoverBackend::None => None,
+            FailoverBackend::Sqs => Some(Arc::new(SqsQueue::connect(&self.sqs).await?)),
+            FailoverBackend::Sqlite | FailoverBackend::Postgres => Some(Arc::new(
+                SqlQueue::connect(&self.database_url, &self.queue, self.max_connections).await?,
+            )),
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! The durable failover queue: when Kafka cannot take a record, the gateway stores it here
+//! (off the node) and acknowledges it; retry workers drain it back to Kafka.
+//!
+//! - `envelope`: the versioned, binary-safe record format.
+//! - `FailoverQueue`: enqueue, lease, ack, retry later, dead-letter, statistics, and the
+//!   dead-letter store's list, redrive and purge.
+//! - Backends: SQS (`aws-sdk-sqs`), SQLite and PostgreSQL (`sqlx`, with migrations).
+//! - `Enqueuer`: the gateway's micro-batching enqueuer with a breaker on the queue.
+//!
+//! This crate never talks to Kafka.
+
+mod batcher;
+mod config;
+pub mod envelope;
+mod queue;
+mod sql;
+mod sqs;
+
+pub use batcher::Enqueuer;
+pub use config::{FailoverBackend, FailoverConfig};
+pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Leased, QueueError, QueueStats};
+pub use sql::SqlQueue;
+pub use sqs::{SqsConfig, SqsQueue};

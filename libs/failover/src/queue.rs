@@ -1,0 +1,115 @@
+//! The failover queue abstraction shared by the gateway (enqueue) and the retry workers
+//! (receive, ack, retry, dead-letter) and the admin API.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue cannot be reached or refused the call; nothing was stored.
+    #[error("failover queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("failover queue config: {0}")]
+    Config(String),
+    #[error("failover queue: {0}")]
+    Invalid(String),
+}
+
+/// An entry handed to one worker until its lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    pub entry_id: String,
+    /// Identifies this lease; acks with an older receipt are ignored.
+    pub receipt: String,
+    pub body: Vec<u8>,
+    /// How many times the entry has been handed out, this time included.
+    pub deliveries: u32,
+    pub enqueued_at_unix_ms: i64,
+}
+
+/// What the dead-letter store records besides the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadInfo {
+    pub topic: String,
+    pub message_id: String,
+    pub attempts: u32,
+    pub reason: String,
+    pub first_failed_at_unix_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub info: DeadInfo,
+    pub dead_at_unix_ms: i64,
+    pub body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub oldest_age_ms: u64,
+    pub in_flight: u64,
+    pub redelivered: u64,
+    pub dead_letters: u64,
+}
+
+/// A durable queue off the node. Every method either did what it says or returned an
+/// error; an error from `enqueue` means nothing may be acknowledged.
+#[async_trait::async_trait]
+pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
+    /// `sqs`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// The queue's name or URL.
+    fn queue(&self) -> &str;
+    /// The largest batch one `enqueue` call should carry.
+    fn max_batch(&self) -> usize;
+
+    /// Stores bodies, visible after `delay`; returns their entry ids in order.
+    async fn enqueue(&self, bodies: &[Vec<u8>], delay: Duration)
+        -> Result<Vec<String>, QueueError>;
+
+    /// Leases up to `max` visible entries for `lease`, waiting up to `wait` for some.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, QueueError>;
+
+    /// Deletes delivered entries.
+    async fn ack(&self, entries: &[Leased]) -> Result<(), QueueError>;
+
+    /// Makes an entry visible again after `delay`. With a new body (attempt count, last
+    /// error), the stored entry is replaced.
+    async fn retry_later(
+        &self,
+        entry: &Leased,
+        new_body: Option<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Moves an entry to the dead-letter store.
+    async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError>;
+
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// A page of dead letters, oldest first, and the token of the next page ("" at the end).
+    async fn list_dead_letters(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<DeadLetter>, String), QueueError>;
+
+    /// Moves dead letters (these ids, or all) back to the queue with attempts reset.
+    async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError>;
+
+    /// Deletes dead letters (these ids, or all).
+    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError>;
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,443 @@
+//! The SQL backend on sqlx: SQLite (WAL; the embedded default) and PostgreSQL (leases with
+//! `FOR UPDATE SKIP LOCKED`, so many workers share a queue). One code path over `sqlx::Any`;
+//! each dialect has its own migrations.
+
+use crate::envelope;
+use crate::queue::*;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How often an empty queue is polled while a receive waits.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub struct SqlQueue {
+    pool: AnyPool,
+    postgres: bool,
+    queue: String,
+    max_batch: usize,
+}
+
+fn unavailable(e: sqlx::Error) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+impl SqlQueue {
+    /// Connects to `sqlite://PATH?mode=rwc` or `postgres://…`, runs migrations, and uses
+    /// `queue` as this queue's name within the tables.
+    pub async fn connect(url: &str, queue: &str, max_connections: u32) -> Result<Self, QueueError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+        if !postgres && !url.starts_with("sqlite:") {
+            return Err(QueueError::Config(format!(
+                "database url must start with sqlite: or postgres:, got {url:?}"
+            )));
+        }
+        let sqlite_setup = !postgres;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres {
+                max_connections
+            } else {
+                max_connections.min(4)
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite_setup {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        let migrator = if postgres { &POSTGRES } else { &SQLITE };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("migrations: {e}")))?;
+        Ok(Self {
+            pool,
+            postgres,
+            queue: queue.to_string(),
+            max_batch: 100,
+        })
+    }
+
+    fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
+        let (id, token) = receipt.split_once(':')?;
+        Some((id.parse().ok()?, token))
+    }
+
+    fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter, sqlx::Error> {
+        Ok(DeadLetter {
+            id: row.try_get::<i64, _>("id")?.to_string(),
+            info: DeadInfo {
+                topic: row.try_get("topic")?,
+                message_id: row.try_get("message_id")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                reason: row.try_get("reason")?,
+                first_failed_at_unix_ms: row.try_get("first_failed_at")?,
+            },
+            dead_at_unix_ms: row.try_get("dead_at")?,
+            body_bytes: row.try_get::<i64, _>("body_len")? as usize,
+        })
+    }
+
+    fn id_list(ids: &[String]) -> Result<Vec<i64>, QueueError> {
+        ids.iter()
+            .map(|i| {
+                i.parse::<i64>()
+                    .map_err(|_| QueueError::Invalid(format!("bad dead-letter id {i:?}")))
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl FailoverQueue for SqlQueue {
+    fn backend(&self) -> &'static str {
+        if self.postgres {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn enqueue(
+        &self,
+        bodies: &[Vec<u8>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        let now = now_ms();
+        let visible = now + delay.as_millis() as i64;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let row = sqlx::query(
+                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
+                 VALUES ($1, $2, $3, $4, 0) RETURNING id",
+            )
+            .bind(&self.queue)
+            .bind(body.as_slice())
+            .bind(now)
+            .bind(visible)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            ids.push(row.try_get::<i64, _>(0).map_err(unavailable)?.to_string());
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(ids)
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let end = tokio::time::Instant::now() + wait;
+        let sql = if self.postgres {
+            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
+             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
+             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, body, deliveries, enqueued_at"
+        } else {
+            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
+             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
+             ORDER BY id LIMIT $5) \
+             RETURNING id, body, deliveries, enqueued_at"
+        };
+        loop {
+            let now = now_ms();
+            let token = uuid::Uuid::now_v7().simple().to_string();
+            let rows = sqlx::query(sql)
+                .bind(now + lease.as_millis() as i64)
+                .bind(&token)
+                .bind(&self.queue)
+                .bind(now)
+                .bind(max.max(1) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            if !rows.is_empty() || tokio::time::Instant::now() >= end {
+                let mut out = rows
+                    .iter()
+                    .map(|r| {
+                        let id: i64 = r.try_get("id")?;
+                        Ok(Leased {
+                            entry_id: id.to_string(),
+                            receipt: format!("{id}:{token}"),
+                            body: r.try_get("body")?,
+                            deliveries: r.try_get::<i64, _>("deliveries")? as u32,
+                            enqueued_at_unix_ms: r.try_get("enqueued_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(unavailable)?;
+                out.sort_by_key(|l| l.entry_id.parse::<i64>().unwrap_or(0));
+                return Ok(out);
+            }
+            tokio::time::sleep(POLL.min(end - tokio::time::Instant::now())).await;
+        }
+    }
+
+    async fn ack(&self, entries: &[Leased]) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for e in entries {
+            let Some((id, token)) = Self::parse_receipt(&e.receipt) else {
+                continue;
+            };
+            sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
+                .bind(id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn retry_later(
+        &self,
+        entry: &Leased,
+        new_body: Option<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
+            return Err(QueueError::Invalid(format!(
+                "bad receipt {:?}",
+                entry.receipt
+            )));
+        };
+        let visible = now_ms() + delay.as_millis() as i64;
+        let body = new_body.unwrap_or_else(|| entry.body.clone());
+        let last_error = envelope::decode(&body)
+            .map(|e| e.last_error)
+            .unwrap_or_default();
+        sqlx::query(
+            "UPDATE ballast_failover_entries SET visible_at = $1, body = $2, last_error = $3, lease_token = NULL \
+             WHERE id = $4 AND lease_token = $5",
+        )
+        .bind(visible)
+        .bind(body.as_slice())
+        .bind(last_error)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {
+        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
+            return Err(QueueError::Invalid(format!(
+                "bad receipt {:?}",
+                entry.receipt
+            )));
+        };
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let deleted =
+            sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
+                .bind(id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if deleted.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO ballast_failover_dead_letters \
+                 (queue, body, topic, message_id, attempts, reason, first_failed_at, dead_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&self.queue)
+            .bind(entry.body.as_slice())
+            .bind(&info.topic)
+            .bind(&info.message_id)
+            .bind(info.attempts as i64)
+            .bind(&info.reason)
+            .bind(info.first_failed_at_unix_ms)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS depth, COALESCE(MIN(enqueued_at), 0) AS oldest, \
+             COALESCE(SUM(CASE WHEN lease_token IS NOT NULL AND visible_at > $1 THEN 1 ELSE 0 END), 0) AS in_flight, \
+             COALESCE(SUM(CASE WHEN deliveries > 1 THEN 1 ELSE 0 END), 0) AS redelivered \
+             FROM ballast_failover_entries WHERE queue = $2",
+        )
+        .bind(now)
+        .bind(&self.queue)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let dead =
+            sqlx::query("SELECT COUNT(*) AS n FROM ballast_failover_dead_letters WHERE queue = $1")
+                .bind(&self.queue)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let get = |r: &AnyRow, c: &str| r.try_get::<i64, _>(c).map_err(unavailable);
+        let depth = get(&row, "depth")? as u64;
+        let oldest = get(&row, "oldest")?;
+        Ok(QueueStats {
+            depth,
+            oldest_age_ms: if depth > 0 {
+                (now - oldest).max(0) as u64
+            } else {
+                0
+            },
+            in_flight: get(&row, "in_flight")? as u64,
+            redelivered: get(&row, "redelivered")? as u64,
+            dead_letters: get(&dead, "n")? as u64,
+        })
+    }
+
+    async fn list_dead_letters(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<DeadLetter>, String), QueueError> {
+        let after: i64 = if page_token.is_empty() {
+            0
+        } else {
+            page_token
+                .parse()
+                .map_err(|_| QueueError::Invalid(format!("bad page token {page_token:?}")))?
+        };
+        let size = page_size.clamp(1, 1000);
+        let rows = sqlx::query(
+            "SELECT id, topic, message_id, attempts, reason, first_failed_at, dead_at, \
+             CAST(LENGTH(body) AS BIGINT) AS body_len \
+             FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(&self.queue)
+        .bind(after)
+        .bind(size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut out = rows
+            .iter()
+            .map(Self::dead_letter_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        let next = if out.len() > size {
+            out.truncate(size);
+            out.last().map(|d| d.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((out, next))
+    }
+
+    async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let rows = if all {
+            sqlx::query(
+                "SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 ORDER BY id",
+            )
+            .bind(&self.queue)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        } else {
+            let mut rows = Vec::new();
+            for id in Self::id_list(ids)? {
+                rows.extend(
+                    sqlx::query("SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2")
+                        .bind(&self.queue)
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            rows
+        };
+        let now = now_ms();
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(unavailable)?;
+            let body: Vec<u8> = row.try_get("body").map_err(unavailable)?;
+            // A fresh start: attempts reset, the history kept in last_error.
+            let body = match envelope::decode(&body) {
+                Ok(mut env) => {
+                    env.attempt = 0;
+                    envelope::encode(&env)
+                }
+                Err(_) => body,
+            };
+            sqlx::query(
+                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
+                 VALUES ($1, $2, $3, $3, 0)",
+            )
+            .bind(&self.queue)
+            .bind(body.as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
+        if all {
+            let r = sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE queue = $1")
+                .bind(&self.queue)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return Ok(r.rows_affected());
+        }
+        let mut n = 0;
+        for id in Self::id_list(ids)? {
+            n += sqlx::query(
+                "DELETE FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2",
+            )
+            .bind(&self.queue)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,528 @@
+//! The SQS backend (aws-sdk-sqs). Bodies are base64 envelopes; attributes carry topic,
+//! message id and attempt. Sends use `SendMessageBatch` (at most 10 entries and 256 KiB a
+//! call, split as needed), delays `DelaySeconds` (at most 900 s; longer delays are applied
+//! again by the worker), backoff `ChangeMessageVisibility`, and dead letters go explicitly
+//! to a second queue with the reason as an attribute.
+
+use crate::envelope;
+use crate::queue::*;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// SQS allows 10 entries and 256 KiB per batch; keep a margin for attributes.
+const MAX_ENTRIES: usize = 10;
+const MAX_BATCH_BYTES: usize = 240 * 1024;
+const MAX_DELAY_SECS: u64 = 900;
+const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqsConfig {
+    /// The queue name (resolved to a URL at start) or a full queue URL.
+    pub queue: String,
+    /// The dead-letter queue name or URL.
+    pub dlq: String,
+    /// A custom endpoint, e.g. a local SQS-compatible server; None uses AWS.
+    pub endpoint: Option<String>,
+    /// None uses the default provider chain (AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// Static credentials for local endpoints; None uses the default credential chain.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Create the queues if missing (development).
+    pub create_queues: bool,
+}
+
+impl Default for SqsConfig {
+    fn default() -> Self {
+        Self {
+            queue: "ballast-failover".into(),
+            dlq: "ballast-failover-dlq".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            create_queues: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+    dlq_url: String,
+    requests: AtomicU64,
+}
+
+fn err(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn err_sdk<E: std::error::Error + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
+    QueueError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+}
+
+fn string_attr(v: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(err)
+}
+
+fn number_attr(v: u64) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(v.to_string())
+        .build()
+        .map_err(err)
+}
+
+impl SqsQueue {
+    pub async fn connect(cfg: &SqsConfig) -> Result<Self, QueueError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(ep) = &cfg.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        if let Some(r) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "ballast-config",
+            ));
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(QueueError::Config(
+                "sqs region is not set: set failover.sqs.region or AWS_REGION".into(),
+            ));
+        }
+        let client = Client::new(&shared);
+        let mut q = Self {
+            client,
+            queue_url: String::new(),
+            dlq_url: String::new(),
+            requests: AtomicU64::new(0),
+        };
+        q.queue_url = q.resolve(&cfg.queue, cfg.create_queues).await?;
+        q.dlq_url = q.resolve(&cfg.dlq, cfg.create_queues).await?;
+        Ok(q)
+    }
+
+    /// SQS API calls made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn resolve(&self, name_or_url: &str, create: bool) -> Result<String, QueueError> {
+        if name_or_url.starts_with("http://") || name_or_url.starts_with("https://") {
+            return Ok(name_or_url.to_string());
+        }
+        if name_or_url.is_empty() {
+            return Err(QueueError::Config("sqs queue name is empty".into()));
+        }
+        self.count();
+        if create {
+            let out = self
+                .client
+                .create_queue()
+                .queue_name(name_or_url)
+                .send()
+                .await
+                .map_err(err_sdk)?;
+            return out
+                .queue_url
+                .ok_or_else(|| err("create_queue returned no url"));
+        }
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(name_or_url)
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        out.queue_url
+            .ok_or_else(|| err("get_queue_url returned no url"))
+    }
+
+    fn entry(
+        i: usize,
+        body: &[u8],
+        delay: Duration,
+    ) -> Result<SendMessageBatchRequestEntry, QueueError> {
+        let mut b = SendMessageBatchRequestEntry::builder()
+            .id(format!("m{i}"))
+            .message_body(base64::engine::general_purpose::STANDARD.encode(body))
+            .delay_seconds(delay.as_secs().min(MAX_DELAY_SECS) as i32);
+        if let Ok(env) = envelope::decode(body) {
+            b = b
+                .message_attributes("topic", string_attr(&env.topic)?)
+                .message_attributes("message_id", string_attr(&env.message_id)?)
+                .message_attributes("attempt", number_attr(env.attempt.into())?);
+        }
+        b.build().map_err(err)
+    }
+
+    async fn send_batches(
+        &self,
+        url: &str,
+        bodies: &[Vec<u8>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        let mut start = 0;
+        while start < bodies.len() {
+            // As many as fit 10 entries and the size limit (base64 grows bodies by 4/3).
+            let mut end = start;
+            let mut bytes = 0;
+            while end < bodies.len() && end - start < MAX_ENTRIES {
+                let size = bodies[end].len().div_ceil(3) * 4 + 256;
+                if end > start && bytes + size > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let entries = (start..end)
+                .map(|i| Self::entry(i, &bodies[i], delay))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.count();
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(err_sdk)?;
+            if let Some(f) = out.failed.first() {
+                return Err(QueueError::Unavailable(format!(
+                    "sqs refused entry {}: {} {}",
+                    f.id,
+                    f.code,
+                    f.message.clone().unwrap_or_default()
+                )));
+            }
+            for i in start..end {
+                let id = format!("m{i}");
+                let ok = out
+                    .successful
+                    .iter()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| err(format!("sqs did not confirm entry {id}")))?;
+                ids.push(ok.message_id.clone());
+            }
+            start = end;
+        }
+        Ok(ids)
+    }
+
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, QueueError> {
+        self.count();
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, MAX_ENTRIES) as i32)
+            .wait_time_seconds(wait.as_millis().div_ceil(1000).min(20) as i32)
+            .visibility_timeout(lease.as_secs().clamp(0, MAX_VISIBILITY_SECS) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let attrs = m.attributes.unwrap_or_default();
+                let attr = |k: MessageSystemAttributeName| {
+                    attrs.get(&k).and_then(|v| v.parse::<i64>().ok())
+                };
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(m.body.unwrap_or_default())
+                    .unwrap_or_default();
+                Leased {
+                    entry_id: m.message_id.unwrap_or_default(),
+                    receipt: m.receipt_handle.unwrap_or_default(),
+                    body,
+                    deliveries: attr(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .unwrap_or(1) as u32,
+                    enqueued_at_unix_ms: attr(MessageSystemAttributeName::SentTimestamp)
+                        .unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    async fn delete_from(&self, url: &str, entries: &[Leased]) -> Result<(), QueueError> {
+        for chunk in entries.chunks(MAX_ENTRIES) {
+            let batch = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("d{i}"))
+                        .receipt_handle(&e.receipt)
+                        .build()
+                        .map_err(err)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.count();
+            self.client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(batch))
+                .send()
+                .await
+                .map_err(err_sdk)?;
+        }
+        Ok(())
+    }
+
+    async fn approximate(&self, url: &str) -> Result<(u64, u64, u64), QueueError> {
+        self.count();
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |k: QueueAttributeName| {
+            attrs
+                .get(&k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+
+    /// Reads up to `limit` dead letters without keeping them hidden long.
+    async fn peek_dead(&self, limit: usize, hide: Duration) -> Result<Vec<Leased>, QueueError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for _ in 0..limit.div_ceil(MAX_ENTRIES) + 2 {
+            // A short long-poll: short polls may miss messages that are there.
+            let got = self
+                .receive_from(&self.dlq_url, MAX_ENTRIES, Duration::from_secs(1), hide)
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            for l in got {
+                if seen.insert(l.entry_id.clone()) && out.len() < limit {
+                    out.push(l);
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn dead_letter_of(l: &Leased) -> DeadLetter {
+    let env = envelope::decode(&l.body).ok();
+    DeadLetter {
+        id: l.entry_id.clone(),
+        info: DeadInfo {
+            topic: env.as_ref().map(|e| e.topic.clone()).unwrap_or_default(),
+            message_id: env
+                .as_ref()
+                .map(|e| e.message_id.clone())
+                .unwrap_or_default(),
+            attempts: env.as_ref().map(|e| e.attempt).unwrap_or(0),
+            reason: env
+                .as_ref()
+                .map(|e| e.last_error.clone())
+                .unwrap_or_else(|| "undecodable envelope".into()),
+            first_failed_at_unix_ms: env.as_ref().map(|e| e.first_failed_at_unix_ms).unwrap_or(0),
+        },
+        dead_at_unix_ms: l.enqueued_at_unix_ms,
+        body_bytes: l.body.len(),
+    }
+}
+
+#[async_trait::async_trait]
+impl FailoverQueue for SqsQueue {
+    fn backend(&self) -> &'static str {
+        "sqs"
+    }
+
+    fn queue(&self) -> &str {
+        &self.queue_url
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_ENTRIES
+    }
+
+    async fn enqueue(
+        &self,
+        bodies: &[Vec<u8>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        self.send_batches(&self.queue_url, bodies, delay).await
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, QueueError> {
+        self.receive_from(&self.queue_url, max, wait, lease).await
+    }
+
+    async fn ack(&self, entries: &[Leased]) -> Result<(), QueueError> {
+        self.delete_from(&self.queue_url, entries).await
+    }
+
+    async fn retry_later(
+        &self,
+        entry: &Leased,
+        new_body: Option<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        match new_body {
+            // A new body means a new message: send it delayed, then drop the old one.
+            Some(body) => {
+                self.send_batches(&self.queue_url, &[body], delay).await?;
+                self.delete_from(&self.queue_url, std::slice::from_ref(entry))
+                    .await
+            }
+            None => {
+                self.count();
+                self.client
+                    .change_message_visibility()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(&entry.receipt)
+                    .visibility_timeout(delay.as_secs().min(MAX_VISIBILITY_SECS) as i32)
+                    .send()
+                    .await
+                    .map_err(err_sdk)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {
+        // The envelope keeps the last error, so listing can show it.
+        let body = match envelope::decode(&entry.body) {
+            Ok(mut env) => {
+                env.last_error = info.reason.clone();
+                env.attempt = info.attempts;
+                envelope::encode(&env)
+            }
+            Err(_) => entry.body.clone(),
+        };
+        self.count();
+        self.client
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(base64::engine::general_purpose::STANDARD.encode(&body))
+            .message_attributes("reason", string_attr(&info.reason)?)
+            .message_attributes("topic", string_attr(&info.topic)?)
+            .message_attributes("message_id", string_attr(&info.message_id)?)
+            .message_attributes("attempt", number_attr(info.attempts.into())?)
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        self.delete_from(&self.queue_url, std::slice::from_ref(entry))
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let (visible, in_flight, delayed) = self.approximate(&self.queue_url).await?;
+        let (dead, dead_hidden, _) = self.approximate(&self.dlq_url).await?;
+        Ok(QueueStats {
+            depth: visible + in_flight + delayed,
+            // SQS exposes this only as the CloudWatch metric ApproximateAgeOfOldestMessage.
+            oldest_age_ms: 0,
+            in_flight,
+            redelivered: 0,
+            dead_letters: dead + dead_hidden,
+        })
+    }
+
+    /// SQS cannot page a queue stably: this returns up to `page_size` dead letters (hidden
+    /// for a second while read) and never a next-page token.
+    async fn list_dead_letters(
+        &self,
+        page_size: usize,
+        _page_token: &str,
+    ) -> Result<(Vec<DeadLetter>, String), QueueError> {
+        let peeked = self
+            .peek_dead(page_size.clamp(1, 100), Duration::from_secs(1))
+            .await?;
+        Ok((peeked.iter().map(dead_letter_of).collect(), String::new()))
+    }
+
+    async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
+        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
+        let chosen: Vec<Leased> = picked
+            .into_iter()
+            .filter(|l| all || ids.contains(&l.entry_id))
+            .collect();
+        let bodies: Vec<Vec<u8>> = chosen
+            .iter()
+            .map(|l| match envelope::decode(&l.body) {
+                Ok(mut env) => {
+                    env.attempt = 0;
+                    envelope::encode(&env)
+                }
+                Err(_) => l.body.clone(),
+            })
+            .collect();
+        if !bodies.is_empty() {
+            self.send_batches(&self.queue_url, &bodies, Duration::ZERO)
+                .await?;
+            self.delete_from(&self.dlq_url, &chosen).await?;
+        }
+        Ok(chosen.len() as u64)
+    }
+
+    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
+        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
+        let chosen: Vec<Leased> = picked
+            .into_iter()
+            .filter(|l| all || ids.contains(&l.entry_id))
+            .collect();
+        self.delete_from(&self.dlq_url, &chosen).await?;
+        Ok(chosen.len() as u64)
+    }
+}

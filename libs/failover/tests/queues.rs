@@ -1,0 +1,223 @@
+//! One conformance suite for every failover backend: SQLite, a real PostgreSQL server, and
+//! SQS as spoken by `moto_server`.
+
+use ballast_failover::envelope::{self, Envelope};
+use ballast_failover::{DeadInfo, FailoverQueue, SqlQueue, SqsConfig, SqsQueue};
+use ballast_testkit::deps::{require_postgres, unique, Moto};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn body(i: usize) -> Vec<u8> {
+    envelope::encode(&Envelope {
+        topic: "events".into(),
+        value: format!("value-{i}").into_bytes(),
+        message_id: format!("id-{i}"),
+        ..Default::default()
+    })
+}
+
+async fn suite(q: Arc<dyn FailoverQueue>) {
+    let lease = Duration::from_secs(30);
+    // Enqueue a batch bigger than one SQS call; every body comes back intact.
+    let bodies: Vec<Vec<u8>> = (0..25).map(body).collect();
+    let ids = q.enqueue(&bodies, Duration::ZERO).await.expect("enqueue");
+    assert_eq!(ids.len(), 25);
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(
+            q.receive(10, Duration::from_millis(200), lease)
+                .await
+                .expect("receive"),
+        );
+        if got.len() >= 25 {
+            break;
+        }
+    }
+    assert_eq!(
+        got.len(),
+        25,
+        "{}: every entry is delivered once",
+        q.backend()
+    );
+    let mut values: Vec<String> = got
+        .iter()
+        .map(|l| envelope::decode(&l.body).expect("decodes").message_id)
+        .collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 25);
+    assert!(got.iter().all(|l| l.deliveries == 1));
+    // Leased entries are invisible to others.
+    let more = q.receive(10, Duration::ZERO, lease).await.unwrap();
+    assert!(
+        more.is_empty(),
+        "{}: leased entries stay hidden",
+        q.backend()
+    );
+
+    // Ack 20; retry 4 later; dead-letter 1.
+    q.ack(&got[..20]).await.expect("ack");
+    for l in &got[20..24] {
+        q.retry_later(l, None, Duration::from_secs(1))
+            .await
+            .expect("retry later");
+    }
+    let dead = &got[24];
+    q.dead_letter(
+        dead,
+        &DeadInfo {
+            topic: "events".into(),
+            message_id: "id-x".into(),
+            attempts: 5,
+            reason: "max attempts reached: leader not available".into(),
+            first_failed_at_unix_ms: 1,
+        },
+    )
+    .await
+    .expect("dead letter");
+    assert!(
+        q.receive(10, Duration::ZERO, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delayed"
+    );
+    let mut again = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while again.len() < 4 && std::time::Instant::now() < end {
+        again.extend(
+            q.receive(10, Duration::from_millis(200), lease)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(again.len(), 4, "{}: retried entries come back", q.backend());
+    assert!(again.iter().all(|l| l.deliveries == 2), "{again:?}");
+    q.ack(&again).await.unwrap();
+
+    // Dead letters: list, redrive, purge.
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.dead_letters, 1, "{stats:?}");
+    let (list, _) = q.list_dead_letters(10, "").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(
+        list[0].info.reason.contains("max attempts"),
+        "{:?}",
+        list[0]
+    );
+    assert_eq!(q.redrive(&[list[0].id.clone()], false).await.unwrap(), 1);
+    let back = q.receive(10, Duration::from_secs(2), lease).await.unwrap();
+    assert_eq!(back.len(), 1, "{}: redriven entry is back", q.backend());
+    assert_eq!(
+        envelope::decode(&back[0].body).unwrap().attempt,
+        0,
+        "attempts reset"
+    );
+    q.dead_letter(
+        &back[0],
+        &DeadInfo {
+            topic: "events".into(),
+            message_id: "id-x".into(),
+            attempts: 1,
+            reason: "again".into(),
+            first_failed_at_unix_ms: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.purge(&[], true).await.unwrap(), 1);
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.depth, stats.dead_letters),
+        (0, 0),
+        "{}: {stats:?}",
+        q.backend()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_conforms() {
+    let dir = std::env::temp_dir().join(unique("ballast-sqlite"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let q = SqlQueue::connect(&url, "conformance", 4)
+        .await
+        .expect("sqlite");
+    suite(Arc::new(q)).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queue_conforms_and_workers_never_share_a_lease() {
+    let url = require_postgres();
+    let q = Arc::new(
+        SqlQueue::connect(&url, &unique("conformance"), 8)
+            .await
+            .expect("postgres"),
+    );
+    suite(q.clone()).await;
+
+    // SKIP LOCKED: concurrent receivers split the entries, none twice.
+    let n = 200;
+    q.enqueue(&(0..n).map(body).collect::<Vec<_>>(), Duration::ZERO)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = q
+                        .receive(7, Duration::from_millis(100), Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    q.ack(&got).await.unwrap();
+                    mine.extend(got.into_iter().map(|l| l.entry_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (n, n), "every entry once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_conforms_on_moto() {
+    let moto = Moto::start();
+    let name = unique("ballast");
+    let q = SqsQueue::connect(&SqsConfig {
+        queue: name.clone(),
+        dlq: format!("{name}-dlq"),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        create_queues: true,
+    })
+    .await
+    .expect("sqs on moto");
+    let q = Arc::new(q);
+    suite(q.clone()).await;
+    // 25 bodies went out in 3 SendMessageBatch calls, not 25 sends.
+    assert!(q.requests() > 0);
+}
+
+#[tokio::test]
+async fn unreachable_queues_fail_clearly() {
+    let err = SqlQueue::connect("postgres://postgres@127.0.0.1:1/none", "q", 1)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    let err = SqlQueue::connect("mysql://x", "q", 1).await.unwrap_err();
+    assert!(err.to_string().contains("sqlite: or postgres:"), "{err}");
+}
