@@ -55,7 +55,7 @@ impl GatewayStack {
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.shutdown_grace = Duration::from_secs(5);
         tweak(&mut cfg);
-        let gateway = Gateway::new(cfg)?;
+        let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle.refresh_metadata().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

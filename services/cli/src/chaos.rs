@@ -33,6 +33,10 @@ pub enum ChaosAction {
         #[arg(long)]
         broker: Option<i32>,
     },
+    /// Take every broker down (the whole cluster is out).
+    Outage,
+    /// Bring every broker back after an outage.
+    Recover,
     /// Add round-trip latency to a broker.
     Rtt {
         #[arg(long, allow_hyphen_values = true)]
@@ -66,6 +70,16 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     partition,
                     broker_id: broker,
                 })
+                .await
+        }
+        ChaosAction::Outage => {
+            client
+                .kafka_outage(pb::KafkaOutageRequest { down: true })
+                .await
+        }
+        ChaosAction::Recover => {
+            client
+                .kafka_outage(pb::KafkaOutageRequest { down: false })
                 .await
         }
         ChaosAction::Rtt { broker, ms } => {

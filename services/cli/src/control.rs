@@ -79,6 +79,23 @@ impl pb::dev_control_server::DevControl for DevControlService {
         )
     }
 
+    async fn kafka_outage(
+        &self,
+        request: Request<pb::KafkaOutageRequest>,
+    ) -> Result<Response<pb::ControlReply>, Status> {
+        if request.into_inner().down {
+            reply(
+                self.cluster.broker_down(-1).await,
+                "kafka outage: all brokers down".into(),
+            )
+        } else {
+            reply(
+                self.cluster.broker_up(-1).await,
+                "kafka back: all brokers up".into(),
+            )
+        }
+    }
+
     async fn set_broker_rtt(
         &self,
         request: Request<pb::SetBrokerRttRequest>,

@@ -4,9 +4,11 @@
 use crate::control::DevControlService;
 use anyhow::Context;
 use ballast_dedup_service::{Backend, DedupConfig};
+use ballast_failover::{FailoverBackend, FailoverConfig};
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::dev::v1::dev_control_server::DevControlServer;
+use ballast_retry_worker::WorkerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +48,84 @@ pub struct DevOptions {
     /// The Redis URL for `--dedup-backend redis`.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// The failover queue: sqlite (a file in a temp dir), postgres, sqs, or none.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub failover: DevFailover,
+    /// The SQLite file for `--failover sqlite`; default: a new file in a temp dir.
+    #[arg(long)]
+    pub sqlite_path: Option<std::path::PathBuf>,
+    /// The PostgreSQL URL for `--failover postgres`.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    /// An SQS endpoint for `--failover sqs` (e.g. a local moto_server); none uses AWS.
+    #[arg(long)]
+    pub sqs_endpoint: Option<String>,
+    #[arg(long, default_value = "ballast-failover")]
+    pub sqs_queue: String,
+    #[arg(long, default_value = "ballast-failover-dlq")]
+    pub sqs_dlq: String,
+    #[arg(long, default_value = "us-east-1")]
+    pub sqs_region: String,
+    /// The retry workers' RetryAdmin gRPC address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub retry_addr: SocketAddr,
+    /// Kafka attempts a retry worker makes before dead-lettering a record.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
     /// The gateway's per-attempt write deadline.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevFailover {
+    Sqlite,
+    Postgres,
+    Sqs,
+    None,
+}
+
+impl DevOptions {
+    /// The failover config the gateway and the retry workers share.
+    fn failover_config(&self) -> FailoverConfig {
+        let mut cfg = FailoverConfig {
+            linger: Duration::from_millis(2),
+            ..FailoverConfig::default()
+        };
+        match self.failover {
+            DevFailover::None => cfg.backend = FailoverBackend::None,
+            DevFailover::Sqlite => {
+                cfg.backend = FailoverBackend::Sqlite;
+                let path = self.sqlite_path.clone().unwrap_or_else(|| {
+                    std::env::temp_dir()
+                        .join(format!("ballast-dev-{}", std::process::id()))
+                        .join("failover.db")
+                });
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                cfg.database_url = format!("sqlite://{}?mode=rwc", path.display());
+            }
+            DevFailover::Postgres => {
+                cfg.backend = FailoverBackend::Postgres;
+                cfg.database_url = self.database_url.clone();
+            }
+            DevFailover::Sqs => {
+                cfg.backend = FailoverBackend::Sqs;
+                cfg.sqs.queue = self.sqs_queue.clone();
+                cfg.sqs.dlq = self.sqs_dlq.clone();
+                cfg.sqs.endpoint = self.sqs_endpoint.clone();
+                cfg.sqs.region = Some(self.sqs_region.clone());
+                if self.sqs_endpoint.is_some() {
+                    // A local endpoint: static credentials and queues created on demand.
+                    cfg.sqs.access_key_id = Some("ballast".into());
+                    cfg.sqs.secret_access_key = Some("ballast".into());
+                    cfg.sqs.create_queues = true;
+                }
+            }
+        }
+        cfg
+    }
 }
 
 impl Default for DevOptions {
@@ -62,6 +139,15 @@ impl Default for DevOptions {
             control_addr: "127.0.0.1:0".parse().expect("valid"),
             metrics_addr: "127.0.0.1:0".parse().expect("valid"),
             dedup_addr: "127.0.0.1:0".parse().expect("valid"),
+            failover: DevFailover::Sqlite,
+            sqlite_path: None,
+            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            sqs_endpoint: None,
+            sqs_queue: "ballast-failover".into(),
+            sqs_dlq: "ballast-failover-dlq".into(),
+            sqs_region: "us-east-1".into(),
+            retry_addr: "127.0.0.1:0".parse().expect("valid"),
+            max_attempts: 5,
             dedup_backend: Backend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             write_timeout: Duration::from_secs(1),
@@ -78,6 +164,8 @@ pub struct DevStack {
     pub control_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub dedup_addr: SocketAddr,
+    /// None when `--failover none`.
+    pub retry_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -115,15 +203,17 @@ impl DevStack {
         let metrics_addr = metrics_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
 
+        let failover = opts.failover_config();
         let mut cfg = GatewayConfig {
             rack: Some(opts.rack.clone()),
+            failover: failover.clone(),
             ..GatewayConfig::default()
         };
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.kafka.write_timeout = opts.write_timeout;
         cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);
         cfg.shutdown_grace = Duration::from_secs(5);
-        let gateway = Gateway::new(cfg)?;
+        let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle
             .refresh_metadata()
@@ -155,6 +245,35 @@ impl DevStack {
             dedup_admin,
             wait(stop_rx.clone()),
         )));
+        let retry_addr = if failover.backend == FailoverBackend::None {
+            None
+        } else {
+            let listener = TcpListener::bind(opts.retry_addr)
+                .await
+                .with_context(|| format!("binding retry admin address {}", opts.retry_addr))?;
+            let addr = listener.local_addr()?;
+            let mut wcfg = WorkerConfig {
+                rack: Some(opts.rack.clone()),
+                failover,
+                shutdown_grace: Duration::from_secs(5),
+                ..WorkerConfig::default()
+            };
+            wcfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+            wcfg.kafka.write_timeout = opts.write_timeout;
+            wcfg.retry.max_attempts = opts.max_attempts;
+            wcfg.retry.lease = (opts.write_timeout * 10).max(Duration::from_secs(10));
+            wcfg.retry.backoff_base = Duration::from_millis(500);
+            wcfg.retry.backoff_max = Duration::from_secs(5);
+            wcfg.retry.wait_time = Duration::from_millis(500);
+            let metrics = TcpListener::bind("127.0.0.1:0").await?;
+            tasks.push(tokio::spawn(ballast_retry_worker::run(
+                wcfg,
+                listener,
+                metrics,
+                wait(stop_rx.clone()),
+            )));
+            Some(addr)
+        };
         let control = DevControlServer::new(DevControlService::new(cluster.clone()));
         let control_stop = wait(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -174,6 +293,7 @@ impl DevStack {
             control_addr,
             metrics_addr,
             dedup_addr,
+            retry_addr,
             stop,
             tasks,
         })
@@ -186,6 +306,7 @@ impl DevStack {
             "gateway": self.gateway_addr.to_string(),
             "control": self.control_addr.to_string(),
             "dedup": self.dedup_addr.to_string(),
+            "retry_admin": self.retry_addr.map(|a| a.to_string()),
             "kafka_bootstrap": self.cluster.bootstrap_servers(),
             "metrics": format!("http://{}/metrics", self.metrics_addr),
         })

@@ -8,6 +8,7 @@ pub mod consume;
 pub mod control;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
 pub mod produce;
 
 /// Turns `host:port` into a gRPC endpoint URI.

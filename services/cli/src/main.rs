@@ -1,6 +1,6 @@
 //! `ballast`: the all-in-one CLI.
 
-use ballast::{bench, chaos, consume, demo, dev, produce};
+use ballast::{bench, chaos, consume, demo, dev, dlq, produce};
 use clap::{Parser, Subcommand};
 
 // Many small per-record allocations on the produce path; mimalloc handles them with less
@@ -30,6 +30,8 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Read a topic as a consumer group, processing each message id once via dedup.
     Consume(consume::ConsumeArgs),
+    /// The failover queue's statistics and dead letters (list, redrive, purge).
+    Dlq(dlq::DlqArgs),
     /// Send records through a gateway.
     Produce(produce::ProduceArgs),
     /// Measure Ballast against baselines in the same run.
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! variables (nested keys joined by `__`, e.g. `BALLAST_KAFKA__BOOTSTRAP_SERVERS`).
 
 use ballast_balancer::BreakerConfig;
+use ballast_failover::FailoverConfig;
 use ballast_kafka::KafkaConfig;
 use ballast_telemetry::TelemetryConfig;
 use figment::providers::{Env, Format, Serialized, Yaml};
@@ -27,6 +28,8 @@ pub struct GatewayConfig {
     pub kafka: KafkaConfig,
     pub breaker: BreakerConfig,
     pub limits: Limits,
+    /// Where records go when Kafka cannot take them. `backend: none` answers UNAVAILABLE.
+    pub failover: FailoverConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -43,6 +46,7 @@ impl Default for GatewayConfig {
             kafka: KafkaConfig::default(),
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
+            failover: FailoverConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             telemetry: TelemetryConfig {
                 service_name: "ballast-gateway".into(),
@@ -133,6 +137,9 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.failover
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let l = &self.limits;
         let positive = [
             ("sticky_records", self.sticky_records as usize),

@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding admin_listen address {}", config.admin_listen))?;
-    Gateway::new(config)?
+    Gateway::new(config)
+        .await?
         .run(listener, admin, ballast_telemetry::shutdown_signal())
         .await
 }

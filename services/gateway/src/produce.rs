@@ -9,6 +9,8 @@ use ballast_balancer::{
 use ballast_core::{
     new_message_id, validate_message_id, validate_topic, ErrorCode, RecordError, MESSAGE_ID_HEADER,
 };
+use ballast_failover::envelope::{self, Envelope, EnvelopeHeader};
+use ballast_failover::Enqueuer;
 use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer, MetadataClient, OutgoingRecord};
 use ballast_proto::ingest::v1 as pb;
 use std::collections::HashSet;
@@ -30,6 +32,9 @@ pub struct Producer {
     budget: Arc<Semaphore>,
     limits: Limits,
     metrics: GatewayMetrics,
+    failover: Option<Enqueuer>,
+    /// Whether the last metadata refresh reached the cluster.
+    metadata_ok: AtomicBool,
     shutting_down: AtomicBool,
 }
 
@@ -50,8 +55,22 @@ pub struct Produced {
     pub result: pb::RecordResult,
 }
 
+/// Where an acknowledged record is.
+#[derive(Debug)]
+enum Acked {
+    Kafka(pb::KafkaAck),
+    Failover(pb::FailoverAck),
+}
+
 /// A finished record, before conversion to proto.
-type Outcome = Result<pb::KafkaAck, RecordError>;
+type Outcome = Result<Acked, RecordError>;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 impl Producer {
     pub fn new(
@@ -59,6 +78,7 @@ impl Producer {
         balancer_cfg: BalancerConfig,
         limits: Limits,
         metrics: GatewayMetrics,
+        failover: Option<Enqueuer>,
     ) -> Result<Self, ballast_kafka::Error> {
         let kafka = KafkaProducer::new(kafka_cfg)?;
         let metadata_client = MetadataClient::new(
@@ -75,6 +95,8 @@ impl Producer {
             budget: Arc::new(Semaphore::new(limits.inflight_bytes)),
             limits,
             metrics,
+            failover,
+            metadata_ok: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -86,6 +108,7 @@ impl Producer {
             Ok(md) => md,
             Err(e) => {
                 self.metrics.metadata_refresh_failures.inc();
+                self.metadata_ok.store(false, Ordering::Relaxed);
                 return Err(e);
             }
         };
@@ -110,6 +133,7 @@ impl Producer {
             }
         }
         *self.metadata.write().expect("metadata lock") = Arc::new(md);
+        self.metadata_ok.store(true, Ordering::Relaxed);
         self.publish_breaker_metrics();
         Ok(())
     }
@@ -143,6 +167,27 @@ impl Producer {
         for t in topics {
             self.metrics.publish_breakers(&t, &b.status(&t, now));
         }
+    }
+
+    /// Whether a record for `topic` could go to Kafka now: the cluster answered the last
+    /// metadata refresh and some partition of the topic is healthy.
+    pub fn topic_writable(&self, topic: &str) -> bool {
+        self.metadata_ok.load(Ordering::Relaxed)
+            && self
+                .balancer
+                .lock()
+                .expect("balancer lock")
+                .has_healthy_partition(topic, Instant::now())
+    }
+
+    /// Whether the cluster answered the last metadata refresh.
+    pub fn cluster_reachable(&self) -> bool {
+        self.metadata_ok.load(Ordering::Relaxed)
+    }
+
+    /// Keeps metadata fresh every `interval` until the returned task is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        crate::metadata::spawn_refresher(self.clone(), interval)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -195,7 +240,8 @@ impl Producer {
             rec.topic
         };
         let (label, outcome) = match outcome {
-            Ok(ack) => ("kafka", pb::record_result::Outcome::Kafka(ack)),
+            Ok(Acked::Kafka(ack)) => ("kafka", pb::record_result::Outcome::Kafka(ack)),
+            Ok(Acked::Failover(ack)) => ("failover", pb::record_result::Outcome::Failover(ack)),
             Err(e) => (
                 e.code.label(),
                 pb::record_result::Outcome::Error(e.to_proto()),
@@ -271,6 +317,71 @@ impl Producer {
             self.forced_refresh().await;
         }
 
+        match self
+            .kafka_write(rec, message_id, policy, size, started)
+            .await
+        {
+            Ok(ack) => Ok(Acked::Kafka(ack)),
+            // Kafka cannot take it now: the failover queue may.
+            Err(e) if matches!(e.code, Unavailable | DeadlineExceeded) => match &self.failover {
+                Some(queue) => self.fail_over(queue, rec, message_id, &e).await,
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores the record in the failover queue and acknowledges it from there. When the
+    /// queue fails too, the record is not acknowledged.
+    async fn fail_over(
+        &self,
+        queue: &Enqueuer,
+        rec: &pb::Record,
+        message_id: &str,
+        kafka_error: &RecordError,
+    ) -> Outcome {
+        let env = Envelope {
+            topic: rec.topic.clone(),
+            key: rec.key.clone(),
+            key_policy: rec.key_policy,
+            partition: rec.partition,
+            value: rec.value.clone(),
+            headers: rec
+                .headers
+                .iter()
+                .map(|h| EnvelopeHeader {
+                    key: h.key.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            message_id: message_id.to_string(),
+            attempt: 0,
+            first_failed_at_unix_ms: unix_ms(),
+            last_error: kafka_error.message.clone(),
+        };
+        match queue.enqueue(envelope::encode(&env)).await {
+            Ok(entry_id) => Ok(Acked::Failover(pb::FailoverAck {
+                backend: queue.backend().to_string(),
+                queue: queue.queue_name().to_string(),
+                entry_id,
+            })),
+            Err(e) => Err(RecordError::new(
+                ErrorCode::Unavailable,
+                format!("kafka: {}; failover: {e}", kafka_error.message),
+            )),
+        }
+    }
+
+    /// Kafka attempts for one admitted record, rerouted within its deadline when allowed.
+    async fn kafka_write(
+        &self,
+        rec: &pb::Record,
+        message_id: &str,
+        policy: KeyPolicy,
+        size: usize,
+        started: Instant,
+    ) -> Result<pb::KafkaAck, RecordError> {
+        use ErrorCode::*;
         let mut headers: Vec<(&str, &[u8])> = rec
             .headers
             .iter()

@@ -7,6 +7,7 @@ use crate::produce::Producer;
 use crate::service::IngestService;
 use anyhow::Context;
 use ballast_balancer::{BalancerConfig, PartitionStatus};
+use ballast_failover::Enqueuer;
 use ballast_kafka::ClusterMetadata;
 use ballast_proto::ingest::v1::ingest_server::IngestServer;
 use futures::FutureExt;
@@ -54,10 +55,24 @@ impl GatewayHandle {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig) -> anyhow::Result<Self> {
+    /// Builds the gateway: the producer, and the failover queue when one is configured.
+    pub async fn new(config: GatewayConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let mut registry = Registry::default();
         let metrics = GatewayMetrics::register(&mut registry);
+        let failover = config
+            .failover
+            .open()
+            .await
+            .context("opening the failover queue")?
+            .map(|queue| {
+                tracing::info!(
+                    backend = queue.backend(),
+                    queue = queue.queue(),
+                    "failover queue ready"
+                );
+                Enqueuer::start(queue, &config.failover, config.breaker.clone())
+            });
         let producer = Producer::new(
             &config.kafka,
             BalancerConfig {
@@ -67,6 +82,7 @@ impl Gateway {
             },
             config.limits.clone(),
             metrics,
+            failover,
         )
         .context("creating the kafka producer")?;
         Ok(Self {

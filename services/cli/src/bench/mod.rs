@@ -269,7 +269,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     cfg.kafka.write_timeout = Duration::from_secs(10);
     cfg.limits.record_deadline = Duration::from_secs(30);
     cfg.rack = Some("az-a".into());
-    let gateway = Gateway::new(cfg)?;
+    let gateway = Gateway::new(cfg).await?;
     let gateway_handle = gateway.handle();
     gateway.handle().refresh_metadata().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

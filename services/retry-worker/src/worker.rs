@@ -1,0 +1,282 @@
+//! The drain loop: lease entries, hold back what is not due or whose topic has no healthy
+//! partition, publish the rest through the gateway's balancer and producer, and ack,
+//! back off or dead-letter each entry.
+
+use crate::config::RetrySettings;
+use ballast_failover::envelope::{self, Envelope};
+use ballast_failover::{DeadInfo, FailoverQueue, Leased};
+use ballast_gateway::Producer;
+use ballast_proto::ingest::v1 as pb;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The worker's metrics.
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    records: Family<OutcomeLabels, Counter>,
+    pub depth: Gauge,
+    pub oldest_age_seconds: Gauge,
+    pub in_flight: Gauge,
+    pub dead_letters: Gauge,
+}
+
+impl WorkerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            records: Family::default(),
+            depth: Gauge::default(),
+            oldest_age_seconds: Gauge::default(),
+            in_flight: Gauge::default(),
+            dead_letters: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("ballast_retry");
+        r.register(
+            "records",
+            "Queue entries handled: delivered, retried, deferred, dead_lettered",
+            m.records.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Entries in the failover queue",
+            m.depth.clone(),
+        );
+        r.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest entry in the failover queue",
+            m.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "queue_in_flight",
+            "Entries leased by workers",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Entries in the dead-letter store",
+            m.dead_letters.clone(),
+        );
+        m
+    }
+
+    fn count(&self, outcome: &str, n: u64) {
+        if n > 0 {
+            self.records
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    pub queue: Arc<dyn FailoverQueue>,
+    pub producer: Arc<Producer>,
+    pub settings: RetrySettings,
+    pub metrics: WorkerMetrics,
+    /// When the next record may be published, for `drain_rate`.
+    pace: tokio::sync::Mutex<Instant>,
+}
+
+enum Decision {
+    Ack,
+    Later(Option<Vec<u8>>, Duration),
+    Dead(DeadInfo),
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Worker {
+    pub fn new(
+        queue: Arc<dyn FailoverQueue>,
+        producer: Arc<Producer>,
+        settings: RetrySettings,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        Self {
+            queue,
+            producer,
+            settings,
+            metrics,
+            pace: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// One receive-and-publish loop, until `stop` turns true. A batch in progress is
+    /// finished first; entries never handled go back to the queue when their lease ends.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            // The health gate: during a cluster outage, leave the queue alone.
+            if !self.producer.cluster_reachable() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settings.health_gate_delay) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let received = tokio::select! {
+                r = self.queue.receive(self.settings.max_number_of_messages, self.settings.wait_time, self.settings.lease) => r,
+                _ = stop.changed() => break,
+            };
+            match received {
+                Ok(batch) if !batch.is_empty() => self.handle(batch).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive from the failover queue failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, batch: Vec<Leased>) {
+        // Records of one batch are written concurrently.
+        let decisions = futures::future::join_all(batch.iter().map(|l| self.decide(l))).await;
+        let mut acks = Vec::new();
+        for (leased, decision) in batch.into_iter().zip(decisions) {
+            let result = match decision {
+                Decision::Ack => {
+                    acks.push(leased);
+                    continue;
+                }
+                Decision::Later(body, delay) => {
+                    self.metrics.count(
+                        if body.is_some() {
+                            "retried"
+                        } else {
+                            "deferred"
+                        },
+                        1,
+                    );
+                    self.queue.retry_later(&leased, body, delay).await
+                }
+                Decision::Dead(info) => {
+                    tracing::warn!(message_id = %info.message_id, reason = %info.reason, "dead-lettered");
+                    self.metrics.count("dead_lettered", 1);
+                    self.queue.dead_letter(&leased, &info).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, entry = %leased.entry_id, "queue update failed; the entry returns when its lease ends");
+            }
+        }
+        if !acks.is_empty() {
+            let n = acks.len() as u64;
+            match self.queue.ack(&acks).await {
+                Ok(()) => self.metrics.count("delivered", n),
+                // Already in Kafka; the entries come back and are written again (duplicates,
+                // which consumers remove with dedup).
+                Err(e) => tracing::warn!(error = %e, "ack failed; entries will be redelivered"),
+            }
+        }
+    }
+
+    async fn decide(&self, leased: &Leased) -> Decision {
+        let env = match envelope::decode(&leased.body) {
+            Ok(env) => env,
+            Err(e) => {
+                return Decision::Dead(DeadInfo {
+                    topic: String::new(),
+                    message_id: String::new(),
+                    attempts: 0,
+                    reason: format!("poison entry: {e}"),
+                    first_failed_at_unix_ms: leased.enqueued_at_unix_ms,
+                })
+            }
+        };
+        let due = env.first_failed_at_unix_ms + self.settings.after.as_millis() as i64;
+        let now = unix_ms();
+        if now < due {
+            return Decision::Later(None, Duration::from_millis((due - now) as u64));
+        }
+        if !self.producer.topic_writable(&env.topic) {
+            return Decision::Later(None, self.settings.health_gate_delay);
+        }
+        self.pace().await;
+        let produced = self.producer.produce(record_of(&env)).await;
+        match produced.result.outcome {
+            Some(pb::record_result::Outcome::Kafka(_)) => Decision::Ack,
+            Some(pb::record_result::Outcome::Failover(_)) => Decision::Ack,
+            Some(pb::record_result::Outcome::Error(e)) => {
+                let attempt = env.attempt + 1;
+                if !e.retryable || attempt >= self.settings.max_attempts {
+                    let reason = if e.retryable {
+                        format!("max attempts ({attempt}) reached: {}", e.message)
+                    } else {
+                        format!("not retryable: {}", e.message)
+                    };
+                    return Decision::Dead(DeadInfo {
+                        topic: env.topic.clone(),
+                        message_id: env.message_id.clone(),
+                        attempts: attempt,
+                        reason,
+                        first_failed_at_unix_ms: env.first_failed_at_unix_ms,
+                    });
+                }
+                let next = Envelope {
+                    attempt,
+                    last_error: e.message,
+                    ..env
+                };
+                Decision::Later(
+                    Some(envelope::encode(&next)),
+                    self.settings.backoff(attempt),
+                )
+            }
+            None => Decision::Later(None, self.settings.health_gate_delay),
+        }
+    }
+
+    /// Waits for this record's slot under `drain_rate`.
+    async fn pace(&self) {
+        if self.settings.drain_rate == 0 {
+            return;
+        }
+        let gap = Duration::from_secs_f64(1.0 / self.settings.drain_rate as f64);
+        let slot = {
+            let mut next = self.pace.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + gap;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// The record to publish: the original topic, key, key policy, partition, headers and
+/// message id (which becomes the `ballast-message-id` header again).
+fn record_of(env: &Envelope) -> pb::Record {
+    pb::Record {
+        topic: env.topic.clone(),
+        key: env.key.clone(),
+        value: env.value.clone(),
+        headers: env
+            .headers
+            .iter()
+            .map(|h| pb::Header {
+                key: h.key.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        message_id: env.message_id.clone(),
+        key_policy: env.key_policy,
+        partition: env.partition,
+    }
+}
