@@ -116,11 +116,12 @@ struct PartitionState {
     breaker: Breaker,
     in_flight: u32,
     draining: bool,
+    cluster_down: bool,
 }
 
 impl PartitionState {
     fn sync_hold(&mut self) {
-        if self.leader.is_none() || self.draining {
+        if self.leader.is_none() || self.draining || self.cluster_down {
             self.breaker.hold();
         } else {
             self.breaker.release();
@@ -133,6 +134,8 @@ pub struct Balancer {
     cfg: BalancerConfig,
     topics: HashMap<String, Vec<PartitionState>>,
     draining: HashSet<i32>,
+    /// No broker answered the last metadata request.
+    cluster_down: bool,
     cursor: usize,
     /// Per topic: the sticky partition for unkeyed records and how many more it takes.
     sticky: HashMap<String, (usize, u32)>,
@@ -172,11 +175,28 @@ impl Balancer {
             st.leader = meta.leader;
             st.leader_rack = meta.leader_rack.clone();
             st.draining = meta.leader.is_some_and(|l| self.draining.contains(&l));
+            st.cluster_down = self.cluster_down;
             st.sync_hold();
         }
         for (st, seen) in states.iter_mut().zip(seen) {
             if !seen {
                 st.leader = None;
+                st.sync_hold();
+            }
+        }
+    }
+
+    /// Marks the whole cluster unreachable (no broker answered metadata): every partition is
+    /// held open, so records fail over at once instead of each waiting out a write timeout.
+    /// When it answers again, every partition goes half-open.
+    pub fn set_cluster_reachable(&mut self, reachable: bool) {
+        if self.cluster_down == !reachable {
+            return;
+        }
+        self.cluster_down = !reachable;
+        for states in self.topics.values_mut() {
+            for st in states.iter_mut() {
+                st.cluster_down = !reachable;
                 st.sync_hold();
             }
         }

@@ -62,6 +62,11 @@ pub struct SqsQueue {
     requests: AtomicU64,
 }
 
+/// SQS counts delays in whole seconds; a positive delay is never rounded down to none.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}
+
 fn err(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
@@ -170,7 +175,7 @@ impl SqsQueue {
         let mut b = SendMessageBatchRequestEntry::builder()
             .id(format!("m{i}"))
             .message_body(base64::engine::general_purpose::STANDARD.encode(body))
-            .delay_seconds(delay.as_secs().min(MAX_DELAY_SECS) as i32);
+            .delay_seconds(ceil_secs(delay).min(MAX_DELAY_SECS) as i32);
         if let Ok(env) = envelope::decode(body) {
             b = b
                 .message_attributes("topic", string_attr(&env.topic)?)
@@ -431,7 +436,7 @@ impl FailoverQueue for SqsQueue {
                     .change_message_visibility()
                     .queue_url(&self.queue_url)
                     .receipt_handle(&entry.receipt)
-                    .visibility_timeout(delay.as_secs().min(MAX_VISIBILITY_SECS) as i32)
+                    .visibility_timeout(ceil_secs(delay).min(MAX_VISIBILITY_SECS) as i32)
                     .send()
                     .await
                     .map_err(err_sdk)?;

@@ -109,11 +109,17 @@ impl Producer {
             Err(e) => {
                 self.metrics.metadata_refresh_failures.inc();
                 self.metadata_ok.store(false, Ordering::Relaxed);
+                self.balancer
+                    .lock()
+                    .expect("balancer lock")
+                    .set_cluster_reachable(false);
+                self.publish_breaker_metrics();
                 return Err(e);
             }
         };
         {
             let mut b = self.balancer.lock().expect("balancer lock");
+            b.set_cluster_reachable(true);
             let live: HashSet<&str> = md
                 .topics
                 .iter()

@@ -258,6 +258,24 @@ fn sticky_records_stay_on_one_partition_then_move_to_the_least_loaded() {
 }
 
 #[test]
+fn an_unreachable_cluster_holds_every_partition() {
+    let mut b = balancer(None, 3);
+    let now = Instant::now();
+    b.set_cluster_reachable(false);
+    assert_eq!(
+        b.pick(&unkeyed(&[]), now),
+        Err(PickError::NoHealthyPartition)
+    );
+    assert!(!b.has_healthy_partition("t", now));
+    b.set_cluster_reachable(true);
+    assert!(b
+        .status("t", now)
+        .iter()
+        .all(|s| s.state == BreakerState::HalfOpen));
+    assert!(b.pick(&unkeyed(&[]), now).is_ok());
+}
+
+#[test]
 fn same_leader_partitions_groups_by_leader() {
     let b = balancer(None, 6);
     assert_eq!(b.same_leader_partitions("t", 1), vec![1, 4]);

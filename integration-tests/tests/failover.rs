@@ -1,0 +1,349 @@
+//! The delivery promise end to end: during a Kafka outage every record is acknowledged
+//! through the failover queue, and after recovery the retry workers put every one of them
+//! in Kafka (STRICT keys on their murmur2 partition, message ids kept). Against SQLite, a
+//! real PostgreSQL server and SQS on moto_server.
+
+use ballast_balancer::partition_for_key;
+use ballast_failover::{FailoverBackend, FailoverConfig, SqsConfig};
+use ballast_proto::common::v1::Code;
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::retry::v1 as rpb;
+use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
+use ballast_retry_worker::WorkerConfig;
+use ballast_testkit::deps::{require_postgres, unique, Moto};
+use ballast_testkit::{consume_all, kafka_ack, record, record_error, wait_serving, GatewayStack};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const PARTITIONS: i32 = 6;
+
+fn sqlite() -> (FailoverConfig, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(unique("ballast-it"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = FailoverConfig {
+        backend: FailoverBackend::Sqlite,
+        database_url: format!("sqlite://{}?mode=rwc", dir.join("q.db").display()),
+        ..FailoverConfig::default()
+    };
+    (cfg, dir)
+}
+
+fn postgres() -> FailoverConfig {
+    FailoverConfig {
+        backend: FailoverBackend::Postgres,
+        database_url: require_postgres(),
+        queue: unique("it"),
+        ..FailoverConfig::default()
+    }
+}
+
+fn sqs(moto: &Moto) -> FailoverConfig {
+    let name = unique("it");
+    FailoverConfig {
+        backend: FailoverBackend::Sqs,
+        sqs: SqsConfig {
+            queue: name.clone(),
+            dlq: format!("{name}-dlq"),
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            create_queues: true,
+        },
+        ..FailoverConfig::default()
+    }
+}
+
+/// An in-process retry worker; stops when dropped.
+struct Worker {
+    admin: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_worker(
+    stack: &GatewayStack,
+    failover: FailoverConfig,
+    tweak: impl FnOnce(&mut WorkerConfig),
+) -> anyhow::Result<Worker> {
+    let mut cfg = WorkerConfig {
+        failover,
+        ..WorkerConfig::default()
+    };
+    cfg.kafka.bootstrap_servers = stack.cluster.bootstrap_servers().to_string();
+    cfg.retry.wait_time = Duration::from_millis(200);
+    cfg.retry.backoff_base = Duration::from_millis(200);
+    cfg.retry.health_gate_delay = Duration::from_millis(300);
+    cfg.retry.lease = Duration::from_secs(10);
+    tweak(&mut cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = listener.local_addr()?;
+    let (stop, rx) = oneshot::channel::<()>();
+    tokio::spawn(ballast_retry_worker::run(cfg, listener, metrics, async {
+        let _ = rx.await;
+    }));
+    wait_serving(admin).await?;
+    Ok(Worker { admin, _stop: stop })
+}
+
+async fn gateway_with(failover: FailoverConfig) -> anyhow::Result<GatewayStack> {
+    GatewayStack::start(&[("fo", PARTITIONS)], move |c| c.failover = failover).await
+}
+
+fn outage_batch(tag: &str) -> Vec<pb::Record> {
+    (0..40)
+        .map(|i| {
+            let key = (i % 2 == 0).then(|| format!("user-{i}"));
+            let mut r = record("fo", key.as_deref(), &format!("{tag}-{i}"));
+            r.message_id = format!("{tag}-{i}");
+            r
+        })
+        .collect()
+}
+
+/// Kafka down: all acked via failover. Kafka back: all in Kafka, keys on their partition.
+async fn outage_and_recovery(failover: FailoverConfig) -> anyhow::Result<()> {
+    let backend = format!("{:?}", failover.backend).to_lowercase();
+    let stack = gateway_with(failover.clone()).await?;
+    let _worker = start_worker(&stack, failover, |_| {}).await?;
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await; // notices the outage at once
+    let records = outage_batch(&backend);
+    let results = stack.produce(records.clone()).await?;
+    for r in &results {
+        match &r.outcome {
+            Some(pb::record_result::Outcome::Failover(f)) => {
+                assert_eq!(f.backend, backend);
+                assert!(!f.entry_id.is_empty());
+            }
+            other => panic!("{backend}: not acked through failover: {other:?}"),
+        }
+    }
+    stack.cluster.broker_up(-1).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fo", 40, Duration::from_secs(60))
+    })
+    .await??;
+    let by_id: HashMap<String, _> = landed
+        .iter()
+        .filter_map(|l| Some((l.message_id.clone()?, l)))
+        .collect();
+    for r in &records {
+        let l = by_id
+            .get(&r.message_id)
+            .unwrap_or_else(|| panic!("{backend}: {} never reached kafka", r.message_id));
+        assert_eq!(l.value, r.value);
+        if let Some(key) = &r.key {
+            assert_eq!(
+                l.partition,
+                partition_for_key(key, PARTITIONS as usize),
+                "{backend}: STRICT key moved"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_recovery_on_sqlite() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    outage_and_recovery(cfg).await?;
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_recovery_on_postgres() -> anyhow::Result<()> {
+    outage_and_recovery(postgres()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_recovery_on_sqs() -> anyhow::Result<()> {
+    let moto = Moto::start();
+    outage_and_recovery(sqs(&moto)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_down_too_means_no_acknowledgement() -> anyhow::Result<()> {
+    let mut moto = Moto::start();
+    let stack = gateway_with(sqs(&moto)).await?;
+    moto.kill();
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await;
+    let results = stack.produce(outage_batch("down")).await?;
+    for r in &results {
+        let e =
+            record_error(r).unwrap_or_else(|| panic!("acknowledged without kafka or queue: {r:?}"));
+        assert_eq!(e.code, Code::Unavailable as i32);
+        assert!(e.retryable);
+        assert!(e.message.contains("failover"), "{}", e.message);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_dead_letters_then_redrive_delivers() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    let stack = gateway_with(cfg.clone()).await?;
+    let worker = start_worker(&stack, cfg, |w| w.retry.max_attempts = 2).await?;
+    // A STRICT key whose partition has no leader: failed over, then retried in vain.
+    let target = 3;
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), PARTITIONS as usize) == target)
+        .unwrap();
+    let leader = stack.leader_of("fo", target).unwrap();
+    stack.cluster.partition_leader("fo", target, None).await?;
+    stack.handle.refresh_metadata().await?;
+    let mut rec = record("fo", Some(&key), "doomed");
+    rec.message_id = "doomed-1".into();
+    let results = stack.produce(vec![rec]).await?;
+    assert!(
+        matches!(
+            results[0].outcome,
+            Some(pb::record_result::Outcome::Failover(_))
+        ),
+        "{results:?}"
+    );
+
+    let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
+    let end = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let list = admin
+            .list_dead_letters(rpb::ListDeadLettersRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner()
+            .dead_letters;
+        if let Some(d) = list.into_iter().next() {
+            break d;
+        }
+        assert!(
+            Instant::now() < end,
+            "the record never reached the dead-letter store"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead.message_id, "doomed-1");
+    assert_eq!(dead.attempts, 2);
+    assert!(dead.reason.contains("max attempts"), "{}", dead.reason);
+    let stats = admin.stats(rpb::StatsRequest {}).await?.into_inner();
+    assert_eq!((stats.depth, stats.dead_letters), (0, 1));
+
+    // Fix the partition and redrive: the record reaches its partition.
+    stack
+        .cluster
+        .partition_leader("fo", target, Some(leader))
+        .await?;
+    stack.handle.refresh_metadata().await?;
+    // The worker sees the leader at its next metadata refresh (every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n = admin
+        .redrive(rpb::RedriveRequest {
+            ids: vec![dead.id.clone()],
+            all: false,
+        })
+        .await?
+        .into_inner()
+        .redriven;
+    assert_eq!(n, 1);
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fo", 1, Duration::from_secs(30))
+    })
+    .await??;
+    assert_eq!(landed.len(), 1);
+    assert_eq!(landed[0].message_id.as_deref(), Some("doomed-1"));
+    assert_eq!(landed[0].partition, target);
+    let bad = admin
+        .redrive(rpb::RedriveRequest {
+            ids: vec![],
+            all: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_queue_deliver_everything() -> anyhow::Result<()> {
+    let cfg = postgres();
+    let stack = gateway_with(cfg.clone()).await?;
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await;
+    let mut all = Vec::new();
+    for round in 0..5 {
+        let batch = outage_batch(&format!("two{round}"));
+        let results = stack.produce(batch.clone()).await?;
+        assert!(results
+            .iter()
+            .all(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_)))));
+        all.extend(batch);
+    }
+    let _w1 = start_worker(&stack, cfg.clone(), |w| w.retry.runner_count = 2).await?;
+    let _w2 = start_worker(&stack, cfg, |w| w.retry.runner_count = 2).await?;
+    stack.cluster.broker_up(-1).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let n = all.len();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fo", n, Duration::from_secs(60))
+    })
+    .await??;
+    let ids: std::collections::HashSet<_> =
+        landed.iter().filter_map(|l| l.message_id.clone()).collect();
+    for r in &all {
+        assert!(ids.contains(&r.message_id), "{} missing", r.message_id);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_shutdown_during_an_outage_loses_no_acknowledged_record() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    let mut stack = gateway_with(cfg.clone()).await?;
+    stack.cluster.broker_down(-1).await?;
+    // In flight when shutdown starts: each waits out a Kafka write timeout first.
+    let mut client = stack.client().await?;
+    let batch = outage_batch("term");
+    let sent = batch.clone();
+    let in_flight =
+        tokio::spawn(async move { client.produce(pb::ProduceRequest { records: sent }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.shutdown().await?;
+    let results = in_flight.await??.into_inner().results;
+    let acked: Vec<&str> = results
+        .iter()
+        .filter(|r| {
+            matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_)))
+                || kafka_ack(r).is_some()
+        })
+        .map(|r| r.message_id.as_str())
+        .collect();
+    assert_eq!(
+        acked.len(),
+        batch.len(),
+        "every in-flight record was answered with an ack: {results:?}"
+    );
+    // A worker started after the gateway is gone drains them all.
+    let _worker = start_worker(&stack, cfg, |_| {}).await?;
+    stack.cluster.broker_up(-1).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fo", 40, Duration::from_secs(60))
+    })
+    .await??;
+    let ids: std::collections::HashSet<_> =
+        landed.iter().filter_map(|l| l.message_id.clone()).collect();
+    for id in acked {
+        assert!(ids.contains(id), "acknowledged {id} was lost");
+    }
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
