@@ -190,7 +190,7 @@ impl Balancer {
     /// held open, so records fail over at once instead of each waiting out a write timeout.
     /// When it answers again, every partition goes half-open.
     pub fn set_cluster_reachable(&mut self, reachable: bool) {
-        if self.cluster_down == !reachable {
+        if self.cluster_down != reachable {
             return;
         }
         self.cluster_down = !reachable;
