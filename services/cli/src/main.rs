@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run the embedded stack (mock Kafka with racks, gateway, dev control) and print one
     /// JSON ready line.
-    Dev(dev::DevOptions),
+    Dev(Box<dev::DevOptions>),
     /// Play a spot-interruption script against the dev stack under load and audit that
     /// no acknowledged record is lost.
     Demo(demo::DemoArgs),
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     })?;
     match cli.command {
-        Command::Dev(opts) => dev::run(opts).await,
+        Command::Dev(opts) => dev::run(*opts).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
