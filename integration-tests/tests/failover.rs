@@ -189,7 +189,7 @@ async fn max_attempts_dead_letters_then_redrive_delivers() -> anyhow::Result<()>
     let (cfg, dir) = sqlite();
     let stack = gateway_with(cfg.clone()).await?;
     let worker = start_worker(&stack, cfg, |w| w.retry.max_attempts = 2).await?;
-    // A STRICT key whose partition has no leader: failed over, then retried in vain.
+    // A STRICT key whose partition has no leader: the gateway fails it over.
     let target = 3;
     let key = (0..1000)
         .map(|i| format!("k{i}"))
@@ -210,7 +210,23 @@ async fn max_attempts_dead_letters_then_redrive_delivers() -> anyhow::Result<()>
     );
 
     let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
-    let end = Instant::now() + Duration::from_secs(30);
+    // The health gate: while its partition has no leader, the record waits in the queue
+    // without spending attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = admin.stats(rpb::StatsRequest {}).await?.into_inner();
+    assert_eq!((stats.depth, stats.dead_letters), (1, 0), "{stats:?}");
+
+    // The leader returns but answers too slowly: each attempt times out, and after
+    // max_attempts the record is dead-lettered with its last error.
+    stack
+        .cluster
+        .partition_leader("fo", target, Some(leader))
+        .await?;
+    stack
+        .cluster
+        .broker_rtt(leader, Duration::from_secs(3))
+        .await?;
+    let end = Instant::now() + Duration::from_secs(40);
     let dead = loop {
         let list = admin
             .list_dead_letters(rpb::ListDeadLettersRequest {
@@ -235,13 +251,9 @@ async fn max_attempts_dead_letters_then_redrive_delivers() -> anyhow::Result<()>
     let stats = admin.stats(rpb::StatsRequest {}).await?.into_inner();
     assert_eq!((stats.depth, stats.dead_letters), (0, 1));
 
-    // Fix the partition and redrive: the record reaches its partition.
-    stack
-        .cluster
-        .partition_leader("fo", target, Some(leader))
-        .await?;
-    stack.handle.refresh_metadata().await?;
-    // The worker sees the leader at its next metadata refresh (every second).
+    // Fix the broker and redrive: the record reaches its partition.
+    stack.cluster.broker_rtt(leader, Duration::ZERO).await?;
+    // Let the worker's breaker for the partition go half-open again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let n = admin
         .redrive(rpb::RedriveRequest {

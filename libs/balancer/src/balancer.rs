@@ -246,6 +246,24 @@ impl Balancer {
         out
     }
 
+    /// Whether `pick` would place this record now, without admitting it. The retry workers
+    /// use it to hold back a STRICT keyed record while its own partition is unhealthy
+    /// instead of spending its attempts.
+    pub fn could_place(&self, req: &PickRequest<'_>, now: Instant) -> bool {
+        let Some(states) = self.topics.get(req.topic) else {
+            return false;
+        };
+        let n = states.len();
+        let usable = |p: usize| p < n && states[p].breaker.admissible(&self.cfg.breaker, now);
+        match (req.partition, req.key, req.policy) {
+            (Some(p), _, _) => p >= 0 && usable(p as usize),
+            (None, Some(key), KeyPolicy::Strict) if n > 0 => {
+                usable(partition_for_key(key, n) as usize)
+            }
+            _ => (0..n).any(usable),
+        }
+    }
+
     /// Whether any partition of the topic could take a record now.
     pub fn has_healthy_partition(&self, topic: &str, now: Instant) -> bool {
         self.topics.get(topic).is_some_and(|states| {

@@ -3,13 +3,16 @@
 //!
 //! Phases: steady load; a draining notice for one broker; that broker dies; a partition
 //! loses its leader; the whole cluster goes out; recovery. Records are mixed: unkeyed,
-//! STRICT keyed and PREFERRED keyed. The exit code is non-zero if any acknowledged record
-//! is missing from Kafka.
+//! STRICT keyed and PREFERRED keyed. Records Kafka cannot take go to the failover queue
+//! (SQLite) and the retry workers put them back after recovery. The exit code is non-zero
+//! if any acknowledged record is missing from Kafka.
 
 use crate::dev::{DevOptions, DevStack};
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_proto::retry::v1 as rpb;
+use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ struct PhaseStats {
 struct Audit {
     sent: usize,
     acked_kafka: BTreeMap<String, (i32, i64)>,
-    acked_failover: usize,
+    acked_failover: BTreeMap<String, String>,
     rejected: BTreeMap<String, usize>,
     phases: Vec<(String, PhaseStats)>,
 }
@@ -94,7 +97,9 @@ async fn load(
                 Some(pb::record_result::Outcome::Kafka(k)) => {
                     a.acked_kafka.insert(r.message_id, (k.partition, k.offset));
                 }
-                Some(pb::record_result::Outcome::Failover(_)) => a.acked_failover += 1,
+                Some(pb::record_result::Outcome::Failover(f)) => {
+                    a.acked_failover.insert(r.message_id, f.entry_id);
+                }
                 Some(pb::record_result::Outcome::Error(e)) => {
                     let code = Code::try_from(e.code)
                         .map(|c| c.as_str_name().trim_start_matches("CODE_").to_lowercase())
@@ -186,6 +191,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     stack.gateway.set_draining_brokers(HashSet::new());
     loader.await??;
 
+    if let Some(addr) = stack.retry_addr {
+        eprintln!("demo: retry workers draining the failover queue back into kafka");
+        let mut admin = RetryAdminClient::connect(format!("http://{addr}")).await?;
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = admin.stats(rpb::StatsRequest {}).await?.into_inner();
+            if s.depth == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < end,
+                "the failover queue still holds {} records after 120 s",
+                s.depth
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     eprintln!("demo: reading everything back from kafka");
     let bootstrap = stack.cluster.bootstrap_servers().to_string();
     let landed = tokio::task::spawn_blocking(move || {
@@ -204,8 +227,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let delivered_acked = a.acked_kafka.keys().filter(|id| seen.contains(*id)).count();
-    let acked = a.acked_kafka.len() + a.acked_failover;
+    let delivered_acked = a
+        .acked_kafka
+        .keys()
+        .chain(a.acked_failover.keys())
+        .filter(|id| seen.contains(*id))
+        .count();
+    let acked = a.acked_kafka.len() + a.acked_failover.len();
     let lost = acked - delivered_acked;
     let rejected: usize = a.rejected.values().sum();
 
@@ -213,7 +241,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{:<34} {:>10}", "audit", "records");
     println!("{:<34} {:>10}", "sent", a.sent);
     println!("{:<34} {:>10}", "acked via kafka", a.acked_kafka.len());
-    println!("{:<34} {:>10}", "acked via failover", a.acked_failover);
+    println!(
+        "{:<34} {:>10}",
+        "acked via failover",
+        a.acked_failover.len()
+    );
     println!("{:<34} {:>10}", "rejected (explicit, retryable)", rejected);
     for (code, n) in &a.rejected {
         println!("{:<34} {:>10}", format!("  {code}"), n);
@@ -241,7 +273,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         a.sent
     );
     if lost > 0 {
-        anyhow::bail!("{lost} acknowledged record(s) are missing from kafka");
+        let missing: Vec<String> = a
+            .acked_kafka
+            .iter()
+            .map(|(id, (p, o))| (id, format!("kafka {p}/{o}")))
+            .chain(
+                a.acked_failover
+                    .iter()
+                    .map(|(id, e)| (id, format!("failover entry {e}"))),
+            )
+            .filter(|(id, _)| !seen.contains(*id))
+            .take(10)
+            .map(|(id, how)| format!("{id} ({how})"))
+            .collect();
+        anyhow::bail!(
+            "{lost} acknowledged record(s) are missing from kafka, e.g. {}",
+            missing.join(", ")
+        );
     }
     println!("\nno acknowledged record was lost");
     Ok(())

@@ -186,6 +186,30 @@ impl Producer {
                 .has_healthy_partition(topic, Instant::now())
     }
 
+    /// Whether this record could go to Kafka now: the cluster is reachable and the
+    /// partition it may use (its STRICT key's, its explicit one, or any for the others) is
+    /// healthy.
+    pub fn record_writable(&self, rec: &pb::Record) -> bool {
+        let policy = match pb::KeyPolicy::try_from(rec.key_policy) {
+            Ok(pb::KeyPolicy::Preferred) => KeyPolicy::Preferred,
+            _ => KeyPolicy::Strict,
+        };
+        let req = PickRequest {
+            topic: &rec.topic,
+            key: rec.key.as_deref(),
+            policy,
+            partition: rec.partition,
+            exclude: &[],
+            allow_probe: true,
+        };
+        self.metadata_ok.load(Ordering::Relaxed)
+            && self
+                .balancer
+                .lock()
+                .expect("balancer lock")
+                .could_place(&req, Instant::now())
+    }
+
     /// Whether the cluster answered the last metadata refresh.
     pub fn cluster_reachable(&self) -> bool {
         self.metadata_ok.load(Ordering::Relaxed)

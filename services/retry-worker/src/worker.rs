@@ -206,11 +206,14 @@ impl Worker {
         if now < due {
             return Decision::Later(None, Duration::from_millis((due - now) as u64));
         }
-        if !self.producer.topic_writable(&env.topic) {
+        // The health gate: a record whose partition cannot take it now waits, without
+        // spending an attempt (a STRICT key waits for its own partition).
+        let record = record_of(&env);
+        if !self.producer.record_writable(&record) {
             return Decision::Later(None, self.settings.health_gate_delay);
         }
         self.pace().await;
-        let produced = self.producer.produce(record_of(&env)).await;
+        let produced = self.producer.produce(record).await;
         match produced.result.outcome {
             Some(pb::record_result::Outcome::Kafka(_)) => Decision::Ack,
             Some(pb::record_result::Outcome::Failover(_)) => Decision::Ack,

@@ -258,6 +258,36 @@ fn sticky_records_stay_on_one_partition_then_move_to_the_least_loaded() {
 }
 
 #[test]
+fn could_place_checks_the_partition_a_strict_key_needs() {
+    let mut b = balancer(None, 6);
+    let now = Instant::now();
+    let key = b"user-17";
+    let home = partition_for_key(key, 6);
+    trip(&mut b, home, now);
+    let strict = PickRequest {
+        key: Some(key),
+        ..unkeyed(&[])
+    };
+    let preferred = PickRequest {
+        key: Some(key),
+        policy: KeyPolicy::Preferred,
+        ..unkeyed(&[])
+    };
+    assert!(!b.could_place(&strict, now));
+    assert!(b.could_place(&preferred, now));
+    assert!(b.could_place(&unkeyed(&[]), now));
+    assert!(!b.could_place(
+        &PickRequest {
+            topic: "nope",
+            ..unkeyed(&[])
+        },
+        now
+    ));
+    // Checking admits nothing: the other partitions are still free of in-flight writes.
+    assert!(b.status("t", now).iter().all(|s| s.in_flight == 0));
+}
+
+#[test]
 fn an_unreachable_cluster_holds_every_partition() {
     let mut b = balancer(None, 3);
     let now = Instant::now();
