@@ -20,21 +20,33 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn worker(bootstrap: &str, db: &str, drain_rate: u32) -> Child {
-    Command::new(BIN)
-        .env("BALLAST_FAILOVER__BACKEND", "sqlite")
-        .env("BALLAST_FAILOVER__DATABASE_URL", db)
-        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
-        .env("BALLAST_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("BALLAST_RETRY__LEASE", "4s")
-        .env("BALLAST_RETRY__WAIT_TIME", "200ms")
-        .env("BALLAST_RETRY__MAX_NUMBER_OF_MESSAGES", "20")
-        .env("BALLAST_RETRY__DRAIN_RATE", drain_rate.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ballast-retry-worker")
+/// A worker process, killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(bootstrap: &str, db: &str, drain_rate: u32) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .env("BALLAST_FAILOVER__BACKEND", "sqlite")
+            .env("BALLAST_FAILOVER__DATABASE_URL", db)
+            .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+            .env("BALLAST_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("BALLAST_RETRY__LEASE", "4s")
+            .env("BALLAST_RETRY__WAIT_TIME", "200ms")
+            .env("BALLAST_RETRY__MAX_NUMBER_OF_MESSAGES", "20")
+            .env("BALLAST_RETRY__DRAIN_RATE", drain_rate.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ballast-retry-worker"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +117,7 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
         .status()?;
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = second.try_wait()? {
+        if let Some(s) = second.0.try_wait()? {
             break s;
         }
         anyhow::ensure!(Instant::now() < end, "worker did not exit after SIGTERM");
