@@ -86,9 +86,9 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Command::new("kill")
-        .args(["-KILL", &first.id().to_string()])
+        .args(["-KILL", &first.0.id().to_string()])
         .status()?;
-    first.wait()?;
+    first.0.wait()?;
     let stranded = queue.stats().await?;
     assert!(stranded.depth > 0, "entries remain: {stranded:?}");
 
@@ -113,7 +113,7 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
 
     // SIGTERM: a clean exit.
     Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
+        .args(["-TERM", &second.0.id().to_string()])
         .status()?;
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {
