@@ -64,6 +64,11 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
     /// The largest batch one `enqueue` call should carry.
     fn max_batch(&self) -> usize;
 
+    /// Remote API calls made so far, for backends billed per request (SQS); 0 otherwise.
+    fn api_calls(&self) -> u64 {
+        0
+    }
+
     /// Stores bodies, visible after `delay`; returns their entry ids in order.
     async fn enqueue(&self, bodies: &[Vec<u8>], delay: Duration)
         -> Result<Vec<String>, QueueError>;

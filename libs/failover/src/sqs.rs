@@ -396,6 +396,10 @@ impl FailoverQueue for SqsQueue {
         MAX_ENTRIES
     }
 
+    fn api_calls(&self) -> u64 {
+        self.requests()
+    }
+
     async fn enqueue(
         &self,
         bodies: &[Vec<u8>],

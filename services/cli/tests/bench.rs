@@ -8,6 +8,7 @@ fn bench_quick_produces_every_figure() {
     let dir = std::env::temp_dir().join(format!("ballast-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
+    let moto = ballast_testkit::deps::Moto::start();
     let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
         .args([
             "bench",
@@ -17,6 +18,7 @@ fn bench_quick_produces_every_figure() {
             "--concurrency",
             "4",
         ])
+        .args(["--sqs-endpoint", &moto.endpoint()])
         .arg("--json")
         .arg(&json)
         .output()
@@ -63,5 +65,17 @@ fn bench_quick_produces_every_figure() {
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
     assert_eq!(p1["records"], 2000);
+    let p5 = &v["p5_failover"];
+    for key in [
+        "raw_read_delete_per_sec",
+        "worker_drain_per_sec",
+        "drain_ratio",
+        "sqs_requests_per_1000",
+    ] {
+        let x = p5[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

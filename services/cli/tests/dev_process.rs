@@ -31,6 +31,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     let bootstrap = dev.field("kafka_bootstrap");
     assert!(dev.field("metrics").starts_with("http://127.0.0.1:"));
     assert!(dev.field("dedup").starts_with("127.0.0.1:"));
+    let retry_admin = dev.field("retry_admin");
     wait_serving(gateway.parse()?).await?;
 
     // Reflection lists the services, as grpcurl would.
@@ -147,6 +148,41 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
             .matches(" kafka ")
             .count(),
         12
+    );
+
+    // A whole-cluster outage: records are acknowledged through the SQLite failover queue,
+    // and `ballast dlq stats` shows them until the retry workers drain them.
+    let chaos = |action: &str| {
+        Command::new(BIN)
+            .args(["chaos", "--control", &control, action])
+            .output()
+    };
+    assert!(chaos("outage")?.status.success());
+    let out = Command::new(BIN)
+        .args([
+            "produce",
+            "--gateway",
+            &gateway,
+            "--topic",
+            "orders",
+            "--count",
+            "5",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" failover ").count(), 5, "{text}");
+    assert!(chaos("recover")?.status.success());
+    let out = Command::new(BIN)
+        .args(["dlq", "--admin", &retry_admin, "stats"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("backend        sqlite"), "{text}");
+    let landed = consume_all(&bootstrap, "orders", 13, Duration::from_secs(30))?;
+    assert_eq!(
+        landed.len(),
+        13,
+        "the 5 failed-over records reached kafka too"
     );
 
     // SIGTERM: a clean, prompt exit.

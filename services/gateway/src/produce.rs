@@ -210,6 +210,11 @@ impl Producer {
                 .could_place(&req, Instant::now())
     }
 
+    /// The failover queue, when one is configured.
+    pub fn failover_queue(&self) -> Option<Arc<dyn ballast_failover::FailoverQueue>> {
+        self.failover.as_ref().map(Enqueuer::queue)
+    }
+
     /// Whether the cluster answered the last metadata refresh.
     pub fn cluster_reachable(&self) -> bool {
         self.metadata_ok.load(Ordering::Relaxed)

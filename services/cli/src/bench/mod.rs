@@ -8,6 +8,7 @@
 //! latency each adds at half of the gateway's peak load.
 
 mod dedup;
+mod failover;
 
 use anyhow::Context;
 use ballast_gateway::{Gateway, GatewayConfig};
@@ -47,6 +48,9 @@ pub struct BenchArgs {
     /// Which figures to measure.
     #[arg(long, value_enum, default_value = "all")]
     pub suite: Suite,
+    /// An SQS endpoint for the failover figure (P5); default: a moto_server started here.
+    #[arg(long)]
+    pub sqs_endpoint: Option<String>,
     /// The Redis used by the dedup figure (P4).
     #[arg(
         long,
@@ -61,6 +65,7 @@ pub enum Suite {
     All,
     Gateway,
     Dedup,
+    Failover,
 }
 
 /// Round-robin over several gRPC connections.
@@ -378,6 +383,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             d.store_claims_per_sec, d.raw_setnx_per_sec, d.store_ratio
         ));
         json["p4_dedup"] = serde_json::to_value(&d)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Failover) {
+        let f = failover::suite(&args).await?;
+        rows.push(format!(
+            "P5      retry drain, records/s (sqlite -> kafka)   {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
+            f.worker_drain_per_sec, f.raw_read_delete_per_sec, f.drain_ratio
+        ));
+        rows.push(match f.sqs_requests_per_1000 {
+            Some(v) => format!(
+                "P5      sqs requests per 1000 records in outage   {v:>10.0}  {:>10}  (at most 100: batches of 10)",
+                1000
+            ),
+            None => "P5      sqs requests per 1000 records in outage   not measured (reason on stderr)".into(),
+        });
+        json["p5_failover"] = serde_json::to_value(&f)?;
     }
     println!("figure  measure                                  ballast      baseline     result");
     for r in rows {

@@ -1,0 +1,236 @@
+//! P5: how fast retry workers drain the failover queue back into Kafka, against a raw
+//! read-and-delete loop on the same SQL backend (SQLite), in the same run; and how many SQS
+//! requests the gateway makes per 1,000 records during a Kafka outage (moto_server).
+
+use super::BenchArgs;
+use ballast_failover::envelope::{self, Envelope};
+use ballast_failover::{FailoverBackend, FailoverConfig, FailoverQueue, SqlQueue, SqsConfig};
+use ballast_gateway::{Gateway, GatewayConfig};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailoverFigures {
+    pub records: usize,
+    pub raw_read_delete_per_sec: f64,
+    pub worker_drain_per_sec: f64,
+    /// worker ÷ raw; the target is ≥ 0.8.
+    pub drain_ratio: f64,
+    /// SQS API calls per 1,000 records failed over during an outage; None without moto_server.
+    pub sqs_requests_per_1000: Option<f64>,
+}
+
+fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            envelope::encode(&Envelope {
+                topic: "bench".into(),
+                value: vec![b'x'; 1024],
+                message_id: format!("{tag}-{i}"),
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+async fn fill(q: &SqlQueue, n: usize, tag: &str) -> anyhow::Result<()> {
+    for chunk in bodies(n, tag).chunks(500) {
+        q.enqueue(chunk, Duration::ZERO).await?;
+    }
+    Ok(())
+}
+
+pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
+    let n = args
+        .records
+        .unwrap_or(if args.quick { 2_000 } else { 20_000 });
+    let dir = std::env::temp_dir().join(format!("ballast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("failover.db").display());
+    let queue = SqlQueue::connect(&url, "bench", 4).await?;
+
+    eprintln!("bench: raw read-and-delete loop on sqlite, {n} entries");
+    fill(&queue, n, "raw").await?;
+    let start = Instant::now();
+    loop {
+        let got = queue
+            .receive(100, Duration::ZERO, Duration::from_secs(60))
+            .await?;
+        if got.is_empty() {
+            break;
+        }
+        queue.ack(&got).await?;
+    }
+    let raw = n as f64 / start.elapsed().as_secs_f64();
+
+    eprintln!("bench: retry worker drain into kafka, {n} entries");
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig {
+        topics: vec![TopicSpec {
+            name: "bench".into(),
+            partitions: 6,
+            replication_factor: 3,
+        }],
+        ..Default::default()
+    })?;
+    fill(&queue, n, "drain").await?;
+    let mut cfg = ballast_retry_worker::WorkerConfig {
+        failover: FailoverConfig {
+            backend: FailoverBackend::Sqlite,
+            database_url: url.clone(),
+            queue: "bench".into(),
+            ..FailoverConfig::default()
+        },
+        ..Default::default()
+    };
+    cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+    cfg.retry.max_number_of_messages = 100;
+    cfg.retry.runner_count = 2;
+    cfg.retry.wait_time = Duration::from_millis(50);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let start = Instant::now();
+    let worker = tokio::spawn(ballast_retry_worker::run(cfg, listener, admin, async {
+        let _ = rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while queue.stats().await?.depth > 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not drain the queue in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = n as f64 / start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    worker.await??;
+    std::fs::remove_dir_all(&dir).ok();
+
+    let sqs = match sqs_requests_per_1000(args).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("bench: sqs requests per 1000 records not measured: {e}");
+            None
+        }
+    };
+    Ok(FailoverFigures {
+        records: n,
+        raw_read_delete_per_sec: raw,
+        worker_drain_per_sec: drain,
+        drain_ratio: drain / raw,
+        sqs_requests_per_1000: sqs,
+    })
+}
+
+/// A moto_server child process, killed on drop.
+struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
+    let (endpoint, _moto) = match &args.sqs_endpoint {
+        Some(e) => (e.clone(), None),
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let child = std::process::Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("moto_server is not installed ({e}); pip install 'moto[server]' or pass --sqs-endpoint"))?;
+            let moto = Moto(child);
+            let end = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                anyhow::ensure!(Instant::now() < end, "moto_server did not start");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (format!("http://127.0.0.1:{port}"), Some(moto))
+        }
+    };
+    eprintln!("bench: sqs requests during an outage, 1000 records as 100 concurrent requests");
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig {
+        topics: vec![TopicSpec {
+            name: "bench".into(),
+            partitions: 6,
+            replication_factor: 3,
+        }],
+        ..Default::default()
+    })?;
+    let name = format!("ballast-bench-{}", std::process::id());
+    let mut cfg = GatewayConfig::default();
+    cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+    cfg.failover = FailoverConfig {
+        backend: FailoverBackend::Sqs,
+        sqs: SqsConfig {
+            queue: name.clone(),
+            dlq: format!("{name}-dlq"),
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("bench".into()),
+            secret_access_key: Some("bench".into()),
+            create_queues: true,
+        },
+        // moto_server is slow (tens of ms a batch); the figure is calls, not speed.
+        timeout: Duration::from_secs(60),
+        ..FailoverConfig::default()
+    };
+    cfg.limits.request_timeout = Duration::from_secs(120);
+    let gateway = Gateway::new(cfg).await?;
+    let handle = gateway.handle();
+    let queue = handle.producer().failover_queue().expect("sqs configured");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(listener, admin, async {
+        let _ = rx.await;
+    }));
+    cluster.broker_down(-1).await?;
+    let _ = handle.refresh_metadata().await;
+    let client = IngestClient::connect(format!("http://{addr}")).await?;
+    let before = queue.api_calls();
+    let requests = (0..100).map(|r| {
+        let mut c = client.clone();
+        async move {
+            let records = (0..10)
+                .map(|i| pb::Record {
+                    topic: "bench".into(),
+                    value: vec![b'x'; 1024],
+                    message_id: format!("sqs-{r}-{i}"),
+                    ..Default::default()
+                })
+                .collect();
+            c.produce(pb::ProduceRequest { records }).await
+        }
+    });
+    let mut failed_over = 0usize;
+    for resp in futures::future::join_all(requests).await {
+        failed_over += resp?
+            .into_inner()
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_))))
+            .count();
+    }
+    anyhow::ensure!(
+        failed_over == 1000,
+        "only {failed_over} of 1000 records failed over"
+    );
+    let calls = queue.api_calls() - before;
+    let _ = stop.send(());
+    server.await??;
+    Ok(calls as f64)
+}
