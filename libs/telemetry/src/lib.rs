@@ -147,6 +147,28 @@ pub async fn serve_admin(
         .await
 }
 
+/// Loads a service config: its defaults, then the YAML file if given, then `BALLAST_*`
+/// environment variables (nested keys joined by `__`, e.g. `BALLAST_KAFKA__WRITE_TIMEOUT`).
+/// `BALLAST_CONFIG` names the file and is not a key. Unknown keys are errors when `T` denies
+/// them.
+pub fn load_config<T>(file: Option<&std::path::Path>) -> anyhow::Result<T>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
+    use figment::providers::{Env, Format, Serialized, Yaml};
+    let mut fig = figment::Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        anyhow::ensure!(
+            path.exists(),
+            "config file {} does not exist",
+            path.display()
+        );
+        fig = fig.merge(Yaml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
+    fig.extract().map_err(|e| anyhow::anyhow!("config: {e}"))
+}
+
 /// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
 /// (tonic sets TCP_NODELAY only on listeners it binds itself.)
 pub fn incoming_nodelay(

@@ -2,8 +2,6 @@
 
 use ballast_dedup_store::RedisConfig;
 use ballast_telemetry::TelemetryConfig;
-use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -79,18 +77,9 @@ impl Default for DedupConfig {
 }
 
 impl DedupConfig {
+    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut fig = Figment::from(Serialized::defaults(DedupConfig::default()));
-        if let Some(path) = file {
-            anyhow::ensure!(
-                path.exists(),
-                "config file {} does not exist",
-                path.display()
-            );
-            fig = fig.merge(Yaml::file_exact(path));
-        }
-        fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
-        let cfg: DedupConfig = fig.extract().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let cfg: DedupConfig = ballast_telemetry::load_config(file)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -5,8 +5,6 @@ use ballast_balancer::BreakerConfig;
 use ballast_failover::FailoverConfig;
 use ballast_kafka::KafkaConfig;
 use ballast_telemetry::TelemetryConfig;
-use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -104,10 +102,9 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not `#[from]`: the figment message already says everything, and a source would
-    /// print it twice.
-    #[error("config: {0}")]
-    Load(Box<figment::Error>),
+    /// The file or the environment could not be read into a config.
+    #[error("{0}")]
+    Load(String),
     #[error("config: {0}")]
     Invalid(String),
 }
@@ -115,18 +112,8 @@ pub enum ConfigError {
 impl GatewayConfig {
     /// Loads defaults, then the YAML file if given, then `BALLAST_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(GatewayConfig::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Yaml::file_exact(path));
-        }
-        fig = fig.merge(Env::prefixed("BALLAST_").ignore(&["config"]).split("__"));
-        let cfg: GatewayConfig = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let cfg: GatewayConfig =
+            ballast_telemetry::load_config(file).map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
