@@ -20,6 +20,8 @@ pub struct FailoverFigures {
     pub drain_ratio: f64,
     /// SQS API calls per 1,000 records failed over during an outage; None without moto_server.
     pub sqs_requests_per_1000: Option<f64>,
+    /// Why the SQS figure is missing, when it is.
+    pub sqs_not_measured: Option<String>,
 }
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -109,11 +111,11 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
     worker.await??;
     std::fs::remove_dir_all(&dir).ok();
 
-    let sqs = match sqs_requests_per_1000(args).await {
-        Ok(v) => Some(v),
+    let (sqs, sqs_not_measured) = match sqs_requests_per_1000(args).await {
+        Ok(v) => (Some(v), None),
         Err(e) => {
-            eprintln!("bench: sqs requests per 1000 records not measured: {e}");
-            None
+            eprintln!("bench: sqs requests per 1000 records not measured: {e:#}");
+            (None, Some(format!("{e:#}")))
         }
     };
     Ok(FailoverFigures {
@@ -122,6 +124,7 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
         worker_drain_per_sec: drain,
         drain_ratio: drain / raw,
         sqs_requests_per_1000: sqs,
+        sqs_not_measured,
     })
 }
 
@@ -225,12 +228,17 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
             .filter(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_))))
             .count();
     }
+    // Under load some records may still be answered otherwise (e.g. a queue timeout); the
+    // figure is per 1,000 records that did fail over.
     anyhow::ensure!(
-        failed_over == 1000,
+        failed_over >= 500,
         "only {failed_over} of 1000 records failed over"
     );
+    if failed_over < 1000 {
+        eprintln!("bench: {failed_over} of 1000 records failed over; scaling to 1000");
+    }
     let calls = queue.api_calls() - before;
     let _ = stop.send(());
     server.await??;
-    Ok(calls as f64)
+    Ok(calls as f64 * 1000.0 / failed_over as f64)
 }
