@@ -169,6 +169,32 @@ where
     fig.extract().map_err(|e| anyhow::anyhow!("config: {e}"))
 }
 
+/// The command line every service binary shares.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// YAML config file. `BALLAST_*` environment variables override it (nested keys joined
+    /// by `__`, e.g. BALLAST_KAFKA__BOOTSTRAP_SERVERS).
+    #[arg(long, short, env = "BALLAST_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective config as YAML and exit.
+    #[arg(long)]
+    pub dump_config: bool,
+}
+
+/// Binds a service's gRPC and admin listeners, naming the config key on failure.
+pub async fn bind_listeners(
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    let grpc = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding listen address {listen}"))?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding admin_listen address {admin_listen}"))?;
+    Ok((grpc, admin))
+}
+
 /// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
 /// (tonic sets TCP_NODELAY only on listeners it binds itself.)
 pub fn incoming_nodelay(
