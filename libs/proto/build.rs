@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ballast/dedup/v1/dedup.proto",
         "ballast/failover/v1/envelope.proto",
         "ballast/retry/v1/retry.proto",
+        "ballast/topology/v1/topology.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

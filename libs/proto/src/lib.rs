@@ -40,6 +40,13 @@ pub mod retry {
     }
 }
 
+/// The topology service's API.
+pub mod topology {
+    pub mod v1 {
+        tonic::include_proto!("ballast.topology.v1");
+    }
+}
+
 /// Control of the embedded dev stack.
 pub mod dev {
     pub mod v1 {

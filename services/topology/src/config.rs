@@ -1,0 +1,166 @@
+//! Topology service configuration: defaults, a YAML file, then `BALLAST_*` variables.
+
+use ballast_telemetry::TelemetryConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopologyConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub kafka: KafkaSource,
+    /// A draining mark with a deadline lapses this long after the deadline: by then the
+    /// broker is gone, and a replacement that reuses its id must not start out draining.
+    #[serde(with = "humantime_serde")]
+    pub draining_lapse_after_deadline: Duration,
+    pub limits: PlanLimits,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where the metadata comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSource {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    pub client_id: String,
+    /// How often metadata is fetched; a change is published at once.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The deadline of one metadata request, per broker tried.
+    #[serde(with = "humantime_serde")]
+    pub metadata_timeout: Duration,
+}
+
+impl Default for KafkaSource {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "localhost:9092".into(),
+            client_id: "ballast-topology".into(),
+            refresh_interval: Duration::from_millis(500),
+            metadata_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl KafkaSource {
+    pub fn bootstrap_list(&self) -> Vec<String> {
+        self.bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Bounds on planning requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanLimits {
+    pub max_partitions: usize,
+    pub max_brokers: usize,
+    pub max_consumers: usize,
+    /// Concurrent WatchTopology streams.
+    pub max_watchers: usize,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self {
+            max_partitions: 100_000,
+            max_brokers: 10_000,
+            max_consumers: 10_000,
+            max_watchers: 10_000,
+        }
+    }
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50054".parse().expect("valid"),
+            admin_listen: "0.0.0.0:9467".parse().expect("valid"),
+            kafka: KafkaSource::default(),
+            draining_lapse_after_deadline: Duration::from_secs(300),
+            limits: PlanLimits::default(),
+            shutdown_grace: Duration::from_secs(5),
+            telemetry: TelemetryConfig {
+                service_name: "ballast-topology".into(),
+                ..TelemetryConfig::default()
+            },
+        }
+    }
+}
+
+impl TopologyConfig {
+    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let cfg: TopologyConfig = ballast_telemetry::load_config(file)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.kafka.bootstrap_list().is_empty() {
+            anyhow::bail!("config: kafka.bootstrap_servers is empty");
+        }
+        if self.kafka.refresh_interval.is_zero() || self.kafka.metadata_timeout.is_zero() {
+            anyhow::bail!(
+                "config: kafka.refresh_interval and kafka.metadata_timeout must be positive"
+            );
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max_partitions", l.max_partitions),
+            ("limits.max_brokers", l.max_brokers),
+            ("limits.max_consumers", l.max_consumers),
+            ("limits.max_watchers", l.max_watchers),
+        ] {
+            if v == 0 {
+                anyhow::bail!("config: {name} must be positive");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let cfg = TopologyConfig::default();
+        cfg.validate().unwrap();
+        let back: TopologyConfig = serde_yaml::from_str(&cfg.to_yaml()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut cfg = TopologyConfig::default();
+        cfg.kafka.bootstrap_servers = " , ".into();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("bootstrap_servers"));
+        let mut cfg = TopologyConfig::default();
+        cfg.limits.max_watchers = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_watchers"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The topology service: versioned snapshots of the cluster's brokers (with racks),
+//! partition leaders, ISR and offline replicas, plus draining notices, pushed to gateways
+//! over `WatchTopology`; and the placement planners of [`plan`].
+//!
+//! It reads metadata with the protocol-level client of `ballast-kafka` (librdkafka does not
+//! expose racks) every `kafka.refresh_interval` and publishes a new version only when
+//! something changed.
+
+pub mod config;
+pub mod plan;
+mod service;
+mod state;
+
+pub use config::{KafkaSource, PlanLimits, TopologyConfig};
+pub use service::{placement_from_pb, reassignment_to_pb, TopologyService};
+pub use state::TopologyState;
+
+use anyhow::Context;
+use ballast_kafka::MetadataClient;
+use ballast_proto::topology::v1::topology_server::TopologyServer;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Polls metadata into `state` until aborted; expires lapsed draining marks on the way.
+pub fn spawn_poller(
+    state: Arc<TopologyState>,
+    kafka: &KafkaSource,
+    registry: &mut Registry,
+) -> tokio::task::JoinHandle<()> {
+    let client = MetadataClient::new(
+        kafka.bootstrap_list(),
+        kafka.client_id.clone(),
+        kafka.metadata_timeout,
+    );
+    let r = registry.sub_registry_with_prefix("ballast_topology");
+    let version = Gauge::<i64>::default();
+    let draining = Gauge::<i64>::default();
+    let watchers = Gauge::<i64>::default();
+    let failures = Counter::<u64>::default();
+    r.register("version", "Current snapshot version", version.clone());
+    r.register(
+        "draining_brokers",
+        "Brokers marked draining",
+        draining.clone(),
+    );
+    r.register("watchers", "Open WatchTopology streams", watchers.clone());
+    r.register(
+        "metadata_failures",
+        "Metadata fetches that reached no broker",
+        failures.clone(),
+    );
+    let interval = kafka.refresh_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_ok = true;
+        loop {
+            tick.tick().await;
+            let md = client.fetch().await.map_err(|e| e.to_string());
+            match &md {
+                Err(e) => {
+                    failures.inc();
+                    if was_ok {
+                        tracing::warn!(error = %e, "metadata fetch failed; publishing the last view as unreachable");
+                    }
+                }
+                Ok(_) if !was_ok => tracing::info!("metadata reachable again"),
+                Ok(_) => {}
+            }
+            was_ok = md.is_ok();
+            state.apply_metadata(md);
+            for b in state.expire_marks(state::unix_ms()) {
+                tracing::info!(broker = b, "draining mark lapsed after its deadline");
+            }
+            let snap = state.snapshot();
+            version.set(snap.version as i64);
+            draining.set(snap.draining_brokers.len() as i64);
+            watchers.set(state.watchers() as i64);
+        }
+    })
+}
+
+/// Serves Topology (with health and reflection) on `listener` and metrics on `admin` until
+/// `shutdown`; open watch streams end at shutdown.
+pub async fn run(
+    config: TopologyConfig,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = Arc::new(TopologyState::new(config.draining_lapse_after_deadline));
+    run_with_state(config, state, listener, admin, shutdown).await
+}
+
+/// [`run`] on a state the caller keeps a handle to (the dev stack, tests).
+pub async fn run_with_state(
+    config: TopologyConfig,
+    state: Arc<TopologyState>,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let mut registry = Registry::default();
+    let poller = spawn_poller(state.clone(), &config.kafka, &mut registry);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let fired = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let service = TopologyService::new(state, config.limits.clone(), stop.clone());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<TopologyServer<TopologyService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building grpc reflection")?;
+    let admin_task = tokio::spawn(ballast_telemetry::serve_admin(
+        admin,
+        Arc::new(registry),
+        fired(stop.clone()),
+    ));
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            fired(stop).await;
+            reporter
+                .set_not_serving::<TopologyServer<TopologyService>>()
+                .await;
+        }
+    };
+    tracing::info!(addr = %listener.local_addr()?, bootstrap = %config.kafka.bootstrap_servers, "topology listening");
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(TopologyServer::new(service))
+        .serve_with_incoming_shutdown(ballast_telemetry::incoming_nodelay(listener), signal);
+    tokio::pin!(server);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        res = &mut server => res.context("grpc server")?,
+        _ = async { fired(stop.clone()).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "shutdown grace elapsed");
+        }
+    }
+    poller.abort();
+    admin_task.await.ok();
+    Ok(())
+}
