@@ -1,5 +1,6 @@
 //! `ballast dev`: the embedded stack in one process: a mock Kafka cluster with racks, the
-//! ingest gateway, DevControl, and a metrics endpoint. It prints one JSON ready line.
+//! ingest gateway, the retry workers, dedup, topology, DevControl, and a metrics endpoint.
+//! It prints one JSON ready line.
 
 use crate::control::DevControlService;
 use anyhow::Context;
@@ -9,6 +10,7 @@ use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::dev::v1::dev_control_server::DevControlServer;
 use ballast_retry_worker::WorkerConfig;
+use ballast_topology::{TopologyConfig, TopologyState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +68,9 @@ pub struct DevOptions {
     pub sqs_dlq: String,
     #[arg(long, default_value = "us-east-1")]
     pub sqs_region: String,
+    /// The topology service's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub topology_addr: SocketAddr,
     /// The retry workers' RetryAdmin gRPC address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub retry_addr: SocketAddr,
@@ -147,6 +152,7 @@ impl Default for DevOptions {
             sqs_dlq: "ballast-failover-dlq".into(),
             sqs_region: "us-east-1".into(),
             retry_addr: "127.0.0.1:0".parse().expect("valid"),
+            topology_addr: "127.0.0.1:0".parse().expect("valid"),
             max_attempts: 5,
             dedup_backend: Backend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -164,6 +170,9 @@ pub struct DevStack {
     pub control_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub dedup_addr: SocketAddr,
+    pub topology_addr: SocketAddr,
+    /// The topology service's state: draining marks set here reach the gateway.
+    pub topology: Arc<TopologyState>,
     /// None when `--failover none`.
     pub retry_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -198,6 +207,11 @@ impl DevStack {
             .await
             .with_context(|| format!("binding dedup address {}", opts.dedup_addr))?;
         let dedup_admin = TcpListener::bind("127.0.0.1:0").await?;
+        let topology_listener = TcpListener::bind(opts.topology_addr)
+            .await
+            .with_context(|| format!("binding topology address {}", opts.topology_addr))?;
+        let topology_admin = TcpListener::bind("127.0.0.1:0").await?;
+        let topology_addr = topology_listener.local_addr()?;
         let dedup_addr = dedup_listener.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
@@ -213,6 +227,7 @@ impl DevStack {
         cfg.kafka.write_timeout = opts.write_timeout;
         cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);
         cfg.shutdown_grace = Duration::from_secs(5);
+        cfg.topology.endpoint = Some(format!("http://{topology_addr}"));
         let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle
@@ -225,6 +240,18 @@ impl DevStack {
             let _ = rx.wait_for(|v| *v).await;
         };
         let mut tasks = Vec::new();
+        let mut tcfg = TopologyConfig::default();
+        tcfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+        tcfg.kafka.refresh_interval = Duration::from_millis(250);
+        tcfg.kafka.metadata_timeout = Duration::from_millis(500);
+        let topology = Arc::new(TopologyState::new(tcfg.draining_lapse_after_deadline));
+        tasks.push(tokio::spawn(ballast_topology::run_with_state(
+            tcfg,
+            topology.clone(),
+            topology_listener,
+            topology_admin,
+            wait(stop_rx.clone()),
+        )));
         tasks.push(tokio::spawn(gateway.run(
             gw_listener,
             metrics_listener,
@@ -293,6 +320,8 @@ impl DevStack {
             control_addr,
             metrics_addr,
             dedup_addr,
+            topology_addr,
+            topology,
             retry_addr,
             stop,
             tasks,
@@ -307,6 +336,7 @@ impl DevStack {
             "control": self.control_addr.to_string(),
             "dedup": self.dedup_addr.to_string(),
             "retry_admin": self.retry_addr.map(|a| a.to_string()),
+            "topology": self.topology_addr.to_string(),
             "kafka_bootstrap": self.cluster.bootstrap_servers(),
             "metrics": format!("http://{}/metrics", self.metrics_addr),
         })

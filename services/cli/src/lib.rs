@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod produce;
+pub mod topology;
 
 /// Turns `host:port` into a gRPC endpoint URI.
 pub fn endpoint(addr: &str) -> String {

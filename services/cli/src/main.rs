@@ -1,6 +1,6 @@
 //! `ballast`: the all-in-one CLI.
 
-use ballast::{bench, chaos, consume, demo, dev, dlq, produce};
+use ballast::{bench, chaos, consume, demo, dev, dlq, produce, topology};
 use clap::{Parser, Subcommand};
 
 // Many small per-record allocations on the produce path; mimalloc handles them with less
@@ -20,8 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded stack (mock Kafka with racks, gateway, dev control) and print one
-    /// JSON ready line.
+    /// Run the embedded stack (mock Kafka with racks, gateway, retry workers, dedup,
+    /// topology, dev control) and print one JSON ready line.
     Dev(Box<dev::DevOptions>),
     /// Play a spot-interruption script against the dev stack under load and audit that
     /// no acknowledged record is lost.
@@ -36,6 +36,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Measure Ballast against baselines in the same run.
     Bench(bench::BenchArgs),
+    /// The cluster's shape, draining marks, placement planners and the spot watcher.
+    Topology(topology::TopologyArgs),
 }
 
 #[tokio::main]
@@ -55,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Topology(args) => topology::run(args).await,
     }
 }

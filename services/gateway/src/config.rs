@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Where records go when Kafka cannot take them. `backend: none` answers UNAVAILABLE.
     pub failover: FailoverConfig,
+    /// The topology service to follow for draining notices and leader changes. Optional:
+    /// without it, or while it is unreachable, the gateway steers by its own metadata.
+    pub topology: TopologyClientConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -45,11 +48,44 @@ impl Default for GatewayConfig {
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
             failover: FailoverConfig::default(),
+            topology: TopologyClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             telemetry: TelemetryConfig {
                 service_name: "ballast-gateway".into(),
                 ..TelemetryConfig::default()
             },
+        }
+    }
+}
+
+/// How the gateway follows the topology service's `WatchTopology` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopologyClientConfig {
+    /// e.g. `http://topology:50054`; unset: do not subscribe.
+    pub endpoint: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The wait between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff: Duration,
+    /// Draining marks learned from the service are dropped when it has been unreachable
+    /// this long (the gateway's own metadata still holds leaderless partitions).
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// HTTP/2 keep-alive pings on the stream, so a dead service is noticed while idle.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+}
+
+impl Default for TopologyClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            connect_timeout: Duration::from_secs(1),
+            reconnect_backoff: Duration::from_millis(500),
+            stale_after: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(5),
         }
     }
 }
@@ -159,6 +195,23 @@ impl GatewayConfig {
         if l.record_deadline < self.kafka.write_timeout {
             return Err(ConfigError::Invalid(
                 "limits.record_deadline must be at least kafka.write_timeout".into(),
+            ));
+        }
+        let t = &self.topology;
+        if let Some(e) = &t.endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "topology.endpoint must start with http:// or https://, got {e:?}"
+                )));
+            }
+        }
+        if t.connect_timeout.is_zero()
+            || t.reconnect_backoff.is_zero()
+            || t.stale_after.is_zero()
+            || t.keepalive_interval.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "topology.connect_timeout, reconnect_backoff, stale_after and keepalive_interval must be positive".into(),
             ));
         }
         if let Some(r) = &self.rack {

@@ -12,7 +12,8 @@ pub mod metrics;
 mod produce;
 mod server;
 mod service;
+mod topology;
 
-pub use config::{GatewayConfig, Limits};
+pub use config::{GatewayConfig, Limits, TopologyClientConfig};
 pub use produce::Producer;
 pub use server::{Gateway, GatewayHandle};

@@ -50,6 +50,8 @@ pub struct GatewayMetrics {
     pub reroutes: Counter,
     pub inflight_bytes: Gauge,
     pub metadata_refresh_failures: Counter,
+    pub topology_connected: Gauge,
+    pub topology_updates: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -81,6 +83,8 @@ impl GatewayMetrics {
             reroutes: Counter::default(),
             inflight_bytes: Gauge::default(),
             metadata_refresh_failures: Counter::default(),
+            topology_connected: Gauge::default(),
+            topology_updates: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("ballast_gateway");
         r.register(
@@ -122,6 +126,16 @@ impl GatewayMetrics {
             "metadata_refresh_failures",
             "Failed cluster metadata refreshes",
             m.metadata_refresh_failures.clone(),
+        );
+        r.register(
+            "topology_connected",
+            "1 while the WatchTopology stream is open",
+            m.topology_connected.clone(),
+        );
+        r.register(
+            "topology_updates",
+            "Topology snapshots applied",
+            m.topology_updates.clone(),
         );
         m
     }

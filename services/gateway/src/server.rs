@@ -137,6 +137,10 @@ impl Gateway {
             self.config.kafka.metadata_refresh_interval,
         );
 
+        let topology = self.config.topology.endpoint.clone().map(|endpoint| {
+            crate::topology::spawn_watcher(producer.clone(), self.config.topology.clone(), endpoint)
+        });
+
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -188,6 +192,9 @@ impl Gateway {
         producer.begin_shutdown();
         first.abort();
         refresher.abort();
+        if let Some(t) = topology {
+            t.abort();
+        }
         let flush = producer.clone();
         tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5)))
             .await

@@ -1,0 +1,148 @@
+//! Follows the topology service's `WatchTopology` stream.
+//!
+//! Each snapshot sets the brokers whose partitions are held as draining, and when its
+//! leaders differ from the gateway's own view it triggers an immediate metadata refresh,
+//! so leaderless partitions are held before a record fails on them. The service is never
+//! a hard dependency: the gateway keeps refreshing its own metadata, and marks learned
+//! from the service are dropped once it has been unreachable for `stale_after`.
+
+use crate::config::TopologyClientConfig;
+use crate::produce::Producer;
+use ballast_proto::topology::v1 as pb;
+use ballast_proto::topology::v1::topology_client::TopologyClient;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::transport::Endpoint;
+
+/// Runs until aborted.
+pub(crate) fn spawn_watcher(
+    producer: Arc<Producer>,
+    cfg: TopologyClientConfig,
+    endpoint: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lost_at: Option<Instant> = Some(Instant::now());
+        let mut holding = false;
+        let mut logged_down = false;
+        loop {
+            let res = watch(&producer, &cfg, &endpoint, &mut holding, &mut lost_at).await;
+            if lost_at.is_some_and(|t| t.elapsed() < cfg.reconnect_backoff) {
+                // The stream was up a moment ago: report the next failure again.
+                logged_down = false;
+            }
+            match res {
+                Ok(()) => tracing::info!(%endpoint, "topology stream ended; reconnecting"),
+                Err(e) if !logged_down => {
+                    tracing::warn!(%endpoint, error = %e, "topology service unreachable; steering by own metadata");
+                    logged_down = true;
+                }
+                Err(_) => {}
+            }
+            producer.metrics().topology_connected.set(0);
+            let since = *lost_at.get_or_insert_with(Instant::now);
+            if holding && since.elapsed() >= cfg.stale_after {
+                tracing::warn!(
+                    stale_after = ?cfg.stale_after,
+                    "topology service gone too long; dropping its draining marks"
+                );
+                producer.set_draining_brokers(HashSet::new());
+                holding = false;
+            }
+            tokio::time::sleep(cfg.reconnect_backoff).await;
+        }
+    })
+}
+
+async fn watch(
+    producer: &Producer,
+    cfg: &TopologyClientConfig,
+    endpoint: &str,
+    holding: &mut bool,
+    lost_at: &mut Option<Instant>,
+) -> Result<(), String> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("bad endpoint: {e}"))?
+        .connect_timeout(cfg.connect_timeout)
+        .http2_keep_alive_interval(cfg.keepalive_interval)
+        .keep_alive_timeout(cfg.keepalive_interval)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TopologyClient::new(channel)
+        .watch_topology(pb::WatchTopologyRequest {})
+        .await
+        .map_err(|e| format!("watch: {e}"))?
+        .into_inner();
+    tracing::info!(%endpoint, "following topology");
+    producer.metrics().topology_connected.set(1);
+    *lost_at = None;
+    let mut last_version = 0;
+    loop {
+        let snap = match stream.message().await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                *lost_at = Some(Instant::now());
+                return Ok(());
+            }
+            Err(e) => {
+                *lost_at = Some(Instant::now());
+                return Err(format!("stream: {e}"));
+            }
+        };
+        if snap.version <= last_version {
+            tracing::debug!(
+                version = snap.version,
+                last_version,
+                "stale snapshot ignored"
+            );
+            continue;
+        }
+        last_version = snap.version;
+        apply(producer, &snap, holding).await;
+    }
+}
+
+async fn apply(producer: &Producer, snap: &pb::TopologySnapshot, holding: &mut bool) {
+    producer.metrics().topology_updates.inc();
+    let draining: HashSet<i32> = snap.draining_brokers.iter().copied().collect();
+    *holding = !draining.is_empty();
+    producer.set_draining_brokers(draining);
+    if snap.kafka_reachable && leaders_differ(producer, snap) {
+        if let Err(e) = producer.refresh_metadata().await {
+            tracing::debug!(error = %e, "refresh after a topology change failed");
+        }
+    }
+    tracing::debug!(
+        version = snap.version,
+        draining = ?snap.draining_brokers,
+        "topology applied"
+    );
+}
+
+/// Whether the snapshot names a different leader than the gateway's last metadata for any
+/// partition of a topic the gateway knows.
+fn leaders_differ(producer: &Producer, snap: &pb::TopologySnapshot) -> bool {
+    let md = producer.metadata();
+    let ours: HashMap<(&str, i32), i32> = md
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let md = &md;
+            t.partitions.iter().map(move |p| {
+                (
+                    (t.name.as_str(), p.partition),
+                    md.live_leader(p).unwrap_or(-1),
+                )
+            })
+        })
+        .collect();
+    snap.topics.iter().any(|t| {
+        t.partitions.iter().any(|p| {
+            ours.get(&(t.name.as_str(), p.partition))
+                .is_some_and(|&l| l != p.leader)
+        })
+    })
+}
