@@ -252,6 +252,16 @@ impl DevStack {
             topology_admin,
             wait(stop_rx.clone()),
         )));
+        // The ready line promises a topology with the cluster in it.
+        let mut rx = topology.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|s| s.version >= 1 && s.kafka_reachable),
+        )
+        .await
+        .context("the topology service saw no metadata within 10 s")?
+        .context("topology service stopped")?;
+        drop(rx);
         tasks.push(tokio::spawn(gateway.run(
             gw_listener,
             metrics_listener,

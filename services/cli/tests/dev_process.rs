@@ -31,6 +31,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     let bootstrap = dev.field("kafka_bootstrap");
     assert!(dev.field("metrics").starts_with("http://127.0.0.1:"));
     assert!(dev.field("dedup").starts_with("127.0.0.1:"));
+    assert!(dev.field("topology").starts_with("127.0.0.1:"));
     let retry_admin = dev.field("retry_admin");
     wait_serving(gateway.parse()?).await?;
 
