@@ -1,7 +1,7 @@
 //! `ballast consume`: an example consumer that processes each record once per group with
 //! the dedup service, however many copies failover put in Kafka.
 
-use ballast_dedup_store::client::{DedupClient, Processed};
+use ballast_dedup_store::client::{BatchOutcome, DedupClient};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -32,6 +32,9 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub max_records: Option<u64>,
+    /// Records claimed in one dedup call: whatever has arrived, up to this many.
+    #[arg(long, default_value_t = 200)]
+    pub batch: usize,
 }
 
 /// What a consumer run saw.
@@ -43,7 +46,14 @@ pub struct ConsumeCounts {
     pub unique_ids: u64,
 }
 
-pub async fn consume(args: &ConsumeArgs) -> anyhow::Result<ConsumeCounts> {
+/// Reads `args.topic` as group `args.group` and processes each message id once through
+/// the dedup service, in batches of whatever has arrived. `progress` sees the counts after
+/// every batch.
+pub async fn consume(
+    args: &ConsumeArgs,
+    mut progress: impl FnMut(&ConsumeCounts),
+) -> anyhow::Result<ConsumeCounts> {
+    anyhow::ensure!(args.batch > 0, "--batch must be positive");
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .set("group.id", &args.group)
@@ -60,49 +70,74 @@ pub async fn consume(args: &ConsumeArgs) -> anyhow::Result<ConsumeCounts> {
     .await?;
     let mut counts = ConsumeCounts::default();
     let mut ids = HashSet::new();
-    loop {
-        if args.max_records.is_some_and(|m| counts.read >= m) {
-            break;
-        }
+    let mut done = false;
+    while !done {
+        // Wait for one record, then take whatever else is already here.
+        let mut batch = Vec::new();
         let wait = if counts.read == 0 {
             args.start_timeout.max(args.idle_exit)
         } else {
             args.idle_exit
         };
-        let msg = match tokio::time::timeout(wait, consumer.recv()).await {
-            Err(_) => break,
-            Ok(m) => m?,
+        let remaining = |read: u64, n: usize| {
+            args.max_records
+                .map_or(u64::MAX, |m| m.saturating_sub(read + n as u64))
         };
-        counts.read += 1;
-        let id = msg
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == ballast_core::MESSAGE_ID_HEADER)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) => break,
+            Ok(m) => batch.push(m?.detach()),
+        }
+        while batch.len() < args.batch && remaining(counts.read, batch.len()) > 0 {
+            match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
+                Err(_) => break,
+                Ok(m) => batch.push(m?.detach()),
+            }
+        }
+        let batch_ids: Vec<String> = batch
+            .iter()
+            .map(|msg| {
+                msg.headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == ballast_core::MESSAGE_ID_HEADER)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                    .unwrap_or_else(|| {
+                        format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
+                    })
             })
-            .unwrap_or_else(|| format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()));
-        ids.insert(id.clone());
+            .collect();
+        counts.read += batch.len() as u64;
+        ids.extend(batch_ids.iter().cloned());
         // The work of this example is counting; a real consumer does its processing here.
-        match dedup
-            .process_once(&args.group, &id, args.lease, async {
+        let outcomes = dedup
+            .process_batch_once(&args.group, batch_ids.clone(), args.lease, |_id| async {
                 Ok::<_, std::convert::Infallible>(())
             })
             .await
-        {
-            Ok(Processed::Done(())) => counts.processed += 1,
-            Ok(Processed::Duplicate(_)) => counts.duplicates += 1,
-            Err(e) => anyhow::bail!("dedup failed for {id}: {e}"),
+            .map_err(|e| anyhow::anyhow!("dedup failed: {e}"))?;
+        for (id, o) in batch_ids.iter().zip(outcomes) {
+            match o {
+                BatchOutcome::Done => counts.processed += 1,
+                BatchOutcome::Duplicate(_) => counts.duplicates += 1,
+                BatchOutcome::Failed(e) | BatchOutcome::CommitRejected(e) => {
+                    anyhow::bail!("{id} was not processed: {e}")
+                }
+            }
         }
-        consumer.store_offset_from_message(&msg)?;
+        for msg in &batch {
+            consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;
+        }
+        progress(&counts);
+        done = remaining(counts.read, 0) == 0;
     }
     counts.unique_ids = ids.len() as u64;
     Ok(counts)
 }
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    let c = consume(&args).await?;
+    let c = consume(&args, |_| {}).await?;
     println!("read                 {}", c.read);
     println!("unique ids seen      {}", c.unique_ids);
     println!("processed (unique)   {}", c.processed);

@@ -43,9 +43,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = ballast_telemetry::init(&ballast_telemetry::TelemetryConfig {
+    // The demo draws progress bars and breaks things on purpose: only errors interrupt it.
+    let log_level = match cli.command {
+        Command::Demo(_) => "error,librdkafka=off,rdkafka=off",
         // librdkafka reports every refused connection during chaos; RUST_LOG shows them.
-        log_level: "warn,ballast=info,ballast_gateway=info,librdkafka=off,rdkafka=off".into(),
+        _ => "warn,ballast=info,ballast_gateway=info,librdkafka=off,rdkafka=off",
+    };
+    let _telemetry = ballast_telemetry::init(&ballast_telemetry::TelemetryConfig {
+        log_level: log_level.into(),
         service_name: "ballast".into(),
         ..Default::default()
     })?;

@@ -453,8 +453,8 @@ pub fn render(s: &pb::TopologySnapshot, topic: Option<&str>) -> String {
     if !problems.is_empty() {
         let _ = writeln!(
             out,
-            "\n{:<24} {:>9} {:>7} {:<8} {:<12} {:<12} {:<8} {}",
-            "TOPIC", "PARTITION", "LEADER", "RACK", "REPLICAS", "ISR", "OFFLINE", "STATE"
+            "\n{:<24} {:>9} {:>7} {:<8} {:<12} {:<12} {:<8} STATE",
+            "TOPIC", "PARTITION", "LEADER", "RACK", "REPLICAS", "ISR", "OFFLINE"
         );
         for (t, p) in problems {
             let state = if p.leader < 0 {

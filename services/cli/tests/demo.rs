@@ -12,8 +12,10 @@ fn audit_value(out: &str, label: &str) -> u64 {
 
 #[test]
 fn quick_demo_loses_nothing_and_the_audit_adds_up() {
+    let report = std::env::temp_dir().join(format!("ballast-demo-{}.html", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["demo", "--quick", "--records", "3000"])
+        .args(["demo", "--quick", "--records", "3000", "--report"])
+        .arg(&report)
         .output()
         .expect("run ballast demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -33,6 +35,27 @@ fn quick_demo_loses_nothing_and_the_audit_adds_up() {
     assert_eq!(lost, 0, "{stdout}");
     assert!(delivered >= kafka, "every kafka ack is delivered: {stdout}");
     assert!(kafka > 0);
+    // The dedup-guarded consumer read every copy and processed each id once.
+    let unique = audit_value(&stdout, "delivered to kafka (unique ids)");
+    let read = audit_value(&stdout, "consumer: read");
+    let skipped = audit_value(&stdout, "consumer: duplicates skipped");
+    let processed = audit_value(&stdout, "consumer: unique processed");
+    assert_eq!(read, delivered, "{stdout}");
+    assert_eq!(processed, unique, "{stdout}");
+    assert_eq!(processed + skipped, read, "{stdout}");
+    assert!(
+        unique >= kafka + failover && unique <= sent,
+        "every acked id delivered: {stdout}"
+    );
+    // The report: one self-contained page with the timeline.
+    let page = std::fs::read_to_string(&report).expect("report written");
+    assert!(
+        page.contains("<svg") && page.contains("<polyline"),
+        "no timeline"
+    );
+    assert!(page.contains(">cluster outage</text>"), "phases drawn");
+    assert!(page.contains("No acknowledged record was lost"));
+    std::fs::remove_file(&report).ok();
     for phase in [
         "steady",
         "draining notice",
