@@ -38,11 +38,16 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The cluster's shape, draining marks, placement planners and the spot watcher.
     Topology(topology::TopologyArgs),
+    /// Run the ingest gateway (the same as `ballast-gateway`).
+    Gateway(ballast_telemetry::ConfigArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Gateway(args) = &cli.command {
+        return run_gateway(args).await;
+    }
     // The demo draws progress bars and breaks things on purpose: only errors interrupt it.
     let log_level = match cli.command {
         Command::Demo(_) => "error,librdkafka=off,rdkafka=off",
@@ -63,5 +68,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Topology(args) => topology::run(args).await,
+        Command::Gateway(_) => unreachable!("handled before logging starts"),
     }
+}
+
+/// `ballast gateway`: the gateway with its own config and logging.
+async fn run_gateway(args: &ballast_telemetry::ConfigArgs) -> anyhow::Result<()> {
+    let config = ballast_gateway::GatewayConfig::load(args.config.as_deref())?;
+    if args.dump_config {
+        print!("{}", config.to_yaml());
+        return Ok(());
+    }
+    let _telemetry = ballast_telemetry::init(&config.telemetry)?;
+    let (listener, admin) =
+        ballast_telemetry::bind_listeners(config.listen, config.admin_listen).await?;
+    ballast_gateway::Gateway::new(config)
+        .await?
+        .run(listener, admin, ballast_telemetry::shutdown_signal())
+        .await
 }

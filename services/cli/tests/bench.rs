@@ -77,5 +77,43 @@ fn bench_quick_produces_every_figure() {
             .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
+    for figure in ["P3", "P4", "P5", "P6", "P7"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(figure)),
+            "{figure} missing:\n{stdout}"
+        );
+    }
+    let share = |x: &serde_json::Value, key: &str| {
+        let f = x[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!((0.0..=1.0).contains(&f), "{key} = {f} is not a share");
+        f
+    };
+    let p3 = &v["p3_broker_loss"];
+    share(p3, "gateway_share");
+    share(p3, "plain_share");
+    assert!(p3["gateway_records"].as_u64().unwrap() > 0, "{p3}");
+    assert!(p3["plain_records"].as_u64().unwrap() > 0, "{p3}");
+    let p6 = &v["p6_overload"];
+    for key in [
+        "failover_capacity_per_sec",
+        "offered_records_per_sec",
+        "baseline_rss_mib",
+        "peak_rss_mib",
+    ] {
+        let x = p6[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    assert!(
+        p6["peak_rss_mib"].as_f64() >= p6["baseline_rss_mib"].as_f64(),
+        "{p6}"
+    );
+    let p7 = &v["p7_locality"];
+    share(p7, "gateway_local_share");
+    share(p7, "plain_local_share");
+    share(p7, "local_leader_share");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -129,7 +129,7 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
 }
 
 /// A moto_server child process, killed on drop.
-struct Moto(std::process::Child);
+pub(super) struct Moto(std::process::Child);
 
 impl Drop for Moto {
     fn drop(&mut self) {
@@ -138,8 +138,10 @@ impl Drop for Moto {
     }
 }
 
-async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
-    let (endpoint, _moto) = match &args.sqs_endpoint {
+/// The SQS endpoint to use: `--sqs-endpoint`, or a moto_server started here (kept alive by
+/// the returned guard).
+pub(super) async fn sqs_endpoint(args: &BenchArgs) -> anyhow::Result<(String, Option<Moto>)> {
+    Ok(match &args.sqs_endpoint {
         Some(e) => (e.clone(), None),
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -162,7 +164,11 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
             }
             (format!("http://127.0.0.1:{port}"), Some(moto))
         }
-    };
+    })
+}
+
+async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
+    let (endpoint, _moto) = sqs_endpoint(args).await?;
     eprintln!("bench: sqs requests during an outage, 1000 records as 100 concurrent requests");
     let cluster = EmbeddedCluster::start(EmbeddedClusterConfig {
         topics: vec![TopicSpec {

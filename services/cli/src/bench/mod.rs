@@ -1,7 +1,8 @@
 //! `ballast bench`: measures Ballast against a baseline in the same run, on the same
 //! dependencies, and reports ratios.
 //!
-//! P4 (dedup) lives in `dedup.rs`.
+//! P4 (dedup) lives in `dedup.rs`, P5 (failover) in `failover.rs`, and P3 (broker loss),
+//! P6 (overload memory) and P7 (zone locality) in `resilience.rs`.
 //!
 //! P1 (gateway): throughput of 1 KiB records in batches of 100 through the gateway, over
 //! gRPC, divided by a direct rdkafka producer (acks=all, idempotence); and the p99 batch
@@ -9,6 +10,7 @@
 
 mod dedup;
 mod failover;
+mod resilience;
 
 use anyhow::Context;
 use ballast_gateway::{Gateway, GatewayConfig};
@@ -63,9 +65,18 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
     All,
+    /// P1
     Gateway,
+    /// P3
+    BrokerLoss,
+    /// P4
     Dedup,
+    /// P5
     Failover,
+    /// P6
+    Overload,
+    /// P7
+    Locality,
 }
 
 /// Round-robin over several gRPC connections.
@@ -372,6 +383,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
         json["p1_gateway"] = serde_json::to_value(&g)?;
     }
+    if matches!(args.suite, Suite::All | Suite::BrokerLoss) {
+        let b = resilience::broker_loss(&args).await?;
+        rows.push(format!(
+            "P3      acked within {} ms while broker {} is lost  {:>9.1}%  {:>9.1}%  {} vs {} records (plain rdkafka producer as baseline)",
+            b.deadline_ms,
+            b.victim_broker,
+            b.gateway_share * 100.0,
+            b.plain_share * 100.0,
+            b.gateway_records,
+            b.plain_records
+        ));
+        json["p3_broker_loss"] = serde_json::to_value(&b)?;
+    }
     if matches!(args.suite, Suite::All | Suite::Dedup) {
         let d = dedup::suite(&args).await?;
         rows.push(format!(
@@ -398,6 +422,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None => "P5      sqs requests per 1000 records in outage   not measured (reason on stderr)".into(),
         });
         json["p5_failover"] = serde_json::to_value(&f)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Overload) {
+        let o = resilience::overload(&args).await?;
+        rows.push(format!(
+            "P6      gateway rss, MiB, 10x overload ({:.0}/s)   {:>10.1}  {:>10.1}  growth {:.2} of the {:.0} MiB in-flight budget (baseline: steady load)",
+            o.offered_records_per_sec,
+            o.peak_rss_mib,
+            o.baseline_rss_mib,
+            o.growth_over_budget,
+            o.inflight_budget_mib
+        ));
+        let mut answered: Vec<_> = o.answered.iter().collect();
+        answered.sort();
+        eprintln!("bench: P6 answers under overload: {answered:?}");
+        json["p6_overload"] = serde_json::to_value(&o)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Locality) {
+        let l = resilience::locality(&args).await?;
+        rows.push(format!(
+            "P7      unkeyed bytes to az-local leaders          {:>9.1}%  {:>9.1}%  plain rdkafka producer as baseline ({:.0}% of leaders are local)",
+            l.gateway_local_share * 100.0,
+            l.plain_local_share * 100.0,
+            l.local_leader_share * 100.0
+        ));
+        json["p7_locality"] = serde_json::to_value(&l)?;
     }
     println!("figure  measure                                  ballast      baseline     result");
     for r in rows {
