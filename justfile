@@ -18,10 +18,16 @@ test: deps
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
 
-# The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c) and the gateway.
+# The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c), gateway, retry
+# workers, dedup and topology.
 dev *ARGS:
     cargo run --release -p ballast -- dev {{ARGS}}
 
-# The gateway benchmark (P1): throughput ratio and added p99 against a direct producer.
+# Every figure (P1, P3-P7) against its baseline in the same run; JSON in target/.
+# `just bench --suite broker-loss` runs one.
 bench *ARGS:
     cargo run --release -p ballast -- bench --json target/ballast-bench.json {{ARGS}}
+
+# The spot-interruption demo with its audit and HTML report.
+demo *ARGS:
+    cargo run --release -p ballast -- demo {{ARGS}}
