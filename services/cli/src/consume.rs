@@ -20,7 +20,7 @@ pub struct ConsumeArgs {
     /// The dedup service address.
     #[arg(long, env = "BALLAST_DEDUP")]
     pub dedup: String,
-    /// The processing lease; extended while work runs.
+    /// The processing lease of a batch: its work must finish within it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
     /// Stop after this long without a record, once records have arrived.
