@@ -513,6 +513,7 @@ pub async fn watch_spot(topology: &str, w: WatchSpotArgs) -> anyhow::Result<()> 
     let endpoint = crate::endpoint(topology);
     tracing::info!(broker = w.broker_id, imds = %w.imds_endpoint, %endpoint, "watching for spot interruption notices");
     let mut announced = false;
+    let mut imds_down = false;
     let mut tick = tokio::time::interval(w.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = ballast_telemetry::shutdown_signal();
@@ -527,10 +528,17 @@ pub async fn watch_spot(topology: &str, w: WatchSpotArgs) -> anyhow::Result<()> 
             Err(aws_config::imds::client::error::ImdsError::ErrorResponse(r))
                 if r.response().status().as_u16() == 404 =>
             {
+                if imds_down {
+                    tracing::info!("instance metadata reachable again");
+                    imds_down = false;
+                }
                 continue; // no notice
             }
             Err(e) => {
-                tracing::warn!(error = %e, "instance metadata unavailable; retrying");
+                if !imds_down {
+                    tracing::warn!(error = %e, "instance metadata unavailable; retrying every poll");
+                    imds_down = true;
+                }
                 continue;
             }
         };
