@@ -80,13 +80,15 @@ impl InProcess {
     }
 }
 
-fn plain_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
+/// A plain rdkafka producer (acks=all, idempotence) that gives up on a record after
+/// `timeout`.
+fn plain_producer(bootstrap: &str, timeout: Duration) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
+        .set("message.timeout.ms", timeout.as_millis().to_string())
         .create()?)
 }
 
@@ -252,7 +254,7 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> 
     )
     .fetch()
     .await?;
-    let plain = plain_producer(c2.bootstrap_servers())?;
+    let plain = plain_producer(c2.bootstrap_servers(), WRITE_TIMEOUT)?;
     let (p, v) = (plain.clone(), value.clone());
     let (plain_n, plain_ok) = under_loss(&c2, victim_of(&md), rate, batch, warm, loss, move |_| {
         let (p, v) = (p.clone(), v.clone());
@@ -359,7 +361,8 @@ pub async fn locality(args: &BenchArgs) -> anyhow::Result<LocalityFigures> {
         .values()
         .filter(|r| r.as_deref() == Some(RACK))
         .count();
-    let plain = plain_producer(c.bootstrap_servers())?;
+    // Placement is the point here, not deadlines.
+    let plain = plain_producer(c.bootstrap_servers(), Duration::from_secs(30))?;
     let mut plain_local = 0usize;
     let mut done = 0;
     while done < records {
