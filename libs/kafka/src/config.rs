@@ -76,11 +76,16 @@ impl KafkaConfig {
     }
 
     pub fn bootstrap_list(&self) -> Vec<String> {
-        self.bootstrap_servers
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
+        bootstrap_list(&self.bootstrap_servers)
     }
+}
+
+/// A comma-separated `host:port` list as its non-empty entries.
+pub fn bootstrap_list(servers: &str) -> Vec<String> {
+    servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }

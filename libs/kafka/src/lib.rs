@@ -13,7 +13,7 @@ mod producer;
 mod reader;
 
 pub use classify::classify;
-pub use config::KafkaConfig;
+pub use config::{bootstrap_list, KafkaConfig};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};

@@ -237,3 +237,17 @@ async fn wait_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// gRPC reflection over every Ballast API and gRPC health, as each service serves it (so
+/// `grpcurl` works without proto files).
+pub fn grpc_reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("building grpc reflection: {e}"))
+}

@@ -47,11 +47,7 @@ pub async fn run(
     let stop = shared(shutdown);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<DedupServer<DedupService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building grpc reflection")?;
+    let reflection = ballast_telemetry::grpc_reflection()?;
     let admin_task = tokio::spawn(ballast_telemetry::serve_admin(
         admin,
         Arc::new(registry),

@@ -141,11 +141,7 @@ impl Gateway {
             crate::topology::spawn_watcher(producer.clone(), self.config.topology.clone(), endpoint)
         });
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building grpc reflection")?;
+        let reflection = ballast_telemetry::grpc_reflection()?;
 
         let limits = &self.config.limits;
         let admin_task = tokio::spawn(ballast_telemetry::serve_admin(

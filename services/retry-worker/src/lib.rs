@@ -78,11 +78,7 @@ pub async fn run(
     reporter
         .set_serving::<RetryAdminServer<admin::RetryAdminService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building grpc reflection")?;
+    let reflection = ballast_telemetry::grpc_reflection()?;
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };

@@ -50,12 +50,7 @@ impl Default for KafkaSource {
 
 impl KafkaSource {
     pub fn bootstrap_list(&self) -> Vec<String> {
-        self.bootstrap_servers
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
+        ballast_kafka::bootstrap_list(&self.bootstrap_servers)
     }
 }
 
