@@ -107,33 +107,45 @@ async fn show_against_dev_and_the_spot_watcher_marks_its_broker_draining() -> an
     assert_eq!(snap["brokers"].as_array().unwrap().len(), 3);
     assert_eq!(snap["kafka_reachable"], true);
 
-    // A broker dies: show lists its partitions as offline.
+    // A broker that leads a partition dies: show lists that partition as offline.
+    let events = snap["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "events")
+        .expect("events topic")
+        .clone();
+    let victim = events["partitions"][0]["leader"].as_i64().unwrap();
+    let victim_row = format!("\n{victim:<8} ");
     stdout_of(&[
         "chaos",
         "--control",
         &control,
         "broker-down",
         "--broker",
-        "2",
+        &victim.to_string(),
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let table = stdout_of(&["topology", "--topology", &topology, "show"]);
         if table.lines().any(|l| l.trim_end().ends_with(" OFFLINE")) {
             assert!(
-                !table.contains("\n2        az-b"),
-                "broker 2 still listed:\n{table}"
+                !table.contains(&victim_row),
+                "broker {victim} still listed:\n{table}"
             );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no offline partition shown:\n{table}"
+            "no offline partition shown after broker {victim} went down:\n{table}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The watcher runs beside a broker that is still up.
+    let watched = (1..=3).find(|b| *b != victim).unwrap();
+    let watched_arg = watched.to_string();
 
-    // The spot watcher beside broker 3: nothing while IMDS has no notice.
+    // The spot watcher: nothing while IMDS has no notice.
     let (imds, stub) = imds_stub().await?;
     let mut watcher = Command::new(BIN)
         .args([
@@ -142,7 +154,7 @@ async fn show_against_dev_and_the_spot_watcher_marks_its_broker_draining() -> an
             &topology,
             "watch-spot",
             "--broker-id",
-            "3",
+            &watched_arg,
             "--imds-endpoint",
             &imds,
             "--interval",
@@ -165,28 +177,31 @@ async fn show_against_dev_and_the_spot_watcher_marks_its_broker_draining() -> an
     stub.lock().unwrap().notice =
         Some(r#"{"action": "terminate", "time": "2030-01-02T03:04:05Z"}"#.into());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let broker3 = loop {
+    let marked = loop {
         let snap = snapshot(&topology);
-        let b3 = snap["brokers"]
+        let b = snap["brokers"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|b| b["id"] == 3)
+            .find(|b| b["id"] == watched)
             .cloned()
             .unwrap();
-        if b3["draining"] == true {
-            break b3;
+        if b["draining"] == true {
+            break b;
         }
-        assert!(Instant::now() < deadline, "broker 3 never marked draining");
+        assert!(
+            Instant::now() < deadline,
+            "broker {watched} never marked draining"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // 2030-01-02T03:04:05Z
-    assert_eq!(broker3["draining_deadline_unix_ms"], 1_893_553_445_000i64);
+    assert_eq!(marked["draining_deadline_unix_ms"], 1_893_553_445_000i64);
     let mut line = String::new();
     BufReader::new(watcher.stdout.take().unwrap()).read_line(&mut line)?;
     let event: serde_json::Value = serde_json::from_str(&line)?;
     assert_eq!(event["event"], "draining");
-    assert_eq!(event["broker_id"], 3);
+    assert_eq!(event["broker_id"], watched);
     assert_eq!(event["action"], "terminate");
     watcher.kill()?;
     watcher.wait()?;

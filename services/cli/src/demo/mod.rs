@@ -276,7 +276,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
             .map(|x| x.leader)
     };
-    let victim = 2;
+    // The spot broker: the one leading the most partitions, so its notice matters.
+    let victim = (1..=3)
+        .max_by_key(|b| {
+            (0..PARTITIONS)
+                .filter(|p| leader_of(*p) == Some(*b))
+                .count()
+        })
+        .unwrap_or(2);
     let orphan = (0..PARTITIONS)
         .find(|p| leader_of(*p).is_some_and(|l| l != victim))
         .unwrap_or(0);
