@@ -181,6 +181,38 @@ pub struct ConfigArgs {
     pub dump_config: bool,
 }
 
+/// What a service's config offers [`run_service`].
+pub trait ServiceConfig: Sized {
+    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
+    fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self>;
+    fn to_yaml(&self) -> String;
+    fn telemetry(&self) -> &TelemetryConfig;
+    /// The gRPC and the admin (metrics, health) addresses.
+    fn listen_addrs(&self) -> (std::net::SocketAddr, std::net::SocketAddr);
+}
+
+/// The shutdown future [`run_service`] hands to a service.
+pub type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A service binary's body: load the config (or print it for `--dump-config`), start
+/// logging and tracing, bind both listeners, and run until a shutdown signal.
+pub async fn run_service<C, F, Fut>(args: &ConfigArgs, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, tokio::net::TcpListener, tokio::net::TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = C::load(args.config.as_deref())?;
+    if args.dump_config {
+        print!("{}", config.to_yaml());
+        return Ok(());
+    }
+    let _telemetry = init(config.telemetry())?;
+    let (listen, admin_listen) = config.listen_addrs();
+    let (listener, admin) = bind_listeners(listen, admin_listen).await?;
+    run(config, listener, admin, Box::pin(shutdown_signal())).await
+}
+
 /// Binds a service's gRPC and admin listeners, naming the config key on failure.
 pub async fn bind_listeners(
     listen: std::net::SocketAddr,

@@ -74,16 +74,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// `ballast gateway`: the gateway with its own config and logging.
 async fn run_gateway(args: &ballast_telemetry::ConfigArgs) -> anyhow::Result<()> {
-    let config = ballast_gateway::GatewayConfig::load(args.config.as_deref())?;
-    if args.dump_config {
-        print!("{}", config.to_yaml());
-        return Ok(());
-    }
-    let _telemetry = ballast_telemetry::init(&config.telemetry)?;
-    let (listener, admin) =
-        ballast_telemetry::bind_listeners(config.listen, config.admin_listen).await?;
-    ballast_gateway::Gateway::new(config)
-        .await?
-        .run(listener, admin, ballast_telemetry::shutdown_signal())
-        .await
+    ballast_telemetry::run_service::<ballast_gateway::GatewayConfig, _, _>(
+        args,
+        |config, listener, admin, shutdown| async move {
+            ballast_gateway::Gateway::new(config)
+                .await?
+                .run(listener, admin, shutdown)
+                .await
+        },
+    )
+    .await
 }

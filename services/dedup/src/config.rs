@@ -107,3 +107,21 @@ impl DedupConfig {
         serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+impl ballast_telemetry::ServiceConfig for DedupConfig {
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        DedupConfig::load(file)
+    }
+
+    fn to_yaml(&self) -> String {
+        DedupConfig::to_yaml(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+}

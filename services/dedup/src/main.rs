@@ -16,20 +16,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config = DedupConfig::load(args.config.config.as_deref())?;
-    if args.config.dump_config {
-        print!("{}", config.to_yaml());
-        return Ok(());
-    }
-    let _telemetry = ballast_telemetry::init(&config.telemetry)?;
-    let (listener, admin) =
-        ballast_telemetry::bind_listeners(config.listen, config.admin_listen).await?;
-    ballast_dedup_service::run(
-        config,
-        listener,
-        admin,
-        ballast_telemetry::shutdown_signal(),
+    ballast_telemetry::run_service::<DedupConfig, _, _>(
+        &Args::parse().config,
+        ballast_dedup_service::run,
     )
     .await
 }

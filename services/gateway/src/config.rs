@@ -227,6 +227,24 @@ impl GatewayConfig {
     }
 }
 
+impl ballast_telemetry::ServiceConfig for GatewayConfig {
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(GatewayConfig::load(file)?)
+    }
+
+    fn to_yaml(&self) -> String {
+        GatewayConfig::to_yaml(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {

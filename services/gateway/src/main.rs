@@ -18,17 +18,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config = GatewayConfig::load(args.config.config.as_deref())?;
-    if args.config.dump_config {
-        print!("{}", config.to_yaml());
-        return Ok(());
-    }
-    let _telemetry = ballast_telemetry::init(&config.telemetry)?;
-    let (listener, admin) =
-        ballast_telemetry::bind_listeners(config.listen, config.admin_listen).await?;
-    Gateway::new(config)
-        .await?
-        .run(listener, admin, ballast_telemetry::shutdown_signal())
-        .await
+    ballast_telemetry::run_service::<GatewayConfig, _, _>(
+        &Args::parse().config,
+        |config, listener, admin, shutdown| async move {
+            Gateway::new(config)
+                .await?
+                .run(listener, admin, shutdown)
+                .await
+        },
+    )
+    .await
 }

@@ -156,6 +156,24 @@ impl WorkerConfig {
     }
 }
 
+impl ballast_telemetry::ServiceConfig for WorkerConfig {
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        WorkerConfig::load(file)
+    }
+
+    fn to_yaml(&self) -> String {
+        WorkerConfig::to_yaml(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

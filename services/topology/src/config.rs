@@ -129,6 +129,24 @@ impl TopologyConfig {
     }
 }
 
+impl ballast_telemetry::ServiceConfig for TopologyConfig {
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        TopologyConfig::load(file)
+    }
+
+    fn to_yaml(&self) -> String {
+        TopologyConfig::to_yaml(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
