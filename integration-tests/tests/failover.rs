@@ -11,7 +11,9 @@ use ballast_proto::retry::v1 as rpb;
 use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
 use ballast_retry_worker::WorkerConfig;
 use ballast_testkit::deps::{require_postgres, unique, Moto};
-use ballast_testkit::{consume_all, kafka_ack, record, record_error, wait_serving, GatewayStack};
+use ballast_testkit::{
+    consume_all, consume_unique, kafka_ack, record, record_error, wait_serving, GatewayStack,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -124,7 +126,7 @@ async fn outage_and_recovery(failover: FailoverConfig) -> anyhow::Result<()> {
     stack.cluster.broker_up(-1).await?;
     let bootstrap = stack.cluster.bootstrap_servers().to_string();
     let landed = tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap, "fo", 40, Duration::from_secs(60))
+        consume_unique(&bootstrap, "fo", 40, Duration::from_secs(60))
     })
     .await??;
     let by_id: HashMap<String, _> = landed
@@ -305,7 +307,7 @@ async fn two_workers_on_one_queue_deliver_everything() -> anyhow::Result<()> {
     let bootstrap = stack.cluster.bootstrap_servers().to_string();
     let n = all.len();
     let landed = tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap, "fo", n, Duration::from_secs(60))
+        consume_unique(&bootstrap, "fo", n, Duration::from_secs(60))
     })
     .await??;
     let ids: std::collections::HashSet<_> =
@@ -348,7 +350,7 @@ async fn gateway_shutdown_during_an_outage_loses_no_acknowledged_record() -> any
     stack.cluster.broker_up(-1).await?;
     let bootstrap = stack.cluster.bootstrap_servers().to_string();
     let landed = tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap, "fo", 40, Duration::from_secs(60))
+        consume_unique(&bootstrap, "fo", 40, Duration::from_secs(60))
     })
     .await??;
     let ids: std::collections::HashSet<_> =

@@ -194,6 +194,29 @@ pub fn consume_all(
     )?)
 }
 
+/// Reads `topic` until `ids` distinct message ids have arrived (or `timeout`). Failover
+/// delivers at least once, so counting messages could stop at a duplicate before the last
+/// id lands.
+pub fn consume_unique(
+    bootstrap: &str,
+    topic: &str,
+    ids: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Landed>> {
+    let end = std::time::Instant::now() + timeout;
+    let mut want = ids;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let got = consume_all(bootstrap, topic, want, left)?;
+        let seen: std::collections::HashSet<_> =
+            got.iter().filter_map(|l| l.message_id.as_deref()).collect();
+        if seen.len() >= ids || left.is_zero() {
+            return Ok(got);
+        }
+        want = got.len() + ids - seen.len();
+    }
+}
+
 /// The outcome kind of a result, for compact assertions.
 pub fn kafka_ack(r: &pb::RecordResult) -> Option<&pb::KafkaAck> {
     match &r.outcome {
