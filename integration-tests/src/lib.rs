@@ -1,1 +1,121 @@
-//! End-to-end tests live in tests/.
+//! Stacks of Ballast services for the end-to-end tests in `tests/`: a mock Kafka cluster
+//! with an in-process gateway on free ports.
+
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_testkit::{http_get, wait_serving};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A mock cluster plus an in-process gateway serving on a free port.
+#[derive(Debug)]
+pub struct GatewayStack {
+    pub cluster: Arc<EmbeddedCluster>,
+    pub handle: GatewayHandle,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl GatewayStack {
+    /// Starts a 3-broker cluster (racks az-a/az-b/az-c) with `topics`, and a gateway in
+    /// rack az-a configured by `tweak`.
+    pub async fn start(
+        topics: &[(&str, i32)],
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<Self> {
+        let cluster = Arc::new(EmbeddedCluster::start(EmbeddedClusterConfig {
+            topics: topics
+                .iter()
+                .map(|(name, partitions)| TopicSpec {
+                    name: name.to_string(),
+                    partitions: *partitions,
+                    replication_factor: 3,
+                })
+                .collect(),
+            ..Default::default()
+        })?);
+        let mut cfg = GatewayConfig {
+            rack: Some("az-a".into()),
+            ..GatewayConfig::default()
+        };
+        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+        cfg.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut cfg);
+        let gateway = Gateway::new(cfg).await?;
+        let handle = gateway.handle();
+        handle.refresh_metadata().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run(listener, admin, async {
+            let _ = rx.await;
+        }));
+        wait_serving(addr).await?;
+        Ok(Self {
+            cluster,
+            handle,
+            addr,
+            admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+        Ok(IngestClient::connect(format!("http://{}", self.addr)).await?)
+    }
+
+    /// Sends one batch and returns the per-record results.
+    pub async fn produce(&self, records: Vec<pb::Record>) -> anyhow::Result<Vec<pb::RecordResult>> {
+        let mut client = self.client().await?;
+        Ok(client
+            .produce(pb::ProduceRequest { records })
+            .await?
+            .into_inner()
+            .results)
+    }
+
+    /// The broker that leads `topic/partition` according to the gateway's metadata.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
+        let md = self.handle.metadata();
+        let t = md.topic(topic)?;
+        let p = t.partitions.iter().find(|p| p.partition == partition)?;
+        md.live_leader(p)
+    }
+
+    /// Signals shutdown and waits for the gateway to drain and stop.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        http_get(self.admin_addr, "/metrics").await
+    }
+}
+
+impl Drop for GatewayStack {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}

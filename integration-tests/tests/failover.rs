@@ -5,15 +5,14 @@
 
 use ballast_balancer::partition_for_key;
 use ballast_failover::{FailoverBackend, FailoverConfig, SqsConfig};
+use ballast_integration_tests::GatewayStack;
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::retry::v1 as rpb;
 use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
 use ballast_retry_worker::WorkerConfig;
 use ballast_testkit::deps::{require_postgres, unique, Moto};
-use ballast_testkit::{
-    consume_all, consume_unique, kafka_ack, record, record_error, wait_serving, GatewayStack,
-};
+use ballast_testkit::{consume_all, consume_unique, kafka_ack, record, record_error, wait_serving};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

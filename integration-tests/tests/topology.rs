@@ -1,10 +1,11 @@
 //! The topology service against librdkafka's mock cluster, and gateways that follow it.
 
 use ballast_balancer::BreakerState;
+use ballast_integration_tests::GatewayStack;
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::topology::v1 as pb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
-use ballast_testkit::{kafka_ack, record, GatewayStack};
+use ballast_testkit::{kafka_ack, record};
 use ballast_topology::{TopologyConfig, TopologyState};
 use std::collections::HashSet;
 use std::net::SocketAddr;

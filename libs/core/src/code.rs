@@ -1,5 +1,6 @@
-//! The error-code table: every domain error becomes one of these codes, and each code has
-//! exactly one proto `Code`, one gRPC status code and one retry hint.
+//! The error-code table: every domain error of every service becomes one of these codes,
+//! and each code has exactly one proto `Code`, one gRPC status code and one retry hint.
+//! Handlers turn errors into `tonic::Status` only through [`ErrorCode::status`].
 
 use ballast_proto::common::v1::Code;
 
@@ -12,7 +13,7 @@ pub enum ErrorCode {
     Unavailable,
     RecordTooLarge,
     PermissionDenied,
-    DeadlineExceeded,
+    FailedPrecondition,
     ShuttingDown,
     Internal,
 }
@@ -33,7 +34,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::RecordTooLarge,
         ErrorCode::PermissionDenied,
-        ErrorCode::DeadlineExceeded,
+        ErrorCode::FailedPrecondition,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -72,11 +73,11 @@ impl ErrorCode {
                 false,
                 "permission_denied",
             ),
-            DeadlineExceeded => (
-                Code::DeadlineExceeded,
-                tonic::Code::DeadlineExceeded,
-                true,
-                "deadline_exceeded",
+            FailedPrecondition => (
+                Code::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+                false,
+                "failed_precondition",
             ),
             ShuttingDown => (
                 Code::ShuttingDown,
@@ -113,6 +114,11 @@ impl ErrorCode {
     pub const fn label(self) -> &'static str {
         self.spec().label
     }
+
+    /// The whole-call gRPC status for an error of this code.
+    pub fn status(self, message: impl Into<String>) -> tonic::Status {
+        tonic::Status::new(self.grpc(), message.into())
+    }
 }
 
 /// A per-record error: a code, a lowercase message and the retry hint of its code.
@@ -136,7 +142,7 @@ impl RecordError {
 
     /// Converts to a whole-call gRPC status, for handler edges that fail a call.
     pub fn into_status(self) -> tonic::Status {
-        tonic::Status::new(self.code.grpc(), self.message)
+        self.code.status(self.message)
     }
 
     /// Converts to the proto `RecordError`.
@@ -181,6 +187,24 @@ mod tests {
         assert!(!ErrorCode::InvalidArgument.retryable());
         assert!(!ErrorCode::RecordTooLarge.retryable());
         assert!(!ErrorCode::PermissionDenied.retryable());
+    }
+
+    #[test]
+    fn whole_call_statuses_come_from_the_table() {
+        for code in ErrorCode::ALL {
+            let status = code.status("m");
+            assert_eq!(status.code(), code.grpc(), "{}", code.label());
+            assert_eq!(status.message(), "m");
+        }
+        assert_eq!(
+            ErrorCode::FailedPrecondition.grpc(),
+            tonic::Code::FailedPrecondition
+        );
+        assert!(!ErrorCode::FailedPrecondition.retryable());
+        assert_eq!(
+            ErrorCode::RecordTooLarge.grpc(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]

@@ -13,32 +13,35 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts moto_server on a free port; panics with how to install it.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        Self::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts moto_server on a free port and waits (30 s at most) until it listens.
+    pub fn try_start() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("moto_server could not start ({e}): run scripts/dev-deps.sh (pip install 'moto[server]')")
-            });
+            .map_err(|e| {
+                anyhow::anyhow!("moto_server could not start ({e}): run scripts/dev-deps.sh (pip install 'moto[server]')")
+            })?;
         let moto = Self {
             child: Some(child),
             port,
         };
         let end = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
+            anyhow::ensure!(
                 Instant::now() < end,
                 "moto_server did not listen on {port} within 30s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        moto
+        Ok(moto)
     }
 
     pub fn endpoint(&self) -> String {

@@ -1,131 +1,18 @@
-//! Test harness for Ballast's integration tests. It starts real parts on free ports: the
-//! librdkafka mock cluster (real Kafka protocol over TCP) and an in-process gateway, and
-//! reads back what actually landed in Kafka with a real consumer.
+//! Test harness for Ballast's tests. It starts real dependencies on free ports (Redis,
+//! moto_server, processes under test), waits for services to serve, and reads back what
+//! actually landed in Kafka with a real consumer.
 //!
-//! Only tests depend on this crate.
+//! Only tests depend on this crate, and it depends on libs only: stacks of services are
+//! assembled in `integration-tests`.
 
-use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
 pub use ballast_kafka::Landed;
-use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
-use ballast_proto::ingest::v1::ingest_client::IngestClient;
 pub mod deps;
 pub mod process;
 pub mod redis;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A mock cluster plus an in-process gateway serving on a free port.
-#[derive(Debug)]
-pub struct GatewayStack {
-    pub cluster: Arc<EmbeddedCluster>,
-    pub handle: GatewayHandle,
-    pub addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl GatewayStack {
-    /// Starts a 3-broker cluster (racks az-a/az-b/az-c) with `topics`, and a gateway in
-    /// rack az-a configured by `tweak`.
-    pub async fn start(
-        topics: &[(&str, i32)],
-        tweak: impl FnOnce(&mut GatewayConfig),
-    ) -> anyhow::Result<Self> {
-        let cluster = Arc::new(EmbeddedCluster::start(EmbeddedClusterConfig {
-            topics: topics
-                .iter()
-                .map(|(name, partitions)| TopicSpec {
-                    name: name.to_string(),
-                    partitions: *partitions,
-                    replication_factor: 3,
-                })
-                .collect(),
-            ..Default::default()
-        })?);
-        let mut cfg = GatewayConfig {
-            rack: Some("az-a".into()),
-            ..GatewayConfig::default()
-        };
-        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
-        cfg.shutdown_grace = Duration::from_secs(5);
-        tweak(&mut cfg);
-        let gateway = Gateway::new(cfg).await?;
-        let handle = gateway.handle();
-        handle.refresh_metadata().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let admin_addr = admin.local_addr()?;
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.run(listener, admin, async {
-            let _ = rx.await;
-        }));
-        wait_serving(addr).await?;
-        Ok(Self {
-            cluster,
-            handle,
-            addr,
-            admin_addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
-    }
-
-    pub async fn client(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
-        Ok(IngestClient::connect(format!("http://{}", self.addr)).await?)
-    }
-
-    /// Sends one batch and returns the per-record results.
-    pub async fn produce(&self, records: Vec<pb::Record>) -> anyhow::Result<Vec<pb::RecordResult>> {
-        let mut client = self.client().await?;
-        Ok(client
-            .produce(pb::ProduceRequest { records })
-            .await?
-            .into_inner()
-            .results)
-    }
-
-    /// The broker that leads `topic/partition` according to the gateway's metadata.
-    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
-        let md = self.handle.metadata();
-        let t = md.topic(topic)?;
-        let p = t.partitions.iter().find(|p| p.partition == partition)?;
-        md.live_leader(p)
-    }
-
-    /// Signals shutdown and waits for the gateway to drain and stop.
-    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await??;
-        }
-        Ok(())
-    }
-
-    pub fn trigger_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    pub async fn metrics_text(&self) -> anyhow::Result<String> {
-        http_get(self.admin_addr, "/metrics").await
-    }
-}
-
-impl Drop for GatewayStack {
-    fn drop(&mut self) {
-        self.trigger_shutdown();
-    }
-}
 
 /// Waits until the gRPC health service at `addr` reports SERVING (at most 15 s).
 pub async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {

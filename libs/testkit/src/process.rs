@@ -1,8 +1,90 @@
 //! Binaries under test as separate processes.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+}
+
+/// Waits up to `timeout` for a child to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "process {} did not exit within {timeout:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A service binary listening on free ports (`BALLAST_LISTEN`, `BALLAST_ADMIN_LISTEN`),
+/// configured by `BALLAST_*` variables; killed and reaped on drop.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub child: Child,
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The admin (metrics) address.
+    pub admin: SocketAddr,
+}
+
+impl ServiceProcess {
+    pub fn spawn(bin: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let child = Command::new(bin)
+            .envs(env.iter().copied())
+            .env("BALLAST_LISTEN", grpc.to_string())
+            .env("BALLAST_ADMIN_LISTEN", admin.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("spawn {bin}: {e}"))?;
+        Ok(Self { child, grpc, admin })
+    }
+
+    /// `http://` + the gRPC address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal("TERM");
+        wait_exit(&mut self.child, timeout)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A process that printed a JSON ready line; killed on drop.
 #[derive(Debug)]
@@ -45,21 +127,9 @@ impl ReadyProcess {
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
-    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "process {pid} did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        wait_exit(&mut self.child, timeout).expect("exit after SIGTERM")
     }
 }
 

@@ -4,7 +4,6 @@ use ballast_dedup_store::RedisConfig;
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -77,13 +76,6 @@ impl Default for DedupConfig {
 }
 
 impl DedupConfig {
-    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let cfg: DedupConfig = ballast_telemetry::load_config(file)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
         anyhow::ensure!(l.max_batch > 0, "limits.max_batch must be positive");
@@ -102,26 +94,6 @@ impl DedupConfig {
         }
         Ok(())
     }
-
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
 
-impl ballast_telemetry::ServiceConfig for DedupConfig {
-    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        DedupConfig::load(file)
-    }
-
-    fn to_yaml(&self) -> String {
-        DedupConfig::to_yaml(self)
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
-        (self.listen, self.admin_listen)
-    }
-}
+ballast_telemetry::impl_service_config!(DedupConfig);

@@ -1,6 +1,7 @@
 //! The `ballast.dedup.v1.Dedup` handlers.
 
 use crate::config::{Backend, DedupConfig, DedupLimits};
+use ballast_core::ErrorCode;
 use ballast_dedup_store::{
     ClaimState, DedupStore, FenceOutcome, MemoryStore, RedisStore, StoreError,
 };
@@ -46,8 +47,8 @@ pub struct DedupService {
 
 fn to_status(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable(m) => Status::unavailable(m),
-        StoreError::Invalid(m) => Status::invalid_argument(m),
+        StoreError::Unavailable(m) => ErrorCode::Unavailable.status(m),
+        StoreError::Invalid(m) => ErrorCode::InvalidArgument.status(m),
     }
 }
 
@@ -112,10 +113,10 @@ impl DedupService {
 
     fn check_group(&self, group: &str) -> Result<(), Status> {
         if group.is_empty() {
-            return Err(Status::invalid_argument("group is empty"));
+            return Err(ErrorCode::InvalidArgument.status("group is empty"));
         }
         if group.len() > self.limits.max_group_bytes {
-            return Err(Status::invalid_argument(format!(
+            return Err(ErrorCode::InvalidArgument.status(format!(
                 "group is longer than {} bytes (limits.max_group_bytes)",
                 self.limits.max_group_bytes
             )));
@@ -125,7 +126,7 @@ impl DedupService {
 
     fn check_ids<'a>(&self, ids: impl ExactSizeIterator<Item = &'a str>) -> Result<(), Status> {
         if ids.len() > self.limits.max_batch {
-            return Err(Status::invalid_argument(format!(
+            return Err(ErrorCode::InvalidArgument.status(format!(
                 "{} ids in one call; the limit is {} (limits.max_batch)",
                 ids.len(),
                 self.limits.max_batch
@@ -133,10 +134,10 @@ impl DedupService {
         }
         for (i, id) in ids.enumerate() {
             if id.is_empty() {
-                return Err(Status::invalid_argument(format!("id {i} is empty")));
+                return Err(ErrorCode::InvalidArgument.status(format!("id {i} is empty")));
             }
             if id.len() > self.limits.max_id_bytes {
-                return Err(Status::invalid_argument(format!(
+                return Err(ErrorCode::InvalidArgument.status(format!(
                     "id {i} is longer than {} bytes (limits.max_id_bytes)",
                     self.limits.max_id_bytes
                 )));
@@ -148,10 +149,10 @@ impl DedupService {
     fn lease(&self, lease_ms: u32) -> Result<Duration, Status> {
         let lease = Duration::from_millis(lease_ms.into());
         if lease.is_zero() {
-            return Err(Status::invalid_argument("lease_ms must be positive"));
+            return Err(ErrorCode::InvalidArgument.status("lease_ms must be positive"));
         }
         if lease > self.limits.max_lease {
-            return Err(Status::invalid_argument(format!(
+            return Err(ErrorCode::InvalidArgument.status(format!(
                 "lease_ms is over {:?} (limits.max_lease)",
                 self.limits.max_lease
             )));

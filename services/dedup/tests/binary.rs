@@ -2,20 +2,13 @@
 
 use ballast_dedup_store::client::DedupClient;
 use ballast_proto::dedup::v1 as pb;
+use ballast_testkit::process::ServiceProcess;
 use ballast_testkit::redis::RedisServer;
 use ballast_testkit::wait_serving;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-dedup");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn dump_config_and_bad_config() {
@@ -40,17 +33,9 @@ fn dump_config_and_bad_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_redis_and_exits_on_sigterm() -> anyhow::Result<()> {
     let redis = RedisServer::start();
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .env("BALLAST_REDIS__URL", redis.url())
-        .env("BALLAST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let addr = format!("127.0.0.1:{port}");
-    wait_serving(addr.parse()?).await?;
-    let c = DedupClient::connect(&format!("http://{addr}"), "t").await?;
+    let mut svc = ServiceProcess::spawn(BIN, &[("BALLAST_REDIS__URL", &redis.url())])?;
+    wait_serving(svc.grpc).await?;
+    let c = DedupClient::connect(&svc.url(), "t").await?;
     let a = c
         .claim("g", vec!["x".into()], Duration::from_secs(5))
         .await?;
@@ -59,17 +44,7 @@ async fn serves_redis_and_exits_on_sigterm() -> anyhow::Result<()> {
         .await?;
     assert_eq!(a[0].state, pb::ClaimState::New as i32);
     assert_eq!(b[0].state, pb::ClaimState::InProgress as i32);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        anyhow::ensure!(Instant::now() < end, "ballast-dedup did not exit");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success());
+    let status = svc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
     Ok(())
 }

@@ -4,10 +4,10 @@
 use ballast_balancer::BreakerConfig;
 use ballast_failover::FailoverConfig;
 use ballast_kafka::KafkaConfig;
+use ballast_produce::WriteLimits;
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,14 +119,27 @@ pub struct Limits {
     pub grpc_stream_window_bytes: u32,
 }
 
+impl Limits {
+    /// The limits the write path enforces per record.
+    pub fn write_path(&self) -> WriteLimits {
+        WriteLimits {
+            max_record_bytes: self.max_record_bytes,
+            inflight_bytes: self.inflight_bytes,
+            max_attempts: self.max_attempts,
+            record_deadline: self.record_deadline,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
+        let write = WriteLimits::default();
         Self {
             max_records_per_request: 1000,
-            max_record_bytes: 1024 * 1024,
-            inflight_bytes: 256 * 1024 * 1024,
-            max_attempts: 3,
-            record_deadline: Duration::from_secs(5),
+            max_record_bytes: write.max_record_bytes,
+            inflight_bytes: write.inflight_bytes,
+            max_attempts: write.max_attempts,
+            record_deadline: write.record_deadline,
             max_concurrent_requests_per_connection: 256,
             max_concurrent_requests: 4096,
             stream_inflight_batches: 8,
@@ -138,22 +151,11 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or the environment could not be read into a config.
-    #[error("{0}")]
-    Load(String),
     #[error("config: {0}")]
     Invalid(String),
 }
 
 impl GatewayConfig {
-    /// Loads defaults, then the YAML file if given, then `BALLAST_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let cfg: GatewayConfig =
-            ballast_telemetry::load_config(file).map_err(|e| ConfigError::Load(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     /// Checks every setting, naming the bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kafka
@@ -221,34 +223,16 @@ impl GatewayConfig {
         }
         Ok(())
     }
-
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
 
-impl ballast_telemetry::ServiceConfig for GatewayConfig {
-    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        Ok(GatewayConfig::load(file)?)
-    }
-
-    fn to_yaml(&self) -> String {
-        GatewayConfig::to_yaml(self)
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
-        (self.listen, self.admin_listen)
-    }
-}
+ballast_telemetry::impl_service_config!(GatewayConfig);
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
+    use ballast_telemetry::ServiceConfig;
+    use std::path::Path;
 
     #[test]
     fn defaults_are_valid_and_round_trip() {

@@ -1,19 +1,19 @@
-//! The ingest gateway: accepts records over gRPC (`ballast.ingest.v1.Ingest`), places each
-//! on a partition through the active partition balancer, writes it to Kafka with
-//! `acks=all`, and answers per record, in request order.
+//! The ingest gateway: accepts records over gRPC (`ballast.ingest.v1.Ingest`), hands each
+//! to the write path (`ballast-produce`), and answers per record, in request order.
 //!
-//! A record is acknowledged only when Kafka has it. Anything else is an explicit,
-//! per-record error with a code and a retry hint. The gateway keeps no local state
-//! beyond bounded in-flight work, so any number of them can run side by side.
+//! A record is acknowledged only when Kafka has it with `acks=all`, or when the durable
+//! failover queue does. Anything else is an explicit, per-record error with a code and a
+//! retry hint. This crate is the gRPC adapter: per-request and per-connection limits,
+//! conversion between proto and write-path types, its own metrics, and following the
+//! topology service. It keeps no local state beyond bounded in-flight work, so any number
+//! of gateways can run side by side.
 
 pub mod config;
-mod metadata;
+mod convert;
 pub mod metrics;
-mod produce;
 mod server;
 mod service;
 mod topology;
 
 pub use config::{GatewayConfig, Limits, TopologyClientConfig};
-pub use produce::Producer;
 pub use server::{Gateway, GatewayHandle};

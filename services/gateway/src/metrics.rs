@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics.
 
-use ballast_balancer::PartitionStatus;
+use ballast_produce::{Produced, WriteMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,36 +20,10 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabels {
-    pub topic: String,
-    pub partition: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LocalityLabels {
-    /// `local` when the leader is in the gateway's rack, else `cross_az`.
-    pub locality: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
-    pub kind: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
     pub records: Family<RecordLabels, Counter>,
     pub latency: Family<OutcomeLabels, Histogram>,
-    pub breaker_state: Family<PartitionLabels, Gauge>,
-    pub bytes: Family<LocalityLabels, Counter>,
-    /// Handles into `bytes`, looked up once.
-    pub bytes_local: Counter,
-    pub bytes_cross_az: Counter,
-    pub write_failures: Family<FailureLabels, Counter>,
-    pub reroutes: Counter,
-    pub inflight_bytes: Gauge,
-    pub metadata_refresh_failures: Counter,
     pub topology_connected: Gauge,
     pub topology_updates: Counter,
 }
@@ -62,27 +36,11 @@ fn latency_histogram() -> Histogram {
 }
 
 impl GatewayMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let bytes = Family::<LocalityLabels, Counter>::default();
-        let locality = |l: &str| {
-            bytes
-                .get_or_create(&LocalityLabels {
-                    locality: l.to_string(),
-                })
-                .clone()
-        };
-        let (bytes_local, bytes_cross_az) = (locality("local"), locality("cross_az"));
+    /// Registers the gateway's own series and the write path's, all as `ballast_gateway_*`.
+    pub fn register(registry: &mut Registry) -> (Self, WriteMetrics) {
         let m = Self {
             records: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
-            breaker_state: Family::default(),
-            bytes,
-            bytes_local,
-            bytes_cross_az,
-            write_failures: Family::default(),
-            reroutes: Counter::default(),
-            inflight_bytes: Gauge::default(),
-            metadata_refresh_failures: Counter::default(),
             topology_connected: Gauge::default(),
             topology_updates: Counter::default(),
         };
@@ -98,36 +56,6 @@ impl GatewayMetrics {
             m.latency.clone(),
         );
         r.register(
-            "breaker_state",
-            "Circuit breaker state per partition: 0 closed, 1 half-open, 2 open",
-            m.breaker_state.clone(),
-        );
-        r.register(
-            "bytes",
-            "Record bytes written to Kafka, by whether the leader was in this gateway's rack",
-            m.bytes.clone(),
-        );
-        r.register(
-            "write_failures",
-            "Failed Kafka write attempts, by failure class",
-            m.write_failures.clone(),
-        );
-        r.register(
-            "reroutes",
-            "Records retried on another partition after a failed attempt",
-            m.reroutes.clone(),
-        );
-        r.register(
-            "inflight_bytes",
-            "Record bytes currently held by the gateway",
-            m.inflight_bytes.clone(),
-        );
-        r.register(
-            "metadata_refresh_failures",
-            "Failed cluster metadata refreshes",
-            m.metadata_refresh_failures.clone(),
-        );
-        r.register(
             "topology_connected",
             "1 while the WatchTopology stream is open",
             m.topology_connected.clone(),
@@ -137,29 +65,33 @@ impl GatewayMetrics {
             "Topology snapshots applied",
             m.topology_updates.clone(),
         );
-        m
+        let write = WriteMetrics::register(r);
+        (m, write)
     }
 
     /// Counts a batch's records by (topic, outcome) and observes their latencies, with one
     /// label lookup per distinct pair rather than per record.
-    pub fn record_batch(&self, produced: &[crate::produce::Produced]) {
+    pub fn record_batch(&self, produced: &[Produced]) {
         let mut groups: Vec<(&str, &'static str, u64)> = Vec::new();
         let mut outcomes: Vec<&'static str> = Vec::new();
         for p in produced {
-            let topic = if p.topic.is_empty() {
+            // Invalid or unknown topics share one label, so clients cannot blow up metric
+            // cardinality.
+            let topic = if p.topic.is_empty() || p.topic_refused() {
                 "_invalid"
             } else {
                 p.topic.as_str()
             };
+            let label = p.label();
             match groups
                 .iter_mut()
-                .find(|(t, o, _)| *t == topic && *o == p.outcome)
+                .find(|(t, o, _)| *t == topic && *o == label)
             {
                 Some(g) => g.2 += 1,
-                None => groups.push((topic, p.outcome, 1)),
+                None => groups.push((topic, label, 1)),
             }
-            if !outcomes.contains(&p.outcome) {
-                outcomes.push(p.outcome);
+            if !outcomes.contains(&label) {
+                outcomes.push(label);
             }
         }
         for (topic, outcome, n) in groups {
@@ -174,20 +106,9 @@ impl GatewayMetrics {
             let h = self.latency.get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
             });
-            for p in produced.iter().filter(|p| p.outcome == outcome) {
-                h.observe(p.seconds);
+            for p in produced.iter().filter(|p| p.label() == outcome) {
+                h.observe(p.elapsed.as_secs_f64());
             }
-        }
-    }
-
-    pub fn publish_breakers(&self, topic: &str, status: &[PartitionStatus]) {
-        for s in status {
-            self.breaker_state
-                .get_or_create(&PartitionLabels {
-                    topic: topic.to_string(),
-                    partition: s.partition.to_string(),
-                })
-                .set(s.state.as_gauge());
         }
     }
 }

@@ -1,7 +1,11 @@
-//! The `ballast.ingest.v1.Ingest` gRPC handlers.
+//! The `ballast.ingest.v1.Ingest` gRPC handlers: per-request limits, conversion, metrics;
+//! the write path does the rest.
 
-use crate::produce::Producer;
+use crate::config::Limits;
+use crate::convert;
+use crate::metrics::GatewayMetrics;
 use ballast_core::{ErrorCode, RecordError};
+use ballast_produce::{Produced, Writer};
 use ballast_proto::ingest::v1 as pb;
 use futures::stream::StreamExt;
 use std::pin::Pin;
@@ -10,42 +14,49 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Debug, Clone)]
 pub(crate) struct IngestService {
-    producer: Arc<Producer>,
+    writer: Arc<Writer>,
+    limits: Arc<Limits>,
+    metrics: GatewayMetrics,
 }
 
 impl IngestService {
-    pub(crate) fn new(producer: Arc<Producer>) -> Self {
-        Self { producer }
-    }
-}
-
-/// Answers every record of a batch, concurrently, in request order. Records past
-/// `max_records_per_request` fail alone; the rest go on.
-pub(crate) async fn produce_batch(
-    producer: &Producer,
-    req: pb::ProduceRequest,
-) -> pb::ProduceResponse {
-    let max = producer.limits().max_records_per_request;
-    let total = req.records.len();
-    let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {
-        if i >= max {
-            producer.reject(
-                rec,
-                RecordError::new(
-                    ErrorCode::ResourceExhausted,
-                    format!(
-                        "request has {total} records; the limit is {max} (limits.max_records_per_request)"
-                    ),
-                ),
-            )
-        } else {
-            producer.produce(rec).await
+    pub(crate) fn new(writer: Arc<Writer>, limits: Limits, metrics: GatewayMetrics) -> Self {
+        Self {
+            writer,
+            limits: Arc::new(limits),
+            metrics,
         }
-    });
-    let produced = futures::future::join_all(futures).await;
-    producer.metrics().record_batch(&produced);
-    pb::ProduceResponse {
-        results: produced.into_iter().map(|p| p.result).collect(),
+    }
+
+    /// Answers every record of a batch, concurrently, in request order. Records past
+    /// `max_records_per_request` fail alone; the rest go on.
+    async fn produce_batch(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+        let max = self.limits.max_records_per_request;
+        let total = req.records.len();
+        let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {
+            if i >= max {
+                // No topic label: the request as a whole was refused.
+                return Produced::rejected(
+                    rec.message_id,
+                    String::new(),
+                    RecordError::new(
+                        ErrorCode::ResourceExhausted,
+                        format!(
+                            "request has {total} records; the limit is {max} (limits.max_records_per_request)"
+                        ),
+                    ),
+                );
+            }
+            match convert::record(rec) {
+                Ok(rec) => self.writer.write(rec).await,
+                Err(rejected) => *rejected,
+            }
+        });
+        let produced = futures::future::join_all(futures).await;
+        self.metrics.record_batch(&produced);
+        pb::ProduceResponse {
+            results: produced.into_iter().map(convert::result).collect(),
+        }
     }
 }
 
@@ -59,7 +70,7 @@ impl pb::ingest_server::Ingest for IngestService {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         Ok(Response::new(
-            produce_batch(&self.producer, request.into_inner()).await,
+            self.produce_batch(request.into_inner()).await,
         ))
     }
 
@@ -69,15 +80,15 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        let producer = self.producer.clone();
-        let window = producer.limits().stream_inflight_batches;
+        let service = self.clone();
+        let window = self.limits.stream_inflight_batches;
         let incoming = request.into_inner();
         let out = incoming
             .map(move |item| {
-                let producer = producer.clone();
+                let service = service.clone();
                 async move {
                     match item {
-                        Ok(req) => Ok(produce_batch(&producer, req).await),
+                        Ok(req) => Ok(service.produce_batch(req).await),
                         Err(status) => Err(status),
                     }
                 }

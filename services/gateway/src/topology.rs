@@ -7,7 +7,8 @@
 //! from the service are dropped once it has been unreachable for `stale_after`.
 
 use crate::config::TopologyClientConfig;
-use crate::produce::Producer;
+use crate::metrics::GatewayMetrics;
+use ballast_produce::Writer;
 use ballast_proto::topology::v1 as pb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,8 @@ use tonic::transport::Endpoint;
 
 /// Runs until aborted.
 pub(crate) fn spawn_watcher(
-    producer: Arc<Producer>,
+    writer: Arc<Writer>,
+    metrics: GatewayMetrics,
     cfg: TopologyClientConfig,
     endpoint: String,
 ) -> tokio::task::JoinHandle<()> {
@@ -26,7 +28,15 @@ pub(crate) fn spawn_watcher(
         let mut holding = false;
         let mut logged_down = false;
         loop {
-            let res = watch(&producer, &cfg, &endpoint, &mut holding, &mut lost_at).await;
+            let res = watch(
+                &writer,
+                &metrics,
+                &cfg,
+                &endpoint,
+                &mut holding,
+                &mut lost_at,
+            )
+            .await;
             if lost_at.is_some_and(|t| t.elapsed() < cfg.reconnect_backoff) {
                 // The stream was up a moment ago: report the next failure again.
                 logged_down = false;
@@ -39,14 +49,14 @@ pub(crate) fn spawn_watcher(
                 }
                 Err(_) => {}
             }
-            producer.metrics().topology_connected.set(0);
+            metrics.topology_connected.set(0);
             let since = *lost_at.get_or_insert_with(Instant::now);
             if holding && since.elapsed() >= cfg.stale_after {
                 tracing::warn!(
                     stale_after = ?cfg.stale_after,
                     "topology service gone too long; dropping its draining marks"
                 );
-                producer.set_draining_brokers(HashSet::new());
+                writer.set_draining_brokers(HashSet::new());
                 holding = false;
             }
             tokio::time::sleep(cfg.reconnect_backoff).await;
@@ -55,7 +65,8 @@ pub(crate) fn spawn_watcher(
 }
 
 async fn watch(
-    producer: &Producer,
+    writer: &Writer,
+    metrics: &GatewayMetrics,
     cfg: &TopologyClientConfig,
     endpoint: &str,
     holding: &mut bool,
@@ -77,7 +88,7 @@ async fn watch(
         .map_err(|e| format!("watch: {e}"))?
         .into_inner();
     tracing::info!(%endpoint, "following topology");
-    producer.metrics().topology_connected.set(1);
+    metrics.topology_connected.set(1);
     *lost_at = None;
     let mut last_version = 0;
     loop {
@@ -101,17 +112,22 @@ async fn watch(
             continue;
         }
         last_version = snap.version;
-        apply(producer, &snap, holding).await;
+        apply(writer, metrics, &snap, holding).await;
     }
 }
 
-async fn apply(producer: &Producer, snap: &pb::TopologySnapshot, holding: &mut bool) {
-    producer.metrics().topology_updates.inc();
+async fn apply(
+    writer: &Writer,
+    metrics: &GatewayMetrics,
+    snap: &pb::TopologySnapshot,
+    holding: &mut bool,
+) {
+    metrics.topology_updates.inc();
     let draining: HashSet<i32> = snap.draining_brokers.iter().copied().collect();
     *holding = !draining.is_empty();
-    producer.set_draining_brokers(draining);
-    if snap.kafka_reachable && leaders_differ(producer, snap) {
-        if let Err(e) = producer.refresh_metadata().await {
+    writer.set_draining_brokers(draining);
+    if snap.kafka_reachable && leaders_differ(writer, snap) {
+        if let Err(e) = writer.refresh_metadata().await {
             tracing::debug!(error = %e, "refresh after a topology change failed");
         }
     }
@@ -124,8 +140,8 @@ async fn apply(producer: &Producer, snap: &pb::TopologySnapshot, holding: &mut b
 
 /// Whether the snapshot names a different leader than the gateway's last metadata for any
 /// partition of a topic the gateway knows.
-fn leaders_differ(producer: &Producer, snap: &pb::TopologySnapshot) -> bool {
-    let md = producer.metadata();
+fn leaders_differ(writer: &Writer, snap: &pb::TopologySnapshot) -> bool {
+    let md = writer.metadata();
     let ours: HashMap<(&str, i32), i32> = md
         .topics
         .iter()

@@ -2,19 +2,12 @@
 //! `--dump-config`, clear startup errors, serving a cluster, and SIGTERM.
 
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig};
+use ballast_testkit::process::ServiceProcess;
 use ballast_testkit::{kafka_ack, record, wait_serving};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-gateway");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn dump_config_shows_file_and_env_layers() {
@@ -72,23 +65,19 @@ fn bad_config_fails_at_startup_with_the_field_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_cluster_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
     let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let (grpc, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .env(
-            "BALLAST_KAFKA__BOOTSTRAP_SERVERS",
-            cluster.bootstrap_servers(),
-        )
-        .env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
-        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-        .env("BALLAST_RACK", "az-b")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let addr = format!("127.0.0.1:{grpc}");
-    wait_serving(addr.parse()?).await?;
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[
+            (
+                "BALLAST_KAFKA__BOOTSTRAP_SERVERS",
+                cluster.bootstrap_servers(),
+            ),
+            ("BALLAST_RACK", "az-b"),
+        ],
+    )?;
+    wait_serving(svc.grpc).await?;
     let mut client =
-        ballast_proto::ingest::v1::ingest_client::IngestClient::connect(format!("http://{addr}"))
-            .await?;
+        ballast_proto::ingest::v1::ingest_client::IngestClient::connect(svc.url()).await?;
     let results = client
         .produce(ballast_proto::ingest::v1::ProduceRequest {
             records: (0..10)
@@ -102,28 +91,13 @@ async fn serves_a_cluster_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
         results.iter().all(|r| kafka_ack(r).is_some()),
         "{results:?}"
     );
-    let metrics =
-        ballast_testkit::http_get(format!("127.0.0.1:{admin}").parse()?, "/metrics").await?;
+    let metrics = ballast_testkit::http_get(svc.admin, "/metrics").await?;
     assert!(
         metrics.contains("ballast_gateway_records_total{topic=\"events\",outcome=\"kafka\"} 10"),
         "{metrics}"
     );
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?
-        .success());
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            anyhow::bail!("ballast-gateway did not exit after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = svc.terminate(Duration::from_secs(20))?;
     assert!(status.success(), "{status}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `ballast.retry.v1.RetryAdmin`: queue statistics and the dead-letter store.
 
+use ballast_core::ErrorCode;
 use ballast_failover::{FailoverQueue, QueueError};
 use ballast_proto::retry::v1 as pb;
 use std::sync::Arc;
@@ -18,15 +19,15 @@ impl RetryAdminService {
 
 fn status(e: QueueError) -> Status {
     match e {
-        QueueError::Unavailable(m) => Status::unavailable(m),
-        QueueError::Config(m) | QueueError::Invalid(m) => Status::invalid_argument(m),
+        QueueError::Unavailable(m) => ErrorCode::Unavailable.status(m),
+        QueueError::Config(m) | QueueError::Invalid(m) => ErrorCode::InvalidArgument.status(m),
     }
 }
 
 fn selection(ids: &[String], all: bool) -> Result<(), Status> {
     match (ids.is_empty(), all) {
-        (true, false) => Err(Status::invalid_argument("name ids, or set all")),
-        (false, true) => Err(Status::invalid_argument("ids and all are exclusive")),
+        (true, false) => Err(ErrorCode::InvalidArgument.status("name ids, or set all")),
+        (false, true) => Err(ErrorCode::InvalidArgument.status("ids and all are exclusive")),
         _ => Ok(()),
     }
 }

@@ -7,7 +7,6 @@ use ballast_kafka::KafkaConfig;
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,13 +112,6 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let cfg: WorkerConfig = ballast_telemetry::load_config(file)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         let r = &self.retry;
         anyhow::ensure!(
@@ -150,29 +142,9 @@ impl WorkerConfig {
         );
         Ok(())
     }
-
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
 
-impl ballast_telemetry::ServiceConfig for WorkerConfig {
-    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        WorkerConfig::load(file)
-    }
-
-    fn to_yaml(&self) -> String {
-        WorkerConfig::to_yaml(self)
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
-        (self.listen, self.admin_listen)
-    }
-}
+ballast_telemetry::impl_service_config!(WorkerConfig);
 
 #[cfg(test)]
 mod tests {

@@ -11,15 +11,15 @@ pub use config::{RetrySettings, WorkerConfig};
 
 use anyhow::Context;
 use ballast_balancer::BalancerConfig;
-use ballast_gateway::metrics::GatewayMetrics;
-use ballast_gateway::{Limits, Producer};
+use ballast_produce::{WriteLimits, WriteMetrics, Writer};
 use ballast_proto::retry::v1::retry_admin_server::RetryAdminServer;
+use ballast_telemetry::Host;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tonic::server::NamedService;
 use worker::{Worker, WorkerMetrics};
 
 /// Runs `retry.runner_count` drain loops, RetryAdmin on `listener` and metrics on `admin`
@@ -38,55 +38,49 @@ pub async fn run(
         .context("opening the failover queue")?
         .context("no failover queue configured")?;
     let mut registry = Registry::default();
-    let producer_metrics = GatewayMetrics::register(&mut registry);
     let metrics = WorkerMetrics::register(&mut registry);
-    let producer = Arc::new(
-        Producer::new(
+    let write_metrics = WriteMetrics::register(registry.sub_registry_with_prefix("ballast_retry"));
+    let writer = Arc::new(
+        Writer::new(
             &config.kafka,
             BalancerConfig {
                 rack: config.rack.clone(),
                 breaker: config.breaker.clone(),
                 sticky_records: 1,
             },
-            Limits {
+            WriteLimits {
                 record_deadline: config.kafka.write_timeout * 3,
-                ..Limits::default()
+                ..WriteLimits::default()
             },
-            producer_metrics,
+            write_metrics,
             None,
         )
-        .context("creating the kafka producer")?,
+        .context("creating the kafka writer")?,
     );
-    if let Err(e) = producer.refresh_metadata().await {
+    if let Err(e) = writer.refresh_metadata().await {
         tracing::warn!(error = %e, "kafka is not reachable yet; waiting before draining");
     }
-    let refresher = producer.spawn_refresher(config.kafka.metadata_refresh_interval);
+    let refresher = writer.spawn_refresher(config.kafka.metadata_refresh_interval);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let host = Host::start(
+        <RetryAdminServer<admin::RetryAdminService> as NamedService>::NAME,
+        admin,
+        registry,
+        config.shutdown_grace,
+        shutdown,
+    )
+    .await;
+    host.health().set_serving(true).await;
     let worker = Arc::new(Worker::new(
         queue.clone(),
-        producer.clone(),
+        writer.clone(),
         config.retry.clone(),
         metrics.clone(),
     ));
     let runners: Vec<_> = (0..config.retry.runner_count)
-        .map(|_| tokio::spawn(worker.clone().run(stop_rx.clone())))
+        .map(|_| tokio::spawn(worker.clone().run(host.stop_signal())))
         .collect();
     let stats = tokio::spawn(publish_stats(queue.clone(), metrics));
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<RetryAdminServer<admin::RetryAdminService>>()
-        .await;
-    let reflection = ballast_telemetry::grpc_reflection()?;
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let admin_task = tokio::spawn(ballast_telemetry::serve_admin(
-        admin,
-        Arc::new(registry),
-        stopped(stop_rx.clone()),
-    ));
     tracing::info!(
         backend = queue.backend(),
         queue = queue.queue(),
@@ -94,22 +88,16 @@ pub async fn run(
         addr = %listener.local_addr()?,
         "retry worker draining"
     );
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(RetryAdminServer::new(admin::RetryAdminService::new(
-                queue.clone(),
-            )))
-            .serve_with_incoming_shutdown(
-                ballast_telemetry::incoming_nodelay(listener),
-                stopped(stop_rx.clone()),
-            ),
-    );
+    let mut stop = host.stop_signal();
+    let router = host
+        .router()?
+        .add_service(RetryAdminServer::new(admin::RetryAdminService::new(
+            queue.clone(),
+        )));
+    let served = tokio::spawn(host.serve_router(router, listener));
 
-    shutdown.await;
+    let _ = stop.wait_for(|v| *v).await;
     tracing::info!("stopping: finishing batches in hand");
-    let _ = stop_tx.send(true);
     let drain = async {
         for r in runners {
             let _ = r.await;
@@ -123,13 +111,11 @@ pub async fn run(
     }
     stats.abort();
     refresher.abort();
-    let flush = producer.clone();
+    let flush = writer.clone();
     tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5)))
         .await
         .ok();
-    server.await.ok();
-    admin_task.await.ok();
-    Ok(())
+    served.await?
 }
 
 async fn publish_stats(queue: Arc<dyn ballast_failover::FailoverQueue>, m: WorkerMetrics) {

@@ -1,24 +1,11 @@
 //! `ballast-retry-worker`: drains the failover queue back into Kafka.
 
-use ballast_retry_worker::WorkerConfig;
-use clap::Parser;
-
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A Ballast retry worker. Run as many as the queue needs.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    config: ballast_telemetry::ConfigArgs,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ballast_telemetry::run_service::<WorkerConfig, _, _>(
-        &Args::parse().config,
+fn main() -> anyhow::Result<()> {
+    ballast_telemetry::service_main::<ballast_retry_worker::WorkerConfig, _, _>(
+        clap::command!(),
         ballast_retry_worker::run,
     )
-    .await
 }

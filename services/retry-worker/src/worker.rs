@@ -1,12 +1,11 @@
 //! The drain loop: lease entries, hold back what is not due or whose topic has no healthy
-//! partition, publish the rest through the gateway's balancer and producer, and ack,
+//! partition, publish the rest through the write path, and ack,
 //! back off or dead-letter each entry.
 
 use crate::config::RetrySettings;
 use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{DeadInfo, FailoverQueue, Leased};
-use ballast_gateway::Producer;
-use ballast_proto::ingest::v1 as pb;
+use ballast_produce::{failover::record_of, Acked, Writer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -83,7 +82,7 @@ impl WorkerMetrics {
 #[derive(Debug)]
 pub struct Worker {
     pub queue: Arc<dyn FailoverQueue>,
-    pub producer: Arc<Producer>,
+    pub writer: Arc<Writer>,
     pub settings: RetrySettings,
     pub metrics: WorkerMetrics,
     /// When the next record may be published, for `drain_rate`.
@@ -106,13 +105,13 @@ fn unix_ms() -> i64 {
 impl Worker {
     pub fn new(
         queue: Arc<dyn FailoverQueue>,
-        producer: Arc<Producer>,
+        writer: Arc<Writer>,
         settings: RetrySettings,
         metrics: WorkerMetrics,
     ) -> Self {
         Self {
             queue,
-            producer,
+            writer,
             settings,
             metrics,
             pace: tokio::sync::Mutex::new(Instant::now()),
@@ -124,7 +123,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
             // The health gate: during a cluster outage, leave the queue alone.
-            if !self.producer.cluster_reachable() {
+            if !self.writer.cluster_reachable() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.health_gate_delay) => {}
                     _ = stop.changed() => {}
@@ -208,30 +207,25 @@ impl Worker {
         }
         // The health gate: a record whose partition cannot take it now waits, without
         // spending an attempt (a STRICT key waits for its own partition).
-        let record = record_of(&env);
-        if !self.producer.record_writable(&record) {
+        let record = match record_of(&env) {
+            Ok(r) => r,
+            Err(e) => return dead(&env, env.attempt, format!("not retryable: {}", e.message)),
+        };
+        if !self.writer.record_writable(&record) {
             return Decision::Later(None, self.settings.health_gate_delay);
         }
         self.pace().await;
-        let produced = self.producer.produce(record).await;
-        match produced.result.outcome {
-            Some(pb::record_result::Outcome::Kafka(_)) => Decision::Ack,
-            Some(pb::record_result::Outcome::Failover(_)) => Decision::Ack,
-            Some(pb::record_result::Outcome::Error(e)) => {
+        match self.writer.write(record).await.outcome {
+            Ok(Acked::Kafka { .. } | Acked::Failover { .. }) => Decision::Ack,
+            Err(e) => {
                 let attempt = env.attempt + 1;
-                if !e.retryable || attempt >= self.settings.max_attempts {
-                    let reason = if e.retryable {
+                if !e.retryable() || attempt >= self.settings.max_attempts {
+                    let reason = if e.retryable() {
                         format!("max attempts ({attempt}) reached: {}", e.message)
                     } else {
                         format!("not retryable: {}", e.message)
                     };
-                    return Decision::Dead(DeadInfo {
-                        topic: env.topic.clone(),
-                        message_id: env.message_id.clone(),
-                        attempts: attempt,
-                        reason,
-                        first_failed_at_unix_ms: env.first_failed_at_unix_ms,
-                    });
+                    return dead(&env, attempt, reason);
                 }
                 let next = Envelope {
                     attempt,
@@ -243,7 +237,6 @@ impl Worker {
                     self.settings.backoff(attempt),
                 )
             }
-            None => Decision::Later(None, self.settings.health_gate_delay),
         }
     }
 
@@ -263,23 +256,12 @@ impl Worker {
     }
 }
 
-/// The record to publish: the original topic, key, key policy, partition, headers and
-/// message id (which becomes the `ballast-message-id` header again).
-fn record_of(env: &Envelope) -> pb::Record {
-    pb::Record {
+fn dead(env: &Envelope, attempts: u32, reason: String) -> Decision {
+    Decision::Dead(DeadInfo {
         topic: env.topic.clone(),
-        key: env.key.clone(),
-        value: env.value.clone(),
-        headers: env
-            .headers
-            .iter()
-            .map(|h| pb::Header {
-                key: h.key.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
         message_id: env.message_id.clone(),
-        key_policy: env.key_policy,
-        partition: env.partition,
-    }
+        attempts,
+        reason,
+        first_failed_at_unix_ms: env.first_failed_at_unix_ms,
+    })
 }

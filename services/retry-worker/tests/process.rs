@@ -6,47 +6,29 @@ use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{FailoverQueue, SqlQueue};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig};
 use ballast_testkit::deps::unique;
+use ballast_testkit::process::ServiceProcess;
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-retry-worker");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A worker process, killed and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker(bootstrap: &str, db: &str, drain_rate: u32) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .env("BALLAST_FAILOVER__BACKEND", "sqlite")
-            .env("BALLAST_FAILOVER__DATABASE_URL", db)
-            .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
-            .env("BALLAST_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env("BALLAST_RETRY__LEASE", "4s")
-            .env("BALLAST_RETRY__WAIT_TIME", "200ms")
-            .env("BALLAST_RETRY__MAX_NUMBER_OF_MESSAGES", "20")
-            .env("BALLAST_RETRY__DRAIN_RATE", drain_rate.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ballast-retry-worker"),
+fn worker(bootstrap: &str, db: &str, drain_rate: u32) -> ServiceProcess {
+    let rate = drain_rate.to_string();
+    ServiceProcess::spawn(
+        BIN,
+        &[
+            ("BALLAST_FAILOVER__BACKEND", "sqlite"),
+            ("BALLAST_FAILOVER__DATABASE_URL", db),
+            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", bootstrap),
+            ("BALLAST_RETRY__LEASE", "4s"),
+            ("BALLAST_RETRY__WAIT_TIME", "200ms"),
+            ("BALLAST_RETRY__MAX_NUMBER_OF_MESSAGES", "20"),
+            ("BALLAST_RETRY__DRAIN_RATE", &rate),
+        ],
     )
+    .expect("spawn ballast-retry-worker")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,10 +67,8 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Command::new("kill")
-        .args(["-KILL", &first.0.id().to_string()])
-        .status()?;
-    first.0.wait()?;
+    first.signal("KILL");
+    first.child.wait()?;
     let stranded = queue.stats().await?;
     assert!(stranded.depth > 0, "entries remain: {stranded:?}");
 
@@ -111,18 +91,24 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
     }
     eprintln!("records in kafka: {}, unique: {}", landed.len(), ids.len());
 
+    // The worker names its own series, the write path's included, and no gateway's.
+    let metrics = ballast_testkit::http_get(second.admin, "/metrics").await?;
+    assert!(
+        metrics.contains("ballast_retry_records_total{outcome=\"delivered\"}"),
+        "{metrics}"
+    );
+    for series in [
+        "ballast_retry_bytes_total{locality=",
+        "ballast_retry_breaker_state{topic=\"events\"",
+        "ballast_retry_inflight_bytes",
+        "ballast_retry_metadata_refresh_failures_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("ballast_gateway_"), "{metrics}");
+
     // SIGTERM: a clean exit.
-    Command::new("kill")
-        .args(["-TERM", &second.0.id().to_string()])
-        .status()?;
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = second.0.try_wait()? {
-            break s;
-        }
-        anyhow::ensure!(Instant::now() < end, "worker did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = second.terminate(Duration::from_secs(20))?;
     assert!(status.success(), "{status}");
     std::fs::remove_dir_all(&dir).ok();
     Ok(())

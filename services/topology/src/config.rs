@@ -3,7 +3,6 @@
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,13 +93,6 @@ impl Default for TopologyConfig {
 }
 
 impl TopologyConfig {
-    /// Defaults, then the YAML file, then `BALLAST_*` variables; then validation.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let cfg: TopologyConfig = ballast_telemetry::load_config(file)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.kafka.bootstrap_list().is_empty() {
             anyhow::bail!("config: kafka.bootstrap_servers is empty");
@@ -123,33 +115,14 @@ impl TopologyConfig {
         }
         Ok(())
     }
-
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
 
-impl ballast_telemetry::ServiceConfig for TopologyConfig {
-    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        TopologyConfig::load(file)
-    }
-
-    fn to_yaml(&self) -> String {
-        TopologyConfig::to_yaml(self)
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
-        (self.listen, self.admin_listen)
-    }
-}
+ballast_telemetry::impl_service_config!(TopologyConfig);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ballast_telemetry::ServiceConfig;
 
     #[test]
     fn defaults_validate_and_round_trip() {

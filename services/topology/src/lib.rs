@@ -15,15 +15,16 @@ pub use config::{KafkaSource, PlanLimits, TopologyConfig};
 pub use service::{placement_from_pb, reassignment_to_pb, TopologyService};
 pub use state::TopologyState;
 
-use anyhow::Context;
 use ballast_kafka::MetadataClient;
 use ballast_proto::topology::v1::topology_server::TopologyServer;
+use ballast_telemetry::Host;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 /// Polls metadata into `state` until aborted; expires lapsed draining marks on the way.
 pub fn spawn_poller(
@@ -107,49 +108,19 @@ pub async fn run_with_state(
     config.validate()?;
     let mut registry = Registry::default();
     let poller = spawn_poller(state.clone(), &config.kafka, &mut registry);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let fired = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let service = TopologyService::new(state, config.limits.clone(), stop.clone());
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<TopologyServer<TopologyService>>()
-        .await;
-    let reflection = ballast_telemetry::grpc_reflection()?;
-    let admin_task = tokio::spawn(ballast_telemetry::serve_admin(
+    let host = Host::start(
+        <TopologyServer<TopologyService> as NamedService>::NAME,
         admin,
-        Arc::new(registry),
-        fired(stop.clone()),
-    ));
-    let signal = {
-        let stop = stop.clone();
-        async move {
-            fired(stop).await;
-            reporter
-                .set_not_serving::<TopologyServer<TopologyService>>()
-                .await;
-        }
-    };
+        registry,
+        config.shutdown_grace,
+        shutdown,
+    )
+    .await;
+    host.health().set_serving(true).await;
+    let service = TopologyService::new(state, config.limits.clone(), host.stop_signal());
     tracing::info!(addr = %listener.local_addr()?, bootstrap = %config.kafka.bootstrap_servers, "topology listening");
-    let server = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(TopologyServer::new(service))
-        .serve_with_incoming_shutdown(ballast_telemetry::incoming_nodelay(listener), signal);
-    tokio::pin!(server);
-    let grace = config.shutdown_grace;
-    tokio::select! {
-        res = &mut server => res.context("grpc server")?,
-        _ = async { fired(stop.clone()).await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "shutdown grace elapsed");
-        }
-    }
+    let router = host.router()?.add_service(TopologyServer::new(service));
+    let served = host.serve_router(router, listener).await;
     poller.abort();
-    admin_task.await.ok();
-    Ok(())
+    served
 }

@@ -3,6 +3,7 @@
 use crate::config::PlanLimits;
 use crate::plan::{self, BrokerRack};
 use crate::state::TopologyState;
+use ballast_core::ErrorCode;
 use ballast_proto::topology::v1 as pb;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -56,7 +57,7 @@ impl pb::topology_server::Topology for TopologyService {
         _req: Request<pb::WatchTopologyRequest>,
     ) -> Result<Response<Self::WatchTopologyStream>, Status> {
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+            ErrorCode::ResourceExhausted.status(format!(
                 "too many watchers (limits.max_watchers = {})",
                 self.limits.max_watchers
             ))
@@ -81,13 +82,12 @@ impl pb::topology_server::Topology for TopologyService {
     ) -> Result<Response<pb::MarkBrokerDrainingResponse>, Status> {
         let r = req.into_inner();
         if r.broker_id < 0 {
-            return Err(Status::invalid_argument("broker_id may not be negative"));
+            return Err(ErrorCode::InvalidArgument.status("broker_id may not be negative"));
         }
         if let Some(d) = r.deadline_unix_ms {
             if d <= 0 {
-                return Err(Status::invalid_argument(
-                    "deadline_unix_ms must be a positive unix time in milliseconds",
-                ));
+                return Err(ErrorCode::InvalidArgument
+                    .status("deadline_unix_ms must be a positive unix time in milliseconds"));
             }
         }
         let version = self.state.mark_draining(r.broker_id, r.deadline_unix_ms);
@@ -171,9 +171,9 @@ impl pb::topology_server::Topology for TopologyService {
             return Err(too_many("brokers", self.limits.max_brokers));
         }
         if r.max_moves_per_broker < 0 {
-            return Err(Status::invalid_argument(
-                "max_moves_per_broker must be at least 1",
-            ));
+            return Err(
+                ErrorCode::InvalidArgument.status("max_moves_per_broker must be at least 1")
+            );
         }
         let request = plan::ReassignmentRequest {
             current: r.current.into_iter().map(placement_from_pb).collect(),
@@ -191,7 +191,7 @@ impl pb::topology_server::Topology for TopologyService {
         // Large plans take a while; keep them off the async workers.
         let result = tokio::task::spawn_blocking(move || plan::plan_reassignment(&request))
             .await
-            .map_err(|e| Status::internal(format!("planner: {e}")))??;
+            .map_err(|e| ErrorCode::Internal.status(format!("planner: {e}")))??;
         Ok(Response::new(reassignment_to_pb(&result)))
     }
 
@@ -209,7 +209,7 @@ impl pb::topology_server::Topology for TopologyService {
             .iter()
             .find(|t| t.name == r.topic)
             .ok_or_else(|| {
-                Status::not_found(format!("topic {:?} is not in the cluster", r.topic))
+                ErrorCode::NotFound.status(format!("topic {:?} is not in the cluster", r.topic))
             })?;
         let partitions: Vec<plan::PartitionLeader> = topic
             .partitions
@@ -244,7 +244,7 @@ impl pb::topology_server::Topology for TopologyService {
 }
 
 fn too_many(what: &str, limit: usize) -> Status {
-    Status::invalid_argument(format!("too many {what}: at most {limit} per request"))
+    ErrorCode::InvalidArgument.status(format!("too many {what}: at most {limit} per request"))
 }
 
 pub fn placement_from_pb(p: pb::PartitionPlacement) -> plan::Placement {

@@ -4,19 +4,12 @@
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig};
 use ballast_proto::topology::v1 as pb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
+use ballast_testkit::process::{wait_exit, ServiceProcess};
 use ballast_testkit::wait_serving;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-topology");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn dump_config_and_bad_config() {
@@ -51,20 +44,15 @@ fn dump_config_and_bad_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_cluster_and_ends_watches_on_sigterm() -> anyhow::Result<()> {
     let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .env(
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[(
             "BALLAST_KAFKA__BOOTSTRAP_SERVERS",
             cluster.bootstrap_servers(),
-        )
-        .env("BALLAST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let addr = format!("127.0.0.1:{port}");
-    wait_serving(addr.parse()?).await?;
-    let mut client = TopologyClient::connect(format!("http://{addr}")).await?;
+        )],
+    )?;
+    wait_serving(svc.grpc).await?;
+    let mut client = TopologyClient::connect(svc.url()).await?;
     let end = Instant::now() + Duration::from_secs(10);
     let snap = loop {
         let s = client
@@ -85,23 +73,14 @@ async fn serves_the_cluster_and_ends_watches_on_sigterm() -> anyhow::Result<()> 
         .await?
         .into_inner();
     assert!(watch.message().await?.is_some());
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
+    svc.signal("TERM");
     // The stream ends rather than holding the shutdown for its grace period.
     let ended = tokio::time::timeout(Duration::from_secs(3), async {
         while let Ok(Some(_)) = watch.message().await {}
     })
     .await;
     assert!(ended.is_ok(), "watch stream still open after SIGTERM");
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        anyhow::ensure!(Instant::now() < end, "ballast-topology did not exit");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success());
+    let status = wait_exit(&mut svc.child, Duration::from_secs(10))?;
+    assert!(status.success(), "{status}");
     Ok(())
 }

@@ -3,12 +3,14 @@
 //! requests the gateway makes per 1,000 records during a Kafka outage (moto_server).
 
 use super::BenchArgs;
+use anyhow::Context;
 use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{FailoverBackend, FailoverConfig, FailoverQueue, SqlQueue, SqsConfig};
 use ballast_gateway::{Gateway, GatewayConfig};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_testkit::deps::Moto;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -147,40 +149,16 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
 }
 
 /// A moto_server child process, killed on drop.
-pub(super) struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The SQS endpoint to use: `--sqs-endpoint`, or a moto_server started here (kept alive by
 /// the returned guard).
-pub(super) async fn sqs_endpoint(args: &BenchArgs) -> anyhow::Result<(String, Option<Moto>)> {
+pub(crate) async fn sqs_endpoint(args: &BenchArgs) -> anyhow::Result<(String, Option<Moto>)> {
     Ok(match &args.sqs_endpoint {
         Some(e) => (e.clone(), None),
         None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let child = std::process::Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| anyhow::anyhow!("moto_server is not installed ({e}); pip install 'moto[server]' or pass --sqs-endpoint"))?;
-            let moto = Moto(child);
-            let end = Instant::now() + Duration::from_secs(30);
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                anyhow::ensure!(Instant::now() < end, "moto_server did not start");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (format!("http://127.0.0.1:{port}"), Some(moto))
+            let moto = tokio::task::spawn_blocking(Moto::try_start)
+                .await?
+                .context("no --sqs-endpoint given")?;
+            (moto.endpoint(), Some(moto))
         }
     })
 }
@@ -219,7 +197,7 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
     let handle = gateway.handle();
     // Learn the topic before the outage, as a running gateway would have.
     handle.refresh_metadata().await?;
-    let queue = handle.producer().failover_queue().expect("sqs configured");
+    let queue = handle.writer().failover_queue().expect("sqs configured");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -238,18 +238,18 @@ async fn gateway_batch(
 }
 
 async fn inprocess_batch(
-    producer: Arc<ballast_gateway::Producer>,
+    writer: Arc<ballast_produce::Writer>,
     value: Arc<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let writes = (0..BATCH).map(|_| {
-        producer.produce(pb::Record {
+        writer.write(ballast_produce::Record {
             topic: TOPIC.into(),
             value: value.as_ref().clone(),
             ..Default::default()
         })
     });
     let produced = join_all(writes).await;
-    let acked = produced.iter().filter(|p| p.outcome == "kafka").count();
+    let acked = produced.iter().filter(|p| p.label() == "kafka").count();
     anyhow::ensure!(
         acked == BATCH,
         "only {acked} of {BATCH} records acknowledged"
@@ -322,7 +322,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let direct_time =
         closed_loop(batches, workers, move || direct_batch(d.clone(), v.clone())).await?;
     eprintln!("bench: gateway write path in process (no grpc), {records} records");
-    let prod = gateway_handle.producer();
+    let prod = gateway_handle.writer();
     let v = value.clone();
     let inproc_time = closed_loop(batches, workers, move || {
         inprocess_batch(prod.clone(), v.clone())

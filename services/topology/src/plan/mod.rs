@@ -16,6 +16,7 @@ pub use reassignment::{
     ReassignmentRequest, Stage, TargetBroker,
 };
 
+use ballast_core::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// A broker and its rack (`None` when it has none).
@@ -46,8 +47,8 @@ impl PlanError {
 impl From<PlanError> for tonic::Status {
     fn from(e: PlanError) -> Self {
         match e {
-            PlanError::Invalid(m) => tonic::Status::invalid_argument(m),
-            PlanError::Infeasible(m) => tonic::Status::failed_precondition(m),
+            PlanError::Invalid(m) => ErrorCode::InvalidArgument.status(m),
+            PlanError::Infeasible(m) => ErrorCode::FailedPrecondition.status(m),
         }
     }
 }

@@ -1,0 +1,130 @@
+//! Failover: a record that Kafka cannot take now goes, as a versioned envelope, to the
+//! durable queue, and is acknowledged from there. The retry worker turns envelopes back
+//! into records with [`record_of`].
+
+use crate::record::{key_policy_from_wire, key_policy_to_wire, Acked, Header, Record};
+use ballast_core::{ErrorCode, RecordError};
+use ballast_failover::envelope::{self, Envelope, EnvelopeHeader};
+use ballast_failover::Enqueuer;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The envelope of a record that failed on Kafka with `kafka_error`, at attempt 0.
+pub fn envelope_of(rec: &Record, message_id: &str, kafka_error: &RecordError) -> Envelope {
+    Envelope {
+        topic: rec.topic.clone(),
+        key: rec.key.clone(),
+        key_policy: key_policy_to_wire(rec.key_policy),
+        partition: rec.partition,
+        value: rec.value.clone(),
+        headers: rec
+            .headers
+            .iter()
+            .map(|h| EnvelopeHeader {
+                key: h.key.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        message_id: message_id.to_string(),
+        attempt: 0,
+        first_failed_at_unix_ms: unix_ms(),
+        last_error: kafka_error.message.clone(),
+    }
+}
+
+/// The record an envelope carries: its original topic, key, key policy, partition,
+/// headers and message id. An envelope from a newer version with a key policy this one
+/// does not know is an error, never a silent change of policy.
+pub fn record_of(env: &Envelope) -> Result<Record, RecordError> {
+    let key_policy = key_policy_from_wire(env.key_policy).ok_or_else(|| {
+        RecordError::new(
+            ErrorCode::InvalidArgument,
+            format!("unknown key_policy {}", env.key_policy),
+        )
+    })?;
+    Ok(Record {
+        topic: env.topic.clone(),
+        key: env.key.clone(),
+        value: env.value.clone(),
+        headers: env
+            .headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        message_id: env.message_id.clone(),
+        key_policy,
+        partition: env.partition,
+    })
+}
+
+/// Stores the record in the failover queue and acknowledges it from there. When the
+/// queue fails too, the record is not acknowledged.
+pub(crate) async fn fail_over(
+    queue: &Enqueuer,
+    rec: &Record,
+    message_id: &str,
+    kafka_error: &RecordError,
+) -> Result<Acked, RecordError> {
+    let env = envelope_of(rec, message_id, kafka_error);
+    match queue.enqueue(envelope::encode(&env)).await {
+        Ok(entry_id) => Ok(Acked::Failover {
+            backend: queue.backend().to_string(),
+            queue: queue.queue_name().to_string(),
+            entry_id,
+        }),
+        Err(e) => Err(RecordError::new(
+            ErrorCode::Unavailable,
+            format!("kafka: {}; failover: {e}", kafka_error.message),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_balancer::KeyPolicy;
+
+    #[test]
+    fn a_record_survives_the_envelope() {
+        let rec = Record {
+            topic: "orders".into(),
+            key: Some(b"k".to_vec()),
+            value: vec![0, 255, 1],
+            headers: vec![Header {
+                key: "h".into(),
+                value: b"v".to_vec(),
+            }],
+            message_id: String::new(),
+            key_policy: KeyPolicy::Preferred,
+            partition: Some(3),
+        };
+        let err = RecordError::new(ErrorCode::Unavailable, "leader gone");
+        let env = envelope::decode(&envelope::encode(&envelope_of(&rec, "m-1", &err))).unwrap();
+        assert_eq!(env.last_error, "leader gone");
+        assert_eq!(env.attempt, 0);
+        let back = record_of(&env).unwrap();
+        assert_eq!(
+            back,
+            Record {
+                message_id: "m-1".into(),
+                ..rec
+            }
+        );
+        let odd = Envelope {
+            key_policy: 9,
+            ..env
+        };
+        assert_eq!(
+            record_of(&odd).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Where a record may go: the balancer (breakers, rack preference, key hashing) and the
+//! cluster metadata that keeps it current.
+
+use crate::metrics::WriteMetrics;
+use ballast_balancer::FailureKind;
+use ballast_balancer::{Balancer, BalancerConfig, PartitionStatus, Pick, PickError, PickRequest};
+use ballast_kafka::{ClusterMetadata, KafkaConfig, MetadataClient};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often an unknown topic may force a metadata refresh.
+const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub(crate) struct Placement {
+    balancer: Mutex<Balancer>,
+    client: MetadataClient,
+    metadata: RwLock<Arc<ClusterMetadata>>,
+    /// Whether the last metadata refresh reached the cluster.
+    reachable: AtomicBool,
+    last_forced_refresh: Mutex<Option<Instant>>,
+    metrics: WriteMetrics,
+}
+
+impl Placement {
+    pub(crate) fn new(kafka: &KafkaConfig, cfg: BalancerConfig, metrics: WriteMetrics) -> Self {
+        Self {
+            balancer: Mutex::new(Balancer::new(cfg)),
+            client: MetadataClient::new(
+                kafka.bootstrap_list(),
+                kafka.client_id.clone(),
+                kafka.metadata_timeout,
+            ),
+            metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+            reachable: AtomicBool::new(false),
+            last_forced_refresh: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        self.balancer.lock().expect("balancer lock")
+    }
+
+    /// Fetches metadata and installs it in the balancer: leaderless partitions are held
+    /// open before any record fails on them.
+    pub(crate) async fn refresh(&self) -> Result<(), ballast_kafka::Error> {
+        let md = match self.client.fetch().await {
+            Ok(md) => md,
+            Err(e) => {
+                self.metrics.metadata_refresh_failures.inc();
+                self.reachable.store(false, Ordering::Relaxed);
+                self.balancer().set_cluster_reachable(false);
+                self.publish_breakers();
+                return Err(e);
+            }
+        };
+        {
+            let mut b = self.balancer();
+            b.set_cluster_reachable(true);
+            let live: HashSet<&str> = md
+                .topics
+                .iter()
+                .filter(|t| t.error_code == 0 && !t.internal)
+                .map(|t| t.name.as_str())
+                .collect();
+            let gone: Vec<String> = b
+                .topics()
+                .filter(|t| !live.contains(t))
+                .map(str::to_string)
+                .collect();
+            for t in gone {
+                b.remove_topic(&t);
+            }
+            for t in md.topics.iter().filter(|t| live.contains(t.name.as_str())) {
+                b.update_topic(&t.name, &md.balancer_view(t));
+            }
+        }
+        *self.metadata.write().expect("metadata lock") = Arc::new(md);
+        self.reachable.store(true, Ordering::Relaxed);
+        self.publish_breakers();
+        Ok(())
+    }
+
+    /// Refreshes metadata for a topic the balancer does not know, at most once per
+    /// `FORCED_REFRESH_MIN_GAP`.
+    pub(crate) async fn learn_topic(&self, topic: &str) {
+        if self.balancer().partition_count(topic).is_some() {
+            return;
+        }
+        {
+            let mut last = self.last_forced_refresh.lock().expect("refresh lock");
+            if last.is_some_and(|t| t.elapsed() < FORCED_REFRESH_MIN_GAP) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Err(e) = self.refresh().await {
+            tracing::debug!(error = %e, "forced metadata refresh failed");
+        }
+    }
+
+    pub(crate) fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.read().expect("metadata lock").clone()
+    }
+
+    pub(crate) fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_draining_brokers(&self, brokers: HashSet<i32>) {
+        self.balancer().set_draining_brokers(brokers);
+        self.publish_breakers();
+    }
+
+    pub(crate) fn status(&self, topic: &str) -> Vec<PartitionStatus> {
+        self.balancer().status(topic, Instant::now())
+    }
+
+    pub(crate) fn has_healthy_partition(&self, topic: &str) -> bool {
+        self.balancer().has_healthy_partition(topic, Instant::now())
+    }
+
+    pub(crate) fn could_place(&self, req: &PickRequest<'_>) -> bool {
+        self.balancer().could_place(req, Instant::now())
+    }
+
+    pub(crate) fn pick(&self, req: &PickRequest<'_>, now: Instant) -> Result<Pick, PickError> {
+        self.balancer().pick(req, now)
+    }
+
+    pub(crate) fn complete(&self, topic: &str, pick: &Pick, failure: Option<FailureKind>) {
+        self.balancer()
+            .complete(topic, pick, failure, Instant::now());
+    }
+
+    /// The partitions of `topic` led by the leader of `partition`.
+    pub(crate) fn same_leader_partitions(&self, topic: &str, partition: i32) -> Vec<i32> {
+        self.balancer().same_leader_partitions(topic, partition)
+    }
+
+    fn publish_breakers(&self) {
+        let now = Instant::now();
+        let b = self.balancer();
+        let topics: Vec<String> = b.topics().map(str::to_string).collect();
+        for t in topics {
+            self.metrics.publish_breakers(&t, &b.status(&t, now));
+        }
+    }
+}
+
+/// Refreshes metadata every `interval` until the task is aborted.
+pub(crate) fn spawn_refresher(
+    placement: Arc<Placement>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the startup refresh already covers it.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = placement.refresh().await {
+                tracing::warn!(error = %e, "metadata refresh failed; keeping the last view");
+            }
+        }
+    })
+}

@@ -1,0 +1,244 @@
+//! The one service bootstrap: load or dump the config, start telemetry, bind, serve gRPC
+//! with health and reflection, serve `/metrics`, and shut down in order on a signal.
+
+use crate::config::{ConfigArgs, ServiceConfig};
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+/// The shutdown future [`run_service`] hands to a service.
+pub type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A service binary's whole `main`: parse the shared command line (`--config`,
+/// `--dump-config`) under the binary's own name, version and about (`clap::command!()`),
+/// then [`run_service`] on a multi-threaded runtime.
+pub fn service_main<C, F, Fut>(command: clap::Command, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, TcpListener, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    use clap::{Args, FromArgMatches};
+    let matches = ConfigArgs::augment_args(command).get_matches();
+    let args = ConfigArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run_service::<C, F, Fut>(&args, run))
+}
+
+/// Load the config (or print it for `--dump-config`), start logging and tracing, bind both
+/// listeners, and run until a shutdown signal.
+pub async fn run_service<C, F, Fut>(args: &ConfigArgs, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, TcpListener, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = C::load(args.config.as_deref())?;
+    if args.dump_config {
+        print!("{}", config.to_yaml());
+        return Ok(());
+    }
+    let _telemetry = crate::init(config.telemetry())?;
+    let (listen, admin_listen) = config.listen_addrs();
+    let (listener, admin) = bind_listeners(listen, admin_listen).await?;
+    run(config, listener, admin, Box::pin(crate::shutdown_signal())).await
+}
+
+/// Binds a service's gRPC and admin listeners, naming the config key on failure.
+pub async fn bind_listeners(
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    let grpc = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding listen address {listen}"))?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding admin_listen address {admin_listen}"))?;
+    Ok((grpc, admin))
+}
+
+/// Everything a service serves besides its own gRPC service: gRPC health (one named
+/// service plus the server as a whole, ""), reflection, the admin endpoint, and the
+/// shutdown sequence:
+/// 1. health goes NOT_SERVING;
+/// 2. the gRPC server stops accepting (the future of [`Host::stopping`] fires);
+/// 3. in-flight calls finish within the grace period;
+/// 4. the admin endpoint stops.
+#[derive(Debug)]
+pub struct Host {
+    health: Health,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    admin: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Sets the health of one gRPC service and of the server as a whole.
+#[derive(Debug, Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl Health {
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter.set_service_status(self.service, status).await;
+    }
+}
+
+impl Host {
+    /// Serves the admin endpoint on `admin` now; health starts NOT_SERVING for `service`
+    /// (its full gRPC name, `NamedService::NAME`).
+    pub async fn start(
+        service: &'static str,
+        admin: TcpListener,
+        registry: Registry,
+        grace: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let (tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let health = Health {
+            reporter: HealthReporter::new(),
+            service,
+        };
+        health.set_serving(false).await;
+        let admin = tokio::spawn(crate::serve_admin(
+            admin,
+            Arc::new(registry),
+            fired(stop.clone()),
+        ));
+        Self {
+            health,
+            stop,
+            grace,
+            admin,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The gRPC health service to add to the server.
+    pub fn health_service(&self) -> tonic_health::pb::health_server::HealthServer<HealthService> {
+        tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
+            self.health.reporter.clone(),
+        ))
+    }
+
+    /// Turns true at shutdown: for loops that must stop pulling work.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+
+    /// Resolves at shutdown, after health went NOT_SERVING: the gRPC server's shutdown
+    /// future.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (stop, health) = (self.stop.clone(), self.health.clone());
+        async move {
+            fired(stop).await;
+            health.set_serving(false).await;
+            tracing::info!("not serving; draining in-flight requests");
+        }
+    }
+
+    /// A gRPC server with health and reflection; add the service's own and pass it to
+    /// [`Host::serve_router`]. (A server with tower layers is built by the caller and
+    /// driven with [`Host::serve`].)
+    pub fn router(&self) -> anyhow::Result<tonic::transport::server::Router> {
+        Ok(tonic::transport::Server::builder()
+            .add_service(self.health_service())
+            .add_service(grpc_reflection()?))
+    }
+
+    /// Serves `router` on `listener` (TCP_NODELAY) until shutdown; see [`Host::serve`].
+    pub async fn serve_router(
+        self,
+        router: tonic::transport::server::Router,
+        listener: TcpListener,
+    ) -> anyhow::Result<()> {
+        let stopping = self.stopping();
+        self.serve(router.serve_with_incoming_shutdown(incoming_nodelay(listener), stopping))
+            .await
+    }
+
+    /// Drives `server` (a gRPC server built with [`Host::stopping`] as its shutdown) until
+    /// it ends, or until the grace period after shutdown has passed; then waits for the
+    /// admin endpoint to stop.
+    pub async fn serve(
+        self,
+        server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    ) -> anyhow::Result<()> {
+        let grace = self.grace;
+        let deadline = {
+            let stop = self.stop.clone();
+            async move {
+                fired(stop).await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        tokio::select! {
+            res = server => res.context("grpc server")?,
+            _ = deadline => tracing::warn!(?grace, "shutdown grace elapsed; dropping unfinished requests"),
+        }
+        match self.admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server"),
+            Err(e) => tracing::warn!(error = %e, "admin server task"),
+            Ok(Ok(())) => {}
+        }
+        Ok(())
+    }
+}
+
+async fn fired(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}
+
+/// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
+/// (tonic sets TCP_NODELAY only on listeners it binds itself.)
+pub fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY");
+            }
+        }
+        conn
+    })
+}
+
+/// gRPC reflection over every Ballast API and gRPC health, as each service serves it (so
+/// `grpcurl` works without proto files).
+pub fn grpc_reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("building grpc reflection: {e}"))
+}

@@ -1,0 +1,104 @@
+//! The figures about failure and placement, each against a baseline in the same run:
+//!
+//! - P3: while one broker is lost, the share of unkeyed records acknowledged within
+//!   `write_timeout` + 200 ms, through the gateway and through a plain rdkafka producer.
+//! - P6: the gateway's peak RSS (a separate process) under 10× overload while Kafka is down
+//!   and failover is slow (SQS on moto_server, one batch at a time), against its RSS at
+//!   steady load and its in-flight byte budget.
+//! - P7: the share of unkeyed bytes written to leaders in the gateway's own zone, against
+//!   a plain rdkafka producer's share on the same cluster.
+
+mod broker_loss;
+mod locality;
+mod overload;
+
+pub use broker_loss::broker_loss;
+pub use locality::locality;
+pub use overload::overload;
+
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+use ballast_proto::ingest::v1 as pb;
+use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+
+pub(super) const TOPIC: &str = "bench";
+pub(super) const RACK: &str = "az-a";
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) fn cluster() -> anyhow::Result<EmbeddedCluster> {
+    Ok(EmbeddedCluster::start(EmbeddedClusterConfig {
+        topics: vec![TopicSpec {
+            name: TOPIC.into(),
+            partitions: 6,
+            replication_factor: 3,
+        }],
+        ..Default::default()
+    })?)
+}
+
+/// An in-process gateway in `RACK` on `cluster`, serving on a free port.
+pub(super) struct InProcess {
+    pub(super) handle: GatewayHandle,
+    pub(super) client: IngestClient<tonic::transport::Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub(super) async fn start(cluster: &EmbeddedCluster) -> anyhow::Result<Self> {
+        let mut cfg = GatewayConfig {
+            rack: Some(RACK.into()),
+            ..GatewayConfig::default()
+        };
+        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
+        cfg.kafka.write_timeout = WRITE_TIMEOUT;
+        let gateway = Gateway::new(cfg).await?;
+        let handle = gateway.handle();
+        handle.refresh_metadata().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run(listener, admin, async {
+            let _ = rx.await;
+        }));
+        let client = IngestClient::connect(format!("http://{addr}")).await?;
+        Ok(Self {
+            handle,
+            client,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub(super) async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// A plain rdkafka producer (acks=all, idempotence) that gives up on a record after
+/// `timeout`.
+pub(super) fn plain_producer(bootstrap: &str, timeout: Duration) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create()?)
+}
+
+pub(super) fn unkeyed(n: usize, value: &[u8]) -> pb::Record {
+    pb::Record {
+        topic: TOPIC.into(),
+        value: value.to_vec(),
+        message_id: format!("b-{n}"),
+        ..Default::default()
+    }
+}
