@@ -26,6 +26,7 @@ fn sqlite() -> (FailoverConfig, std::path::PathBuf) {
     let cfg = FailoverConfig {
         backend: FailoverBackend::Sqlite,
         database_url: format!("sqlite://{}?mode=rwc", dir.join("q.db").display()),
+        allow_node_local: true,
         ..FailoverConfig::default()
     };
     (cfg, dir)

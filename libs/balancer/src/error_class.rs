@@ -13,8 +13,12 @@ pub enum FailureKind {
     RecordTooLarge,
     /// The cluster refused the write for authorization reasons.
     Authorization,
-    /// The topic or partition does not exist.
+    /// The topic name is invalid (INVALID_TOPIC_EXCEPTION). An unknown topic or
+    /// partition is transient (`Leader`): Kafka reports it while partitions move.
     InvalidTopic,
+    /// The broker refused this record for what it is (invalid record or timestamp, a
+    /// policy violation): final for the record, and says nothing about the partition.
+    Rejected,
     /// The producer's local queue is full.
     QueueFull,
     /// Anything else; counts against the partition.
@@ -35,7 +39,10 @@ impl FailureKind {
     pub fn retryable(self) -> bool {
         !matches!(
             self,
-            FailureKind::RecordTooLarge | FailureKind::Authorization | FailureKind::InvalidTopic
+            FailureKind::RecordTooLarge
+                | FailureKind::Authorization
+                | FailureKind::InvalidTopic
+                | FailureKind::Rejected
         )
     }
 
@@ -47,6 +54,7 @@ impl FailureKind {
             FailureKind::RecordTooLarge => "record_too_large",
             FailureKind::Authorization => "authorization",
             FailureKind::InvalidTopic => "invalid_topic",
+            FailureKind::Rejected => "rejected",
             FailureKind::QueueFull => "queue_full",
             FailureKind::Other => "other",
         }
@@ -66,5 +74,7 @@ mod tests {
         assert!(!FailureKind::Authorization.trips_breaker());
         assert!(!FailureKind::InvalidTopic.trips_breaker());
         assert!(!FailureKind::QueueFull.trips_breaker());
+        assert!(!FailureKind::Rejected.trips_breaker());
+        assert!(!FailureKind::Rejected.retryable());
     }
 }

@@ -40,6 +40,10 @@ pub struct FailoverConfig {
     /// How long records wait in the queue before the first retry.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
+    /// A gateway refuses `backend: sqlite` unless this is true: the file lives on the
+    /// gateway's own disk, which a spot interruption takes with it, so an acknowledgement
+    /// from it is not off-node durability. `ballast dev` sets it.
+    pub allow_node_local: bool,
 }
 
 impl Default for FailoverConfig {
@@ -55,6 +59,7 @@ impl Default for FailoverConfig {
             concurrent_batches: 8,
             timeout: Duration::from_secs(5),
             initial_delay: Duration::ZERO,
+            allow_node_local: false,
         }
     }
 }
@@ -80,6 +85,11 @@ impl FailoverConfig {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether the queue lives on this node's disk (SQLite).
+    pub fn node_local(&self) -> bool {
+        self.backend == FailoverBackend::Sqlite
     }
 
     /// Opens the configured queue; None for `backend: none`.

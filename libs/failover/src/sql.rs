@@ -54,7 +54,9 @@ impl SqlQueue {
                         sqlx::query("PRAGMA busy_timeout = 5000")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
+                        // An acknowledgement from the queue must survive a power cut:
+                        // fsync at every commit, not only at checkpoints.
+                        sqlx::query("PRAGMA synchronous = FULL")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -439,5 +441,24 @@ impl FailoverQueue for SqlQueue {
             .rows_affected();
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sqlite_queue_syncs_every_commit() {
+        let dir = std::env::temp_dir().join(format!("ballast-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+        let q = SqlQueue::connect(&url, "t", 2).await.unwrap();
+        let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&q.pool)
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "synchronous = FULL is 2");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::Error;
 use rdkafka::mocking::MockCluster;
-use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -81,6 +81,79 @@ enum Command {
     PartitionLeader(String, i32, Option<i32>, Reply),
     BrokerRtt(i32, Duration, Reply),
     CreateTopic(TopicSpec, Reply),
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
+    TopicError(String, RDKafkaRespErr, Reply),
+}
+
+/// The requests whose answers [`EmbeddedCluster::inject_request_errors`] can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockApi {
+    Produce,
+    Metadata,
+}
+
+impl std::str::FromStr for MockApi {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "produce" => Ok(MockApi::Produce),
+            "metadata" => Ok(MockApi::Metadata),
+            _ => Err(Error::Embedded(format!(
+                "unknown api {s:?}: expected produce or metadata"
+            ))),
+        }
+    }
+}
+
+/// The Kafka protocol errors the embedded cluster can inject, by their protocol names.
+const INJECTABLE: &[(&str, RDKafkaRespErr)] = {
+    use RDKafkaRespErr::*;
+    &[
+        ("NONE", RD_KAFKA_RESP_ERR_NO_ERROR),
+        (
+            "UNKNOWN_TOPIC_OR_PARTITION",
+            RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        ),
+        (
+            "LEADER_NOT_AVAILABLE",
+            RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        ),
+        (
+            "NOT_LEADER_OR_FOLLOWER",
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ),
+        ("REQUEST_TIMED_OUT", RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
+        ("NOT_ENOUGH_REPLICAS", RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS),
+        (
+            "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        ),
+        ("KAFKA_STORAGE_ERROR", RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR),
+        ("NETWORK_EXCEPTION", RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION),
+        ("MESSAGE_TOO_LARGE", RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE),
+        (
+            "TOPIC_AUTHORIZATION_FAILED",
+            RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        ),
+        ("INVALID_RECORD", RD_KAFKA_RESP_ERR_INVALID_RECORD),
+        ("POLICY_VIOLATION", RD_KAFKA_RESP_ERR_POLICY_VIOLATION),
+    ]
+};
+
+/// A Kafka protocol error by name (`UNKNOWN_TOPIC_OR_PARTITION`, …), for injection.
+fn injectable(name: &str) -> Result<RDKafkaRespErr, Error> {
+    INJECTABLE
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, e)| *e)
+        .ok_or_else(|| {
+            let names: Vec<&str> = INJECTABLE.iter().map(|(n, _)| *n).collect();
+            Error::Embedded(format!(
+                "unknown kafka error {name:?}: expected one of {}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// A handle to the embedded cluster.
@@ -169,6 +242,11 @@ impl EmbeddedCluster {
                 cluster.create_topic(&t.name, t.partitions, t.replication_factor),
                 r,
             ),
+            Command::RequestErrors(api, errors, r) => {
+                cluster.request_errors(api, &errors);
+                (Ok(()), r)
+            }
+            Command::TopicError(topic, err, r) => (cluster.topic_error(&topic, err), r),
         };
         let _ = reply.send(res.map_err(Error::from));
     }
@@ -248,6 +326,27 @@ impl EmbeddedCluster {
     pub async fn create_topic(&self, spec: TopicSpec) -> Result<(), Error> {
         self.send(|r| Command::CreateTopic(spec, r)).await
     }
+
+    /// Fails the next `errors.len()` requests of `api` (to any broker) with these Kafka
+    /// errors, one each, in order. Error names are Kafka's (`UNKNOWN_TOPIC_OR_PARTITION`).
+    pub async fn inject_request_errors(&self, api: MockApi, errors: &[&str]) -> Result<(), Error> {
+        let errors = errors
+            .iter()
+            .map(|e| injectable(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = match api {
+            MockApi::Produce => RDKafkaApiKey::Produce,
+            MockApi::Metadata => RDKafkaApiKey::Metadata,
+        };
+        self.send(|r| Command::RequestErrors(key, errors, r)).await
+    }
+
+    /// Makes metadata answers carry `error` for `topic` (`NONE` clears it).
+    pub async fn set_topic_error(&self, topic: &str, error: &str) -> Result<(), Error> {
+        let err = injectable(error)?;
+        let topic = topic.to_string();
+        self.send(|r| Command::TopicError(topic, err, r)).await
+    }
 }
 
 impl Drop for EmbeddedCluster {
@@ -284,5 +383,17 @@ mod tests {
         assert!("orders:0".parse::<TopicSpec>().is_err());
         assert!(":3".parse::<TopicSpec>().is_err());
         assert!("a:1:1:1".parse::<TopicSpec>().is_err());
+    }
+
+    #[test]
+    fn injectable_errors_by_name() {
+        assert_eq!(
+            injectable("unknown_topic_or_partition").unwrap(),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+        );
+        let e = injectable("NOPE").unwrap_err().to_string();
+        assert!(e.contains("LEADER_NOT_AVAILABLE"), "{e}");
+        assert_eq!("Produce".parse::<MockApi>().unwrap(), MockApi::Produce);
+        assert!("fetch".parse::<MockApi>().is_err());
     }
 }

@@ -12,9 +12,9 @@ pub mod metadata;
 mod producer;
 mod reader;
 
-pub use classify::classify;
+pub use classify::{classify, classify_code};
 pub use config::{bootstrap_list, KafkaConfig};
-pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
+pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
 pub use reader::{read_topic, Landed};

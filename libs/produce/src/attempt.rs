@@ -53,9 +53,14 @@ impl Attempts<'_> {
             };
             let pick = match self.placement.pick(&req, now) {
                 Ok(p) => p,
-                Err(PickError::UnknownTopic) => {
+                Err(PickError::UnknownTopic) if self.placement.topic_absent(&rec.topic) => {
                     return Err(RecordError::new(NotFound, "unknown topic"))
                 }
+                // No healthy answer about the topic yet: not a permanent answer.
+                Err(PickError::UnknownTopic) => return Err(RecordError::new(
+                    Unavailable,
+                    "no metadata for the topic yet (cluster unreachable or topic metadata error)",
+                )),
                 Err(e @ PickError::InvalidPartition { .. }) => {
                     return Err(RecordError::new(InvalidArgument, e.to_string()))
                 }
@@ -110,7 +115,7 @@ impl Attempts<'_> {
                 let code = match e.kind {
                     FailureKind::RecordTooLarge => RecordTooLarge,
                     FailureKind::Authorization => PermissionDenied,
-                    FailureKind::InvalidTopic => NotFound,
+                    FailureKind::InvalidTopic | FailureKind::Rejected => InvalidArgument,
                     _ => Internal,
                 };
                 return Err(RecordError::new(code, e.message));

@@ -60,22 +60,27 @@ impl Placement {
         {
             let mut b = self.balancer();
             b.set_cluster_reachable(true);
-            let live: HashSet<&str> = md
-                .topics
-                .iter()
-                .filter(|t| t.error_code == 0 && !t.internal)
-                .map(|t| t.name.as_str())
-                .collect();
+            // A topic leaves only when the cluster, answering, no longer lists it. A topic
+            // listed with an error (LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION while
+            // partitions move) keeps its last good view: the error is transient.
+            let listed: HashSet<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
             let gone: Vec<String> = b
                 .topics()
-                .filter(|t| !live.contains(t))
+                .filter(|t| !listed.contains(t))
                 .map(str::to_string)
                 .collect();
             for t in gone {
                 b.remove_topic(&t);
             }
-            for t in md.topics.iter().filter(|t| live.contains(t.name.as_str())) {
-                b.update_topic(&t.name, &md.balancer_view(t));
+            for t in md.topics.iter() {
+                if t.internal {
+                    continue;
+                }
+                if t.error_code == 0 {
+                    b.update_topic(&t.name, &md.balancer_view(t));
+                } else {
+                    tracing::debug!(topic = %t.name, error_code = t.error_code, "topic metadata error; keeping the last view");
+                }
             }
         }
         *self.metadata.write().expect("metadata lock") = Arc::new(md);
@@ -108,6 +113,14 @@ impl Placement {
 
     pub(crate) fn reachable(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cluster says `topic` does not exist: the last metadata refresh reached
+    /// it, and its answer (with brokers in it) does not list the topic. Anything less
+    /// certain (no answer yet, an unreachable cluster, a topic-level error) is not absence.
+    pub(crate) fn topic_absent(&self, topic: &str) -> bool {
+        let md = self.metadata();
+        self.reachable() && !md.brokers.is_empty() && md.topic(topic).is_none()
     }
 
     pub(crate) fn set_draining_brokers(&self, brokers: HashSet<i32>) {

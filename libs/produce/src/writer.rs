@@ -104,6 +104,11 @@ impl Writer {
         self.cluster_reachable() && self.placement.could_place(&req)
     }
 
+    /// Whether the cluster says `topic` does not exist (on a healthy metadata answer).
+    pub fn topic_absent(&self, topic: &str) -> bool {
+        self.placement.topic_absent(topic)
+    }
+
     /// The failover queue, when one is configured.
     pub fn failover_queue(&self) -> Option<Arc<dyn ballast_failover::FailoverQueue>> {
         self.failover.as_ref().map(Enqueuer::queue)

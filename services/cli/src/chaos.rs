@@ -44,6 +44,26 @@ pub enum ChaosAction {
         #[arg(long)]
         ms: u32,
     },
+    /// Fail the next requests of an API with a Kafka error, as a real cluster does during
+    /// broker replacement (e.g. --api produce --error UNKNOWN_TOPIC_OR_PARTITION --count 3).
+    InjectErrors {
+        /// produce or metadata.
+        #[arg(long, default_value = "produce")]
+        api: String,
+        /// A Kafka protocol error name.
+        #[arg(long)]
+        error: String,
+        /// How many requests fail.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Make metadata answers carry an error for a topic (--error NONE clears it).
+    TopicError {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        error: String,
+    },
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
@@ -88,6 +108,20 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     broker_id: broker,
                     rtt_ms: ms,
                 })
+                .await
+        }
+        ChaosAction::InjectErrors { api, error, count } => {
+            anyhow::ensure!(count > 0, "--count must be positive");
+            client
+                .inject_request_errors(pb::InjectRequestErrorsRequest {
+                    api,
+                    errors: vec![error; count as usize],
+                })
+                .await
+        }
+        ChaosAction::TopicError { topic, error } => {
+            client
+                .set_topic_error(pb::SetTopicErrorRequest { topic, error })
                 .await
         }
     }

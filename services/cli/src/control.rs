@@ -1,6 +1,7 @@
 //! `ballast.dev.v1.DevControl`: drives the embedded mock cluster over gRPC.
 
-use ballast_kafka::EmbeddedCluster;
+use ballast_core::ErrorCode;
+use ballast_kafka::{EmbeddedCluster, MockApi};
 use ballast_proto::dev::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ fn reply(
             tracing::info!(action = %msg, "dev control");
             Ok(Response::new(pb::ControlReply { message: msg }))
         }
-        Err(e) => Err(Status::invalid_argument(e.to_string())),
+        Err(e) => Err(ErrorCode::InvalidArgument.status(e.to_string())),
     }
 }
 
@@ -65,7 +66,7 @@ impl pb::dev_control_server::DevControl for DevControlService {
     ) -> Result<Response<pb::ControlReply>, Status> {
         let r = request.into_inner();
         if r.topic.is_empty() {
-            return Err(Status::invalid_argument("topic is empty"));
+            return Err(ErrorCode::InvalidArgument.status("topic is empty"));
         }
         let msg = match r.broker_id {
             Some(b) => format!("{}/{} leader is broker {b}", r.topic, r.partition),
@@ -106,6 +107,44 @@ impl pb::dev_control_server::DevControl for DevControlService {
                 .broker_rtt(r.broker_id, Duration::from_millis(r.rtt_ms.into()))
                 .await,
             format!("{} rtt {} ms", who(r.broker_id), r.rtt_ms),
+        )
+    }
+
+    async fn inject_request_errors(
+        &self,
+        request: Request<pb::InjectRequestErrorsRequest>,
+    ) -> Result<Response<pb::ControlReply>, Status> {
+        let r = request.into_inner();
+        if r.errors.is_empty() {
+            return Err(ErrorCode::InvalidArgument.status("errors is empty"));
+        }
+        let api: MockApi = r
+            .api
+            .parse()
+            .map_err(|e: ballast_kafka::Error| ErrorCode::InvalidArgument.status(e.to_string()))?;
+        let errors: Vec<&str> = r.errors.iter().map(String::as_str).collect();
+        reply(
+            self.cluster.inject_request_errors(api, &errors).await,
+            format!(
+                "next {} {} requests fail: {}",
+                errors.len(),
+                r.api,
+                errors.join(", ")
+            ),
+        )
+    }
+
+    async fn set_topic_error(
+        &self,
+        request: Request<pb::SetTopicErrorRequest>,
+    ) -> Result<Response<pb::ControlReply>, Status> {
+        let r = request.into_inner();
+        if r.topic.is_empty() {
+            return Err(ErrorCode::InvalidArgument.status("topic is empty"));
+        }
+        reply(
+            self.cluster.set_topic_error(&r.topic, &r.error).await,
+            format!("{} metadata error: {}", r.topic, r.error),
         )
     }
 }

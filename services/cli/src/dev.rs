@@ -101,6 +101,8 @@ impl DevOptions {
             DevFailover::None => cfg.backend = FailoverBackend::None,
             DevFailover::Sqlite => {
                 cfg.backend = FailoverBackend::Sqlite;
+                // The embedded stack is one process on one machine by design.
+                cfg.allow_node_local = true;
                 let path = self.sqlite_path.clone().unwrap_or_else(|| {
                     std::env::temp_dir()
                         .join(format!("ballast-dev-{}", std::process::id()))

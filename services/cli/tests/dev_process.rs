@@ -186,6 +186,69 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
         "the 5 failed-over records reached kafka too"
     );
 
+    // Transient errors through `ballast chaos`: the cluster answers the topic's metadata
+    // with UNKNOWN_TOPIC_OR_PARTITION and fails produce requests with NOT_ENOUGH_REPLICAS,
+    // as it does while brokers are replaced. Every record is still acknowledged.
+    let chaos_args = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["chaos", "--control", &control])
+            .args(args)
+            .output()
+    };
+    let out = chaos_args(&["inject-errors", "--error", "NOPE"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
+    let out = chaos_args(&[
+        "topic-error",
+        "--topic",
+        "events",
+        "--error",
+        "UNKNOWN_TOPIC_OR_PARTITION",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = chaos_args(&[
+        "inject-errors",
+        "--api",
+        "produce",
+        "--error",
+        "NOT_ENOUGH_REPLICAS",
+        "--count",
+        "2",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("next 2 produce requests fail"));
+    // Past the gateway's next metadata refresh, so it has seen the topic error.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = Command::new(BIN)
+        .args([
+            "produce",
+            "--gateway",
+            &gateway,
+            "--topic",
+            "events",
+            "--count",
+            "5",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("  kafka  ").count() + text.matches("  failover  ").count(),
+        5,
+        "{text}"
+    );
+    let out = chaos_args(&["topic-error", "--topic", "events", "--error", "NONE"])?;
+    assert!(out.status.success());
+
     // SIGTERM: a clean, prompt exit.
     let status = dev.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");

@@ -165,6 +165,11 @@ impl GatewayConfig {
         self.failover
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.failover.node_local() && !self.failover.allow_node_local {
+            return Err(ConfigError::Invalid(
+                "failover.backend sqlite keeps acknowledged records on this node's disk, which a spot interruption takes with it: use sqs or postgres, or set failover.allow_node_local: true to accept that".into(),
+            ));
+        }
         let l = &self.limits;
         let positive = [
             ("sticky_records", self.sticky_records as usize),

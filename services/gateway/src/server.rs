@@ -63,6 +63,12 @@ impl Gateway {
         config.validate()?;
         let mut registry = Registry::default();
         let (metrics, write_metrics) = GatewayMetrics::register(&mut registry);
+        if config.failover.node_local() {
+            tracing::warn!(
+                database_url = %config.failover.database_url,
+                "failover queue is node-local (sqlite): records acknowledged from it are lost with this node"
+            );
+        }
         let failover = config
             .failover
             .open()

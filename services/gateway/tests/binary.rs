@@ -50,6 +50,27 @@ fn bad_config_fails_at_startup_with_the_field_named() {
         "{err}"
     );
 
+    // Node-local failover is not failover: refused unless explicitly accepted.
+    let out = Command::new(BIN)
+        .env("BALLAST_FAILOVER__BACKEND", "sqlite")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failover.allow_node_local"), "{err}");
+    let out = Command::new(BIN)
+        .arg("--dump-config")
+        .env("BALLAST_FAILOVER__BACKEND", "sqlite")
+        .env("BALLAST_FAILOVER__ALLOW_NODE_LOCAL", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("allow_node_local: true"));
+
     let out = Command::new(BIN)
         .env("BALLAST_KAFKA__WRITE_TIMEOUT", "soon")
         .output()

@@ -211,7 +211,9 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return dead(&env, env.attempt, format!("not retryable: {}", e.message)),
         };
-        if !self.writer.record_writable(&record) {
+        // A topic the cluster says does not exist goes on to the write, which answers
+        // NOT_FOUND and dead-letters it, rather than waiting forever.
+        if !self.writer.record_writable(&record) && !self.writer.topic_absent(&record.topic) {
             return Decision::Later(None, self.settings.health_gate_delay);
         }
         self.pace().await;
