@@ -1,10 +1,16 @@
 //! A client for the dedup service, with `process_once`: claim, run the work while extending
-//! the lease, commit on success, release on error. A duplicate skips the work.
+//! the lease, commit on success, release on error. An id already DONE skips the work.
+//!
+//! IN_PROGRESS means "not yet", never "skip": another consumer holds the id, and may die
+//! holding it. The helpers wait and claim again until the id is NEW (the holder's lease
+//! lapsed or it released: process it here) or DONE (skip it), for at most the caller's
+//! lease. An id still IN_PROGRESS then comes back as `InProgress`: the caller must not
+//! commit its Kafka offset past it.
 
 use ballast_proto::dedup::v1 as pb;
 use ballast_proto::dedup::v1::dedup_client::DedupClient as Raw;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +28,11 @@ pub enum ClientError {
 pub enum Processed<T> {
     /// The work ran and was committed.
     Done(T),
-    /// Another consumer processed the id, or is processing it now; the work did not run.
+    /// Another consumer processed the id; the work did not run.
     Duplicate(pb::ClaimState),
+    /// Another consumer still holds the id after waiting one lease; the work did not run
+    /// and the id is not done: do not commit past it, try again.
+    InProgress,
 }
 
 /// What the batch form did with one id.
@@ -31,8 +40,12 @@ pub enum Processed<T> {
 pub enum BatchOutcome {
     /// Processed here and committed.
     Done,
-    /// Processed elsewhere, or in progress elsewhere; not run here.
+    /// Processed elsewhere (DONE), or an earlier copy of the same id in this batch; not
+    /// run here.
     Duplicate(pb::ClaimState),
+    /// Still held by another consumer after waiting one lease: not done, do not commit
+    /// past it.
+    InProgress,
     /// The work failed; the claim was released so the id can be retried.
     Failed(String),
     /// The work ran but the commit was refused (the lease expired meanwhile).
@@ -148,6 +161,55 @@ impl DedupClient {
         Ok(resp.into_inner().results)
     }
 
+    /// Claims `ids`, and while some are IN_PROGRESS (held by another consumer) waits for
+    /// the holder's lease to end, or the holder to finish, and claims those again; for at
+    /// most `lease` in all. Results are in request order.
+    pub async fn claim_settled(
+        &self,
+        group: &str,
+        ids: Vec<String>,
+        lease: Duration,
+    ) -> Result<Vec<pb::ClaimResult>, ClientError> {
+        let deadline = Instant::now() + lease;
+        let mut results = self.claim(group, ids, lease).await?;
+        loop {
+            let pending: Vec<usize> = (0..results.len())
+                .filter(|&i| results[i].state == pb::ClaimState::InProgress as i32)
+                .collect();
+            let now = Instant::now();
+            if pending.is_empty() || now >= deadline {
+                return Ok(results);
+            }
+            // Until the earliest holder's lease ends, but look again at least twice a
+            // second: a holder that finishes makes the id DONE before its lease ends.
+            let now_ms = unix_ms();
+            let until_lapse = pending
+                .iter()
+                .map(|&i| {
+                    results[i]
+                        .lease_expires_unix_ms
+                        .saturating_sub(now_ms)
+                        .max(0) as u64
+                })
+                .min()
+                .unwrap_or(0);
+            let wait = Duration::from_millis(until_lapse + 20)
+                .min(Duration::from_millis(500))
+                .min(deadline - now);
+            tokio::time::sleep(wait).await;
+            let again = self
+                .claim(
+                    group,
+                    pending.iter().map(|&i| results[i].id.clone()).collect(),
+                    lease,
+                )
+                .await?;
+            for (i, r) in pending.into_iter().zip(again) {
+                results[i] = r;
+            }
+        }
+    }
+
     /// Processes `id` once for `group`: claims it, runs `work` while extending the lease
     /// every `lease / 3`, then commits; releases the claim if the work fails.
     pub async fn process_once<T, E, F>(
@@ -161,13 +223,14 @@ impl DedupClient {
         F: Future<Output = Result<T, E>>,
     {
         let claim = self
-            .claim(group, vec![id.to_string()], lease)
+            .claim_settled(group, vec![id.to_string()], lease)
             .await?
             .pop()
             .ok_or_else(|| ClientError::Rpc(tonic::Status::internal("empty claim response")))?;
-        let state = pb::ClaimState::try_from(claim.state).unwrap_or(pb::ClaimState::Unspecified);
-        if state != pb::ClaimState::New {
-            return Ok(Processed::Duplicate(state));
+        match pb::ClaimState::try_from(claim.state).unwrap_or(pb::ClaimState::Unspecified) {
+            pb::ClaimState::New => {}
+            pb::ClaimState::InProgress => return Ok(Processed::InProgress),
+            state => return Ok(Processed::Duplicate(state)),
         }
         let fenced = pb::Fenced {
             id: id.to_string(),
@@ -215,7 +278,9 @@ impl DedupClient {
 
     /// The batch form: claims every id in one call, runs `work` on each NEW id
     /// concurrently, then commits the successes and releases the failures in two calls.
-    /// Returns, per id in order, what happened to it.
+    /// Ids IN_PROGRESS elsewhere are claimed again as their holders' leases end (NEW ones
+    /// run at once, in the next round), for at most `lease`. Returns, per id in order,
+    /// what happened to it.
     pub async fn process_batch_once<E, F, Fut>(
         &self,
         group: &str,
@@ -228,28 +293,109 @@ impl DedupClient {
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let claims = self.claim(group, ids, lease).await?;
-        let new: Vec<&pb::ClaimResult> = claims
-            .iter()
-            .filter(|c| c.state == pb::ClaimState::New as i32)
-            .collect();
-        let outcomes = futures::future::join_all(new.iter().map(|c| work(c.id.clone()))).await;
-        let mut commit = Vec::new();
-        let mut release = Vec::new();
-        let mut failed = std::collections::HashMap::new();
-        for (c, r) in new.iter().zip(&outcomes) {
-            let f = pb::Fenced {
-                id: c.id.clone(),
-                fence: c.fence,
-            };
-            match r {
-                Ok(()) => commit.push(f),
-                Err(e) => {
-                    failed.insert(c.id.clone(), e.to_string());
-                    release.push(f)
+        // A repeated id is claimed once; its later copies are duplicates of the first.
+        let mut unique: Vec<String> = Vec::new();
+        let mut first_of: Vec<usize> = Vec::with_capacity(ids.len());
+        let mut seen = std::collections::HashMap::new();
+        for id in &ids {
+            let at = *seen.entry(id.clone()).or_insert_with(|| {
+                unique.push(id.clone());
+                unique.len() - 1
+            });
+            first_of.push(at);
+        }
+        let mut outcome: Vec<BatchOutcome> = vec![BatchOutcome::InProgress; unique.len()];
+        let deadline = Instant::now() + lease;
+        let mut todo: Vec<usize> = (0..unique.len()).collect();
+        loop {
+            let claims = self
+                .claim(
+                    group,
+                    todo.iter().map(|&u| unique[u].clone()).collect(),
+                    lease,
+                )
+                .await?;
+            let mut held = Vec::new();
+            let mut new = Vec::new();
+            for (&u, c) in todo.iter().zip(&claims) {
+                match pb::ClaimState::try_from(c.state).unwrap_or(pb::ClaimState::Unspecified) {
+                    pb::ClaimState::New => new.push((u, c)),
+                    pb::ClaimState::InProgress => held.push((u, c.lease_expires_unix_ms)),
+                    state => outcome[u] = BatchOutcome::Duplicate(state),
                 }
             }
+            for (u, o) in self.run_claimed(group, &new, &work).await? {
+                outcome[u] = o;
+            }
+            let now = Instant::now();
+            if held.is_empty() || now >= deadline {
+                break;
+            }
+            // Until the earliest holder's lease ends, but look again at least twice a
+            // second: a holder that finishes makes the id DONE before its lease ends.
+            let now_ms = unix_ms();
+            let until_lapse = held
+                .iter()
+                .map(|&(_, expires)| expires.saturating_sub(now_ms).max(0) as u64)
+                .min()
+                .unwrap_or(0);
+            tokio::time::sleep(
+                Duration::from_millis(until_lapse + 20)
+                    .min(Duration::from_millis(500))
+                    .min(deadline - now),
+            )
+            .await;
+            todo = held.into_iter().map(|(u, _)| u).collect();
         }
+        let mut reported = vec![false; unique.len()];
+        Ok(first_of
+            .into_iter()
+            .map(|u| {
+                if std::mem::replace(&mut reported[u], true) {
+                    // A later copy: a duplicate once the first is done, else the same fate.
+                    match &outcome[u] {
+                        BatchOutcome::Done | BatchOutcome::Duplicate(_) => {
+                            BatchOutcome::Duplicate(pb::ClaimState::Done)
+                        }
+                        other => other.clone(),
+                    }
+                } else {
+                    outcome[u].clone()
+                }
+            })
+            .collect())
+    }
+
+    /// Runs `work` on NEW claims concurrently, then releases the failures and commits the
+    /// successes; the outcome of each, by its index.
+    async fn run_claimed<E, F, Fut>(
+        &self,
+        group: &str,
+        new: &[(usize, &pb::ClaimResult)],
+        work: &F,
+    ) -> Result<Vec<(usize, BatchOutcome)>, ClientError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let results = futures::future::join_all(new.iter().map(|(_, c)| work(c.id.clone()))).await;
+        let fenced = |c: &pb::ClaimResult| pb::Fenced {
+            id: c.id.clone(),
+            fence: c.fence,
+        };
+        let release: Vec<pb::Fenced> = new
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|((_, c), _)| fenced(c))
+            .collect();
+        let commit: Vec<pb::Fenced> = new
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|((_, c), _)| fenced(c))
+            .collect();
         if !release.is_empty() {
             self.release(group, release).await?;
         }
@@ -263,21 +409,26 @@ impl DedupClient {
             .filter(|r| !r.committed)
             .map(|r| (r.id.as_str(), r.reason.as_str()))
             .collect();
-        Ok(claims
+        Ok(new
             .iter()
-            .map(|c| {
-                let state =
-                    pb::ClaimState::try_from(c.state).unwrap_or(pb::ClaimState::Unspecified);
-                if state != pb::ClaimState::New {
-                    BatchOutcome::Duplicate(state)
-                } else if let Some(e) = failed.get(&c.id) {
-                    BatchOutcome::Failed(e.clone())
-                } else if let Some(reason) = rejected.get(c.id.as_str()) {
-                    BatchOutcome::CommitRejected(reason.to_string())
-                } else {
-                    BatchOutcome::Done
-                }
+            .zip(results)
+            .map(|((u, c), r)| {
+                let o = match r {
+                    Err(e) => BatchOutcome::Failed(e.to_string()),
+                    Ok(()) => match rejected.get(c.id.as_str()) {
+                        Some(reason) => BatchOutcome::CommitRejected(reason.to_string()),
+                        None => BatchOutcome::Done,
+                    },
+                };
+                (*u, o)
             })
             .collect())
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -35,6 +35,15 @@ pub struct ConsumeArgs {
     /// Records claimed in one dedup call: whatever has arrived, up to this many.
     #[arg(long, default_value_t = 200)]
     pub batch: usize,
+    /// The consumer group session timeout: how soon a dead member's partitions move.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub session_timeout: Duration,
+    /// Simulated work per record (this example's processing is otherwise only counting).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub work_delay: Duration,
+    /// Append each message id to this file when its processing is committed.
+    #[arg(long)]
+    pub processed_log: Option<std::path::PathBuf>,
 }
 
 /// What a consumer run saw.
@@ -61,6 +70,10 @@ pub async fn consume(
         .set("enable.auto.commit", "true")
         // Offsets are stored only after a record is processed (or found done).
         .set("enable.auto.offset.store", "false")
+        .set(
+            "session.timeout.ms",
+            args.session_timeout.as_millis().to_string(),
+        )
         .create()?;
     consumer.subscribe(&[&args.topic])?;
     let dedup = DedupClient::connect(
@@ -68,6 +81,16 @@ pub async fn consume(
         format!("consume-{}", std::process::id()),
     )
     .await?;
+    let mut log = match &args.processed_log {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("--processed-log {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut counts = ConsumeCounts::default();
     let mut ids = HashSet::new();
     let mut done = false;
@@ -110,21 +133,45 @@ pub async fn consume(
             .collect();
         counts.read += batch.len() as u64;
         ids.extend(batch_ids.iter().cloned());
-        // The work of this example is counting; a real consumer does its processing here.
-        let outcomes = dedup
-            .process_batch_once(&args.group, batch_ids.clone(), args.lease, |_id| async {
-                Ok::<_, std::convert::Infallible>(())
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("dedup failed: {e}"))?;
-        for (id, o) in batch_ids.iter().zip(outcomes) {
-            match o {
-                BatchOutcome::Done => counts.processed += 1,
-                BatchOutcome::Duplicate(_) => counts.duplicates += 1,
-                BatchOutcome::Failed(e) | BatchOutcome::CommitRejected(e) => {
-                    anyhow::bail!("{id} was not processed: {e}")
+        // Every id of the batch is settled (processed here, or DONE elsewhere) before any
+        // offset of the batch is stored: an id another consumer still holds is waited
+        // for, never skipped.
+        let mut pending: Vec<&String> = batch_ids.iter().collect();
+        while !pending.is_empty() {
+            // The work of this example is counting; a real consumer does its processing here.
+            let outcomes = dedup
+                .process_batch_once(
+                    &args.group,
+                    pending.iter().map(|id| id.to_string()).collect(),
+                    args.lease,
+                    |_id| async {
+                        tokio::time::sleep(args.work_delay).await;
+                        Ok::<_, std::convert::Infallible>(())
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("dedup failed: {e}"))?;
+            let mut still = Vec::new();
+            for (id, o) in pending.into_iter().zip(outcomes) {
+                match o {
+                    BatchOutcome::Done => {
+                        counts.processed += 1;
+                        if let Some(f) = log.as_mut() {
+                            use std::io::Write;
+                            writeln!(f, "{id}")?;
+                        }
+                    }
+                    BatchOutcome::Duplicate(_) => counts.duplicates += 1,
+                    BatchOutcome::InProgress => {
+                        tracing::info!(%id, "held by another consumer; waiting");
+                        still.push(id);
+                    }
+                    BatchOutcome::Failed(e) | BatchOutcome::CommitRejected(e) => {
+                        anyhow::bail!("{id} was not processed: {e}")
+                    }
                 }
             }
+            pending = still;
         }
         for msg in &batch {
             consumer.store_offset(msg.topic(), msg.partition(), msg.offset())?;

@@ -87,3 +87,94 @@ async fn unique_processed_equals_unique_ids_despite_duplicates() -> anyhow::Resu
     assert_eq!(c["processed (unique)"], 30);
     Ok(())
 }
+
+/// Consumer A claims a batch and is killed mid-work; its partitions move to B, which
+/// reads the same ids while A's claims are still IN_PROGRESS. B waits for A's lease to
+/// lapse and processes them: every id ends processed exactly once, none skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_killed_mid_work_loses_no_id() -> anyhow::Result<()> {
+    use ballast_testkit::process::{signal, wait_exit};
+    use std::time::{Duration, Instant};
+    let dev = ReadyProcess::spawn(
+        BIN,
+        &["dev", "--gateway-addr", "127.0.0.1:0", "--topic", "work:2"],
+    );
+    let gateway = dev.field("gateway");
+    wait_serving(gateway.parse()?).await?;
+    let mut client = IngestClient::connect(format!("http://{gateway}")).await?;
+    let n = 40;
+    let records = (0..n)
+        .map(|i| {
+            let mut r = record("work", None, &format!("v{i}"));
+            r.message_id = format!("w-{i}");
+            r
+        })
+        .collect();
+    let results = client
+        .produce(pb::ProduceRequest { records })
+        .await?
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| kafka_ack(r).is_some()));
+
+    let dir = std::env::temp_dir().join(format!("ballast-consume-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
+    let consumer = |log: &std::path::Path, work_delay: &str, idle: &str| {
+        Command::new(BIN)
+            .args(["consume", "--bootstrap", &dev.field("kafka_bootstrap")])
+            .args([
+                "--topic",
+                "work",
+                "--group",
+                "g",
+                "--dedup",
+                &dev.field("dedup"),
+            ])
+            .args(["--lease", "15s", "--batch", "10", "--session-timeout", "6s"])
+            .args(["--work-delay", work_delay, "--idle-exit", idle])
+            .args(["--start-timeout", "60s", "--processed-log"])
+            .arg(log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    };
+    let lines = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    // A commits a first batch, starts the next one's work, and dies holding its claims.
+    let mut a = consumer(&log_a, "1500ms", "30s")?;
+    let end = Instant::now() + Duration::from_secs(60);
+    while lines(&log_a).is_empty() {
+        anyhow::ensure!(Instant::now() < end, "consumer A processed nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    signal(a.id(), "KILL");
+    a.wait()?;
+    let by_a = lines(&log_a);
+    assert!(by_a.len() < n, "A finished everything before it was killed");
+
+    // B takes over the group and must not skip what A held.
+    let mut b = consumer(&log_b, "0s", "8s")?;
+    let status = wait_exit(&mut b, Duration::from_secs(120))?;
+    assert!(status.success(), "consumer B: {status}");
+    let by_b = lines(&log_b);
+    let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(
+        total,
+        all.len(),
+        "an id was processed twice: A {by_a:?} B {by_b:?}"
+    );
+    assert_eq!(all.len(), n, "ids never processed: A {by_a:?} B {by_b:?}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

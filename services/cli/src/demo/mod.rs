@@ -385,6 +385,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             start_timeout: Duration::from_secs(30),
             max_records: Some(landed.len() as u64),
             batch: 500,
+            session_timeout: Duration::from_secs(10),
+            work_delay: Duration::ZERO,
+            processed_log: None,
         },
         |c: &ConsumeCounts| {
             pb.set_position(c.read);
