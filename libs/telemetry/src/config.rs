@@ -56,9 +56,16 @@ pub trait ServiceConfig: Serialize + serde::de::DeserializeOwned + Default {
         Ok(cfg)
     }
 
-    /// The effective config as YAML.
+    /// The effective config as YAML, secrets redacted (see [`redact`]).
     fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        match serde_yaml::to_value(self) {
+            Ok(mut v) => {
+                redact(&mut v);
+                serde_yaml::to_string(&v)
+                    .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+            }
+            Err(e) => format!("# cannot render config: {e}\n"),
+        }
     }
 }
 
@@ -82,4 +89,78 @@ macro_rules! impl_service_config {
             }
         }
     };
+}
+
+/// What stands in for a secret in `--dump-config`.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces secrets in a config tree: the value of every key that names one (`password`,
+/// `secret`, `token`, as in `sasl.password` or `secret_access_key`), and the password of
+/// every URL with credentials (`redis://user:PASSWORD@host`).
+pub fn redact(value: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let secret_key = k.as_str().is_some_and(|k| {
+                    let k = k.to_ascii_lowercase();
+                    ["password", "secret", "token"]
+                        .iter()
+                        .any(|s| k.contains(s))
+                });
+                if secret_key && !v.is_null() && !matches!(v, Value::Mapping(_)) {
+                    *v = Value::String(REDACTED.into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(redact),
+        Value::String(s) => {
+            if let Some(r) = redact_url(s) {
+                *s = r;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:pass@host/…` with the password replaced; None when there is none.
+fn redact_url(s: &str) -> Option<String> {
+    let start = s.find("://")? + 3;
+    let authority_end = s[start..].find('/').map_or(s.len(), |i| start + i);
+    let at = s[start..authority_end].rfind('@')? + start;
+    let colon = s[start..at].find(':')? + start;
+    Some(format!("{}{}{}", &s[..=colon], REDACTED, &s[at..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut v: serde_yaml::Value = serde_yaml::from_str(
+            "redis:\n  url: redis://:hunter2@cache:6379/0\n  cluster_urls: [redis://u:pw@r1:6379, redis://r2:6379]\n\
+             failover:\n  database_url: postgres://app:s3cret@db/ballast\n  sqs:\n    secret_access_key: AKIASECRET\n    access_key_id: AKIA\n\
+             kafka:\n  properties:\n    sasl.password: pw\n    sasl.username: alice\n  token_file: null\n",
+        )
+        .unwrap();
+        redact(&mut v);
+        let out = serde_yaml::to_string(&v).unwrap();
+        for secret in ["hunter2", "s3cret", "AKIASECRET", ": pw", "u:pw@"] {
+            assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+        }
+        for kept in [
+            "redis://:<redacted>@cache:6379/0",
+            "redis://u:<redacted>@r1:6379",
+            "redis://r2:6379",
+            "postgres://app:<redacted>@db/ballast",
+            "access_key_id: AKIA",
+            "sasl.username: alice",
+            "token_file: null",
+        ] {
+            assert!(out.contains(kept), "{kept} missing:\n{out}");
+        }
+    }
 }

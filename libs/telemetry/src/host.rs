@@ -165,9 +165,11 @@ impl Host {
     /// [`Host::serve_router`]. (A server with tower layers is built by the caller and
     /// driven with [`Host::serve`].)
     pub fn router(&self) -> anyhow::Result<tonic::transport::server::Router> {
+        let (reflection, reflection_v1alpha) = grpc_reflection()?;
         Ok(tonic::transport::Server::builder()
             .add_service(self.health_service())
-            .add_service(grpc_reflection()?))
+            .add_service(reflection)
+            .add_service(reflection_v1alpha))
     }
 
     /// Serves `router` on `listener` (TCP_NODELAY) until shutdown; see [`Host::serve`].
@@ -230,15 +232,25 @@ pub fn incoming_nodelay(
 }
 
 /// gRPC reflection over every Ballast API and gRPC health, as each service serves it (so
-/// `grpcurl` works without proto files).
-pub fn grpc_reflection() -> anyhow::Result<
+/// `grpcurl` works without proto files), in both versions clients speak: v1, and v1alpha
+/// (grpcurl before 1.9 and many other tools ask only for v1alpha).
+#[allow(clippy::type_complexity)]
+pub fn grpc_reflection() -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| anyhow::anyhow!("building grpc reflection: {e}"))
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ballast_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let fail = |e| anyhow::anyhow!("building grpc reflection: {e}");
+    Ok((
+        builder().build_v1().map_err(fail)?,
+        builder().build_v1alpha().map_err(fail)?,
+    ))
 }

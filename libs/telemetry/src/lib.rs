@@ -16,7 +16,7 @@ mod signal;
 pub use anyhow;
 
 pub use admin::serve_admin;
-pub use config::{load_config, ConfigArgs, ServiceConfig};
+pub use config::{load_config, redact, ConfigArgs, ServiceConfig, REDACTED};
 pub use host::{
     bind_listeners, grpc_reflection, incoming_nodelay, run_service, service_main, Health, Host,
     Shutdown,

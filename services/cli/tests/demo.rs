@@ -33,6 +33,8 @@ fn quick_demo_loses_nothing_and_the_audit_adds_up() {
     assert_eq!(sent, 3000);
     assert_eq!(sent, kafka + failover + rejected, "{stdout}");
     assert_eq!(lost, 0, "{stdout}");
+    assert_eq!(audit_value(&stdout, "acked at a wrong partition/offset"), 0);
+    assert_eq!(audit_value(&stdout, "answered without an outcome"), 0);
     assert!(delivered >= kafka, "every kafka ack is delivered: {stdout}");
     assert!(kafka > 0);
     // The dedup-guarded consumer read every copy and processed each id once.

@@ -36,12 +36,17 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     wait_serving(gateway.parse()?).await?;
 
     // Reflection lists the services, as grpcurl would.
-    let services = reflected_services(&gateway).await?;
-    for want in ["ballast.ingest.v1.Ingest", "grpc.health.v1.Health"] {
-        assert!(
-            services.iter().any(|s| s == want),
-            "{want} not in {services:?}"
-        );
+    for services in [
+        reflected_services(&gateway).await?,
+        reflected_services_v1alpha(&gateway).await?,
+        reflected_services_v1alpha(&retry_admin).await?,
+    ] {
+        for want in ["ballast.ingest.v1.Ingest", "grpc.health.v1.Health"] {
+            assert!(
+                services.iter().any(|s| s == want),
+                "{want} not in {services:?}"
+            );
+        }
     }
 
     let mut client = IngestClient::connect(format!("http://{gateway}")).await?;
@@ -281,6 +286,35 @@ async fn reflected_services(addr: &str) -> anyhow::Result<Vec<String>> {
         .await?
         .into_inner();
     let resp = responses
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no reflection response"))?;
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection response {other:?}"),
+    }
+}
+
+/// The same through reflection v1alpha, the only version grpcurl 1.8 speaks.
+async fn reflected_services_v1alpha(addr: &str) -> anyhow::Result<Vec<String>> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let resp = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner()
         .message()
         .await?
         .ok_or_else(|| anyhow::anyhow!("no reflection response"))?;

@@ -20,7 +20,11 @@ fn dump_config_and_bad_config() {
         .unwrap();
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(yaml.contains("url: redis://:secret@cache:6379"), "{yaml}");
+    assert!(
+        yaml.contains("url: redis://:<redacted>@cache:6379"),
+        "--dump-config never prints a secret: {yaml}"
+    );
+    assert!(!yaml.contains("secret"), "{yaml}");
     assert!(yaml.contains("done_window: 3days"), "{yaml}");
     let out = Command::new(BIN)
         .env("BALLAST_LIMITS__MAX_BATCH", "0")

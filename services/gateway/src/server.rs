@@ -157,6 +157,7 @@ impl Gateway {
         });
 
         let limits = &self.config.limits;
+        let (reflection, reflection_v1alpha) = ballast_telemetry::grpc_reflection()?;
         tracing::info!(addr = %listener.local_addr()?, "ingest gateway listening");
         let server = tonic::transport::Server::builder()
             // Batches of 100 KiB and more: windows that fit them avoid a WINDOW_UPDATE
@@ -172,7 +173,8 @@ impl Gateway {
                 limits.max_concurrent_requests,
             ))
             .add_service(host.health_service())
-            .add_service(ballast_telemetry::grpc_reflection()?)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(IngestServer::new(IngestService::new(
                 writer.clone(),
                 limits.clone(),

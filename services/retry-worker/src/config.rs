@@ -92,8 +92,8 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:50054".parse().expect("valid"),
-            admin_listen: "0.0.0.0:9467".parse().expect("valid"),
+            listen: "0.0.0.0:50052".parse().expect("valid"),
+            admin_listen: "0.0.0.0:9465".parse().expect("valid"),
             rack: None,
             kafka: KafkaConfig::default(),
             breaker: BreakerConfig::default(),

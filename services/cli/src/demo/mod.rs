@@ -23,7 +23,7 @@ use ballast_proto::topology::v1 as tpb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use report::{Phase, Report, Sample};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +55,11 @@ struct PhaseStats {
 
 #[derive(Debug, Default)]
 struct Audit {
+    /// Records sent, counted from the requests (not from the answers).
     sent: usize,
+    /// Records sent that came back without an outcome, or out of order: each one fails
+    /// the demo.
+    unanswered: Vec<String>,
     acked_kafka: BTreeMap<String, (i32, i64)>,
     acked_failover: BTreeMap<String, String>,
     rejected: BTreeMap<String, usize>,
@@ -164,6 +168,14 @@ async fn load(
         }
         let end = (start + BATCH).min(total);
         let records: Vec<_> = (start..end).map(make_record).collect();
+        let ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
+        {
+            let mut a = audit.lock().expect("audit lock");
+            a.sent += ids.len();
+            if let Some((_, phase)) = a.phases.last_mut() {
+                phase.sent += ids.len();
+            }
+        }
         let t0 = Instant::now();
         let resp = client
             .produce(pb::ProduceRequest { records })
@@ -171,12 +183,16 @@ async fn load(
             .into_inner();
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         let mut a = audit.lock().expect("audit lock");
-        a.sent += resp.results.len();
         if let Some((_, phase)) = a.phases.last_mut() {
-            phase.sent += resp.results.len();
             phase.latencies_ms.push(ms);
         }
-        for r in resp.results {
+        // One answer per record, in request order, or the record counts as unanswered.
+        let mut answers = resp.results.into_iter();
+        for id in ids {
+            let Some(r) = answers.next().filter(|r| r.message_id == id) else {
+                a.unanswered.push(id);
+                continue;
+            };
             match r.outcome {
                 Some(pb::record_result::Outcome::Kafka(k)) => {
                     a.acked_kafka.insert(r.message_id, (k.partition, k.offset));
@@ -190,7 +206,7 @@ async fn load(
                         .unwrap_or_else(|_| "unknown".into());
                     *a.rejected.entry(code).or_insert(0) += 1;
                 }
-                None => *a.rejected.entry("empty".into()).or_insert(0) += 1,
+                None => a.unanswered.push(r.message_id),
             }
         }
     }
@@ -411,6 +427,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Each record Kafka acknowledged is where the acknowledgement said, with its payload.
+    let by_place: HashMap<(i32, i64), &ballast_kafka::Landed> = landed
+        .iter()
+        .map(|l| ((l.partition, l.offset), l))
+        .collect();
+    let misplaced: Vec<String> = a
+        .acked_kafka
+        .iter()
+        .filter(|(id, place)| {
+            let expected = id
+                .strip_prefix("demo-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| make_record(n).value);
+            !by_place.get(place).is_some_and(|l| {
+                l.message_id.as_deref() == Some(id.as_str()) && Some(&l.value) == expected.as_ref()
+            })
+        })
+        .map(|(id, (p, o))| format!("{id} (acked at {p}/{o})"))
+        .collect();
     let delivered_acked = a
         .acked_kafka
         .keys()
@@ -455,6 +490,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "consumer: unique processed".into(),
             consumed.processed.to_string(),
         ),
+        (
+            "acked at a wrong partition/offset".into(),
+            misplaced.len().to_string(),
+        ),
+        (
+            "answered without an outcome".into(),
+            a.unanswered.len().to_string(),
+        ),
         ("lost (acked - delivered unique)".into(), lost.to_string()),
     ]);
     println!();
@@ -495,6 +538,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.report.display()))?;
     println!("\nreport: {}", args.report.display());
 
+    anyhow::ensure!(
+        a.unanswered.is_empty(),
+        "{} record(s) got no outcome, e.g. {:?}",
+        a.unanswered.len(),
+        &a.unanswered[..a.unanswered.len().min(10)]
+    );
+    anyhow::ensure!(
+        misplaced.is_empty(),
+        "{} record(s) are not where their acknowledgement said, e.g. {:?}",
+        misplaced.len(),
+        &misplaced[..misplaced.len().min(10)]
+    );
     anyhow::ensure!(
         a.sent == acked + rejected,
         "audit does not add up: sent {} != acked {acked} + rejected {rejected}",
