@@ -2,20 +2,41 @@
 //! queue's batch size, waiting at most `linger`), so an outage costs one SQS request per
 //! ten records, and a breaker on the queue itself stops the gateway from hammering a queue
 //! that is failing.
+//!
+//! An error means the queue does not hold the record. Each record waiting for a batch is
+//! either taken into one (just before the batch is sent) or given up by its caller at
+//! `failover.timeout`, never both: the two race on one compare-and-swap. A caller whose
+//! record was taken waits for the batch's own outcome, which the backends bound
+//! (`statement_timeout` on PostgreSQL, `busy_timeout` on SQLite, the SDK's operation
+//! timeout on SQS); a record given up is never sent.
 
 use crate::config::FailoverConfig;
 use crate::queue::{FailoverQueue, QueueError};
 use ballast_balancer::{Breaker, BreakerConfig, BreakerState};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 type Reply = oneshot::Sender<Result<String, QueueError>>;
 
+/// A record waiting for a batch.
+const WAITING: u8 = 0;
+/// Taken into a batch: its caller waits for the batch's outcome.
+const TAKEN: u8 = 1;
+/// Given up by its caller: never sent.
+const ABANDONED: u8 = 2;
+
+struct Pending {
+    body: Vec<u8>,
+    reply: Reply,
+    state: Arc<AtomicU8>,
+}
+
 /// Sends bodies to the failover queue in shared batches.
 #[derive(Debug, Clone)]
 pub struct Enqueuer {
-    tx: mpsc::Sender<(Vec<u8>, Reply)>,
+    tx: mpsc::Sender<Pending>,
     queue: Arc<dyn FailoverQueue>,
     breaker: Arc<Mutex<Breaker>>,
     breaker_cfg: BreakerConfig,
@@ -74,21 +95,36 @@ impl Enqueuer {
             .expect("breaker lock")
             .try_admit(&self.breaker_cfg, Instant::now())
             .ok_or_else(|| QueueError::Unavailable("failover queue breaker is open".into()))?;
-        let (reply, rx) = oneshot::channel();
-        let result = match self.tx.try_send((body, reply)) {
+        let (reply, mut rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
+        let pending = Pending {
+            body,
+            reply,
+            state: state.clone(),
+        };
+        let result = match self.tx.try_send(pending) {
             Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Unavailable(
                 "failover queue has too many pending records (failover.pending_limit)".into(),
             )),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 Err(QueueError::Unavailable("failover enqueuer stopped".into()))
             }
-            Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(QueueError::Unavailable("failover batch was dropped".into())),
-                Err(_) => Err(QueueError::Unavailable(format!(
-                    "failover queue did not confirm within {:?}",
-                    self.timeout
-                ))),
+            Ok(()) => match tokio::time::timeout(self.timeout, &mut rx).await {
+                Ok(r) => r.unwrap_or_else(|_| dropped()),
+                // Give up only a record no batch has taken; a taken one is answered by its
+                // batch, held or not.
+                Err(_) => match state.compare_exchange(
+                    WAITING,
+                    ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => Err(QueueError::Unavailable(format!(
+                        "failover queue did not take the record within {:?} (failover.timeout); it does not hold it",
+                        self.timeout
+                    ))),
+                    Err(_) => rx.await.unwrap_or_else(|_| dropped()),
+                },
             },
         };
         let mut b = self.breaker.lock().expect("breaker lock");
@@ -100,8 +136,12 @@ impl Enqueuer {
     }
 }
 
+fn dropped() -> Result<String, QueueError> {
+    Err(QueueError::Unavailable("failover batch was dropped".into()))
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<(Vec<u8>, Reply)>,
+    mut rx: mpsc::Receiver<Pending>,
     queue: Arc<dyn FailoverQueue>,
     linger: Duration,
     concurrent: usize,
@@ -121,9 +161,20 @@ async fn run(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Only now, with the batch about to go out, are its records taken; those whose
+        // callers gave up meanwhile stay out.
+        batch.retain(|p| {
+            p.state
+                .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if batch.is_empty() {
+            continue;
+        }
         let queue = queue.clone();
         tokio::spawn(async move {
-            let (bodies, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
+            let (bodies, replies): (Vec<Vec<u8>>, Vec<Reply>) =
+                batch.into_iter().map(|p| (p.body, p.reply)).unzip();
             match queue.enqueue(&bodies, delay).await {
                 Ok(ids) => {
                     for (reply, id) in replies.into_iter().zip(ids) {

@@ -47,6 +47,13 @@ impl SqlQueue {
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if !sqlite_setup {
+                        // Bounds every statement, a lock wait included, so an enqueue has
+                        // an outcome in bounded time.
+                        sqlx::query("SET statement_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     if sqlite_setup {
                         sqlx::query("PRAGMA journal_mode = WAL")
                             .execute(&mut *conn)

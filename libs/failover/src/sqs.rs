@@ -109,6 +109,14 @@ impl SqsQueue {
                 "ballast-config",
             ));
         }
+        // Every call has an outcome in bounded time; long polls wait at most 20 s.
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(25))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
         let shared = loader.load().await;
         if shared.region().is_none() {
             return Err(QueueError::Config(
@@ -214,6 +222,16 @@ impl SqsQueue {
                 .send_message_batch()
                 .queue_url(url)
                 .set_entries(Some(entries))
+                .customize()
+                // An enqueue answers a waiting client: bound it tighter than a long poll.
+                .config_override(
+                    aws_sdk_sqs::config::Builder::default().timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .operation_attempt_timeout(Duration::from_secs(5))
+                            .operation_timeout(Duration::from_secs(10))
+                            .build(),
+                    ),
+                )
                 .send()
                 .await
                 .map_err(err_sdk)?;
