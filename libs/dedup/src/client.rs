@@ -106,6 +106,7 @@ impl DedupClient {
             .commit(pb::CommitRequest {
                 group: group.into(),
                 entries,
+                owner: self.owner.clone(),
             })
             .await?;
         Ok(resp.into_inner().results)
@@ -122,6 +123,7 @@ impl DedupClient {
             .release(pb::ReleaseRequest {
                 group: group.into(),
                 entries,
+                owner: self.owner.clone(),
             })
             .await?;
         Ok(resp.into_inner().results)
@@ -140,6 +142,7 @@ impl DedupClient {
                 group: group.into(),
                 entries,
                 lease_ms: lease.as_millis().min(u32::MAX as u128) as u32,
+                owner: self.owner.clone(),
             })
             .await?;
         Ok(resp.into_inner().results)

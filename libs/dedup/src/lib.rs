@@ -20,5 +20,5 @@ pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};
 pub use types::{
     Checked, ClaimState, Claimed, Clock, DedupStore, FenceOutcome, StoreError, SystemClock,
-    REASON_DONE, REASON_NOT_CLAIMED, REASON_STALE,
+    REASON_DONE, REASON_NOT_CLAIMED, REASON_OWNER, REASON_STALE,
 };

@@ -11,8 +11,14 @@ const SWEEP_EVERY: u64 = 4096;
 
 #[derive(Debug, Clone)]
 enum Entry {
-    Progress { fence: u64, expires_ms: i64 },
-    Done { expires_ms: i64 },
+    Progress {
+        fence: u64,
+        owner: String,
+        expires_ms: i64,
+    },
+    Done {
+        expires_ms: i64,
+    },
 }
 
 impl Entry {
@@ -77,6 +83,7 @@ impl MemoryStore {
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
         mut apply: impl FnMut(&mut Inner, &(String, u64), i64) -> Option<&'static str>,
     ) -> Vec<FenceOutcome> {
         self.with(|inner, now| {
@@ -88,6 +95,9 @@ impl MemoryStore {
                         Some(Entry::Done { .. }) => Some(REASON_DONE),
                         Some(Entry::Progress { fence, .. }) if *fence != entry.1 => {
                             Some(REASON_STALE)
+                        }
+                        Some(Entry::Progress { owner: holder, .. }) if holder != owner => {
+                            Some(REASON_OWNER)
                         }
                         Some(Entry::Progress { .. }) => apply(inner, entry, now),
                     };
@@ -109,7 +119,7 @@ impl DedupStore for MemoryStore {
         group: &str,
         ids: &[String],
         lease: Duration,
-        _owner: &str,
+        owner: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
         Ok(self.with(|inner, now| {
             ids.iter()
@@ -133,7 +143,11 @@ impl DedupStore for MemoryStore {
                         let expires_ms = now + lease.as_millis() as i64;
                         inner.entries.insert(
                             (group.to_string(), id.clone()),
-                            Entry::Progress { fence, expires_ms },
+                            Entry::Progress {
+                                fence,
+                                owner: owner.to_string(),
+                                expires_ms,
+                            },
                         );
                         Claimed {
                             id: id.clone(),
@@ -151,9 +165,10 @@ impl DedupStore for MemoryStore {
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
         let window = self.done_window.as_millis() as i64;
-        Ok(self.fenced(group, entries, |inner, (id, _), now| {
+        Ok(self.fenced(group, entries, owner, |inner, (id, _), now| {
             inner.entries.insert(
                 (group.to_string(), id.clone()),
                 Entry::Done {
@@ -168,8 +183,9 @@ impl DedupStore for MemoryStore {
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
-        Ok(self.fenced(group, entries, |inner, (id, _), _| {
+        Ok(self.fenced(group, entries, owner, |inner, (id, _), _| {
             inner.entries.remove(&(group.to_string(), id.clone()));
             None
         }))
@@ -180,9 +196,10 @@ impl DedupStore for MemoryStore {
         group: &str,
         entries: &[(String, u64)],
         lease: Duration,
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
         let lease = lease.as_millis() as i64;
-        Ok(self.fenced(group, entries, |inner, (id, _), now| {
+        Ok(self.fenced(group, entries, owner, |inner, (id, _), now| {
             if let Some(Entry::Progress { expires_ms, .. }) =
                 inner.entries.get_mut(&(group.to_string(), id.clone()))
             {
@@ -247,12 +264,12 @@ mod tests {
         assert_eq!(second[0].state, ClaimState::New, "the lease expired");
         assert!(second[0].fence > first[0].fence);
         let stale = store
-            .commit("g", &[("a".into(), first[0].fence)])
+            .commit("g", &[("a".into(), first[0].fence)], "w1")
             .await
             .unwrap();
         assert_eq!(stale[0].reason, REASON_STALE);
         let ok = store
-            .commit("g", &[("a".into(), second[0].fence)])
+            .commit("g", &[("a".into(), second[0].fence)], "w2")
             .await
             .unwrap();
         assert!(ok[0].ok);

@@ -1,6 +1,9 @@
 //! The Redis backend. One key per (group, id), all of a group's keys under one hash tag
 //! (`{<prefix>:<group>}`) so a batch is one script call on one Redis Cluster slot.
 //!
+//! Groups and ids are escaped in keys (`%`, `{`, `}`, `:` as `%XX`), so none can close
+//! the hash tag or pose as another key.
+//!
 //! Values: `P:<fence>:<owner>` while a lease is live (the key's TTL is the lease), and
 //! `D:<fence>` once committed (TTL `done_window`).
 //!
@@ -47,9 +50,10 @@ impl Default for RedisConfig {
     }
 }
 
-/// Shared by commit, release and extend: check the fence, then act.
-/// ARGV[1] = action (commit|release|extend), ARGV[2] = ttl ms, ARGV[3..] = fences.
-/// Returns per key: 0 ok, 1 not claimed, 2 done, 3 stale fence.
+/// Shared by commit, release and extend: check the fence and the owner, then act.
+/// ARGV[1] = action (commit|release|extend), ARGV[2] = ttl ms, ARGV[3] = owner,
+/// ARGV[4..] = fences. Returns per key: 0 ok, 1 not claimed, 2 done, 3 stale fence,
+/// 4 another owner.
 const FENCED: &str = r#"
 local out = {}
 for i = 1, #KEYS do
@@ -59,9 +63,11 @@ for i = 1, #KEYS do
   elseif string.sub(v, 1, 1) == 'D' then
     out[i] = 2
   else
-    local fence = string.match(v, '^P:(%d+):')
-    if fence ~= ARGV[i + 2] then
+    local fence, owner = string.match(v, '^P:(%d+):(.*)$')
+    if fence ~= ARGV[i + 3] then
       out[i] = 3
+    elseif owner ~= ARGV[3] then
+      out[i] = 4
     else
       if ARGV[1] == 'commit' then
         redis.call('SET', KEYS[i], 'D:' .. fence, 'PX', ARGV[2])
@@ -76,6 +82,25 @@ for i = 1, #KEYS do
 end
 return out
 "#;
+
+/// Escapes the characters that structure a key (`{`, `}`, `:`) and the escape itself, so
+/// no group or id can end the hash tag early or pose as another key.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '{', '}', ':']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 #[derive(Clone)]
 enum Conn {
@@ -141,11 +166,57 @@ impl RedisStore {
     }
 
     fn tag(&self, group: &str) -> String {
-        format!("{{{}:{}}}", self.prefix, group)
+        format!("{{{}:{}}}", self.prefix, escape(group))
     }
 
     fn id_key(&self, tag: &str, id: &str) -> String {
-        format!("{tag}:i:{id}")
+        format!("{tag}:i:{}", escape(id))
+    }
+
+    /// What in the server's settings breaks the dedup guarantee, as warnings: an eviction
+    /// policy other than `noeviction` (every claim and DONE mark has a TTL, so `volatile-*`
+    /// policies evict them too), and no persistence (a restart forgets them). Empty when
+    /// the settings are sound; a note when `CONFIG GET` is not permitted.
+    pub async fn durability_warnings(&self) -> Vec<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("save");
+        let answers: Result<Vec<Vec<String>>, StoreError> = self.query(&pipe).await;
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => {
+                return vec![format!(
+                    "cannot read the redis settings (CONFIG GET: {e}); make sure maxmemory-policy is noeviction and persistence is on"
+                )]
+            }
+        };
+        let value = |i: usize| {
+            answers
+                .get(i)
+                .and_then(|kv| kv.get(1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut warnings = Vec::new();
+        let policy = value(0);
+        if policy != "noeviction" {
+            warnings.push(format!(
+                "redis maxmemory-policy is {policy}: under memory pressure it evicts claims and DONE marks, and ids are processed again; set maxmemory-policy noeviction"
+            ));
+        }
+        if value(1) != "yes" && value(2).trim().is_empty() {
+            warnings.push(
+                "redis persistence is off (appendonly no, no save points): a restart forgets every claim and DONE mark; enable appendonly".into(),
+            );
+        }
+        warnings
     }
 
     async fn run(&self, inv: &mut redis::ScriptInvocation<'_>) -> Result<Vec<i64>, StoreError> {
@@ -183,6 +254,7 @@ impl RedisStore {
         entries: &[(String, u64)],
         action: &str,
         ttl: Duration,
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -192,7 +264,7 @@ impl RedisStore {
         for (id, _) in entries {
             inv.key(self.id_key(&tag, id));
         }
-        inv.arg(action).arg(ttl.as_millis() as u64);
+        inv.arg(action).arg(ttl.as_millis() as u64).arg(owner);
         for (_, fence) in entries {
             inv.arg(*fence);
         }
@@ -205,6 +277,7 @@ impl RedisStore {
                     0 => None,
                     1 => Some(REASON_NOT_CLAIMED),
                     2 => Some(REASON_DONE),
+                    4 => Some(REASON_OWNER),
                     _ => Some(REASON_STALE),
                 };
                 fence_outcome(id, reason)
@@ -304,8 +377,9 @@ impl DedupStore for RedisStore {
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
-        self.fenced(group, entries, "commit", self.done_window)
+        self.fenced(group, entries, "commit", self.done_window, owner)
             .await
     }
 
@@ -313,8 +387,10 @@ impl DedupStore for RedisStore {
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
-        self.fenced(group, entries, "release", Duration::ZERO).await
+        self.fenced(group, entries, "release", Duration::ZERO, owner)
+            .await
     }
 
     async fn extend(
@@ -322,12 +398,14 @@ impl DedupStore for RedisStore {
         group: &str,
         entries: &[(String, u64)],
         lease: Duration,
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError> {
         self.fenced(
             group,
             entries,
             "extend",
             lease.max(Duration::from_millis(1)),
+            owner,
         )
         .await
     }

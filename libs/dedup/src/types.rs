@@ -45,6 +45,7 @@ pub struct Checked {
 pub const REASON_STALE: &str = "stale fence";
 pub const REASON_NOT_CLAIMED: &str = "not claimed (lease expired or never claimed)";
 pub const REASON_DONE: &str = "already done";
+pub const REASON_OWNER: &str = "claimed by another owner";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -69,16 +70,21 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
         owner: &str,
     ) -> Result<Vec<Claimed>, StoreError>;
 
+    /// Commit, release and extend act only on a live claim whose fence *and* owner match:
+    /// if the store loses its data, fences restart, and the owner still tells a stale
+    /// holder from the new one.
     async fn commit(
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError>;
 
     async fn release(
         &self,
         group: &str,
         entries: &[(String, u64)],
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError>;
 
     async fn extend(
@@ -86,6 +92,7 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
         group: &str,
         entries: &[(String, u64)],
         lease: Duration,
+        owner: &str,
     ) -> Result<Vec<FenceOutcome>, StoreError>;
 
     async fn check(&self, group: &str, ids: &[String]) -> Result<Vec<Checked>, StoreError>;

@@ -3,7 +3,7 @@
 
 use ballast_dedup_store::{
     ClaimState, DedupStore, MemoryStore, RedisConfig, RedisStore, StoreError, REASON_DONE,
-    REASON_NOT_CLAIMED, REASON_STALE,
+    REASON_NOT_CLAIMED, REASON_OWNER, REASON_STALE,
 };
 use ballast_testkit::redis::{RedisCluster, RedisServer};
 use std::sync::Arc;
@@ -21,7 +21,33 @@ async fn suite(store: Arc<dyn DedupStore>) {
     done_survives_until_the_window_ends(store.clone()).await;
     mixed_batch(store.clone()).await;
     release_and_extend(store.clone()).await;
-    groups_are_independent(store).await;
+    groups_are_independent(store.clone()).await;
+    key_syntax_in_names_cannot_collide(store.clone()).await;
+    another_owner_cannot_use_a_fence(store).await;
+}
+
+/// The fence alone is not enough: a commit, release or extend naming another owner is
+/// refused, and the claim stays its holder's.
+async fn another_owner_cannot_use_a_fence(store: Arc<dyn DedupStore>) {
+    let lease = Duration::from_secs(30);
+    let c = store
+        .claim("g-owner", &ids(&["o"]), lease, "holder")
+        .await
+        .unwrap()
+        .remove(0);
+    let entry = [("o".to_string(), c.fence)];
+    for r in [
+        store.commit("g-owner", &entry, "intruder").await.unwrap(),
+        store.release("g-owner", &entry, "intruder").await.unwrap(),
+        store
+            .extend("g-owner", &entry, lease, "intruder")
+            .await
+            .unwrap(),
+    ] {
+        assert!(!r[0].ok, "{}: {:?}", store.backend(), r[0]);
+        assert_eq!(r[0].reason, REASON_OWNER);
+    }
+    assert!(store.commit("g-owner", &entry, "holder").await.unwrap()[0].ok);
 }
 
 async fn concurrent_claims_give_exactly_one_new(store: Arc<dyn DedupStore>) {
@@ -79,19 +105,19 @@ async fn expired_lease_gives_higher_fence_and_rejects_the_old_one(store: Arc<dyn
     );
     assert!(second.fence > first.fence, "fences increase strictly");
     let stale = store
-        .commit("g-lease", &[("slow".into(), first.fence)])
+        .commit("g-lease", &[("slow".into(), first.fence)], "w1")
         .await
         .unwrap();
     assert!(!stale[0].ok);
     assert_eq!(stale[0].reason, REASON_STALE);
     let ok = store
-        .commit("g-lease", &[("slow".into(), second.fence)])
+        .commit("g-lease", &[("slow".into(), second.fence)], "w2")
         .await
         .unwrap();
     assert!(ok[0].ok, "{:?}", ok[0]);
     // An unclaimed id cannot be committed.
     let unknown = store
-        .commit("g-lease", &[("never".into(), 7)])
+        .commit("g-lease", &[("never".into(), 7)], "w")
         .await
         .unwrap();
     assert_eq!(unknown[0].reason, REASON_NOT_CLAIMED);
@@ -106,7 +132,7 @@ async fn done_survives_until_the_window_ends(store: Arc<dyn DedupStore>) {
         .remove(0);
     assert!(
         store
-            .commit("g-done", &[("d".into(), c.fence)])
+            .commit("g-done", &[("d".into(), c.fence)], "w")
             .await
             .unwrap()[0]
             .ok
@@ -124,7 +150,7 @@ async fn done_survives_until_the_window_ends(store: Arc<dyn DedupStore>) {
         store.backend()
     );
     let twice = store
-        .commit("g-done", &[("d".into(), c.fence)])
+        .commit("g-done", &[("d".into(), c.fence)], "w")
         .await
         .unwrap();
     assert_eq!(twice[0].reason, REASON_DONE);
@@ -150,7 +176,7 @@ async fn mixed_batch(store: Arc<dyn DedupStore>) {
         .unwrap()
         .remove(0);
     store
-        .commit("g-mix", &[("done".into(), done.fence)])
+        .commit("g-mix", &[("done".into(), done.fence)], "w")
         .await
         .unwrap();
     store
@@ -203,13 +229,13 @@ async fn release_and_extend(store: Arc<dyn DedupStore>) {
         .unwrap()
         .remove(0);
     let wrong = store
-        .release("g-rel", &[("r".into(), c.fence + 1000)])
+        .release("g-rel", &[("r".into(), c.fence + 1000)], "w")
         .await
         .unwrap();
     assert_eq!(wrong[0].reason, REASON_STALE);
     assert!(
         store
-            .release("g-rel", &[("r".into(), c.fence)])
+            .release("g-rel", &[("r".into(), c.fence)], "w")
             .await
             .unwrap()[0]
             .ok
@@ -232,6 +258,7 @@ async fn release_and_extend(store: Arc<dyn DedupStore>) {
                 "g-rel",
                 &[("r".into(), again.fence)],
                 Duration::from_millis(300),
+                "w",
             )
             .await
             .unwrap();
@@ -250,7 +277,7 @@ async fn release_and_extend(store: Arc<dyn DedupStore>) {
     );
     assert!(
         store
-            .commit("g-rel", &[("r".into(), again.fence)])
+            .commit("g-rel", &[("r".into(), again.fence)], "w")
             .await
             .unwrap()[0]
             .ok
@@ -270,6 +297,28 @@ async fn groups_are_independent(store: Arc<dyn DedupStore>) {
         .unwrap()
         .remove(0);
     assert_eq!((a.state, b.state), (ClaimState::New, ClaimState::New));
+}
+
+/// Groups and ids are free text: braces and colons in them must not make two different
+/// (group, id) pairs share a key, nor an id pose as the group's fence counter.
+async fn key_syntax_in_names_cannot_collide(store: Arc<dyn DedupStore>) {
+    let lease = Duration::from_secs(30);
+    let pairs = [
+        ("k}:i:b", "c"),
+        ("k", "b}:i:c"),
+        ("k", "x}:f"),
+        ("k}:i:x", "f"),
+        ("k%7D", "y"),
+        ("k}", "y"),
+    ];
+    for (group, id) in pairs {
+        let c = store
+            .claim(group, &ids(&[id]), lease, "w")
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(c.state, ClaimState::New, "{group:?}/{id:?} collided");
+    }
 }
 
 fn redis_cfg(url: String) -> RedisConfig {
@@ -330,4 +379,55 @@ async fn redis_down_is_unavailable_never_a_false_new() {
             other => panic!("expected unavailable, got {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_redis_settings_are_reported() {
+    // The test server keeps nothing on disk; this one also evicts under pressure.
+    let loose = RedisServer::start_with(&["--maxmemory-policy", "volatile-lru"]);
+    let store = RedisStore::connect(&redis_cfg(loose.url())).await.unwrap();
+    let warnings = store.durability_warnings().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("volatile-lru"), "{warnings:?}");
+    assert!(warnings[1].contains("persistence is off"), "{warnings:?}");
+
+    let sound = RedisServer::start_with(&["--appendonly", "yes"]);
+    let store = RedisStore::connect(&redis_cfg(sound.url())).await.unwrap();
+    assert_eq!(store.durability_warnings().await, Vec::<String>::new());
+}
+
+/// Redis loses its data (a failover to a replica that had not caught up, a restart without
+/// persistence): fences restart, so a new claim can carry the same fence as a stale
+/// holder's. The owner still tells them apart, and the stale holder's commit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_cannot_commit_after_redis_forgets() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_cfg(server.url())).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let a = store
+        .claim("g-forget", &ids(&["m"]), lease, "consumer-a")
+        .await
+        .unwrap()
+        .remove(0);
+    server.flushall();
+    let b = store
+        .claim("g-forget", &ids(&["m"]), lease, "consumer-b")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(b.state, ClaimState::New);
+    assert_eq!(
+        b.fence, a.fence,
+        "the fence counter restarted with the data"
+    );
+    let late = store
+        .commit("g-forget", &[("m".into(), a.fence)], "consumer-a")
+        .await
+        .unwrap();
+    assert!(!late[0].ok, "a stale holder committed: {:?}", late[0]);
+    let ok = store
+        .commit("g-forget", &[("m".into(), b.fence)], "consumer-b")
+        .await
+        .unwrap();
+    assert!(ok[0].ok, "{:?}", ok[0]);
 }

@@ -38,7 +38,9 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    /// Starts a server with no persistence unless `extra` (more `redis-server` arguments,
+    /// which win) says otherwise.
+    pub fn start_with(extra: &[&str]) -> Self {
         let bin = require("redis-server");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("ballast-redis-{}-{port}", std::process::id()));
@@ -60,6 +62,12 @@ impl RedisServer {
         };
         server.wait_ready();
         server
+    }
+
+    /// Drops every key, as a Redis that lost its data would.
+    pub fn flushall(&self) {
+        let out = self.cli(&["FLUSHALL"]);
+        assert!(out.contains("OK"), "FLUSHALL: {out}");
     }
 
     pub fn url(&self) -> String {

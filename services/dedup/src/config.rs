@@ -43,6 +43,8 @@ pub struct DedupLimits {
     pub max_batch: usize,
     pub max_id_bytes: usize,
     pub max_group_bytes: usize,
+    /// The `owner` of a claim, stored with it.
+    pub max_owner_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub max_lease: Duration,
 }
@@ -53,6 +55,7 @@ impl Default for DedupLimits {
             max_batch: 1000,
             max_id_bytes: 512,
             max_group_bytes: 256,
+            max_owner_bytes: 256,
             max_lease: Duration::from_secs(3600),
         }
     }
@@ -83,6 +86,10 @@ impl DedupConfig {
         anyhow::ensure!(
             l.max_group_bytes > 0,
             "limits.max_group_bytes must be positive"
+        );
+        anyhow::ensure!(
+            l.max_owner_bytes > 0,
+            "limits.max_owner_bytes must be positive"
         );
         anyhow::ensure!(!l.max_lease.is_zero(), "limits.max_lease must be positive");
         anyhow::ensure!(

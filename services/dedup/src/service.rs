@@ -18,11 +18,15 @@ use tonic::{Request, Response, Status};
 pub async fn build_store(cfg: &DedupConfig) -> anyhow::Result<Arc<dyn DedupStore>> {
     Ok(match cfg.backend {
         Backend::Memory => Arc::new(MemoryStore::new(cfg.redis.done_window)),
-        Backend::Redis => Arc::new(
-            RedisStore::connect(&cfg.redis)
+        Backend::Redis => {
+            let store = RedisStore::connect(&cfg.redis)
                 .await
-                .map_err(|e| anyhow::anyhow!("connecting to redis: {e}"))?,
-        ),
+                .map_err(|e| anyhow::anyhow!("connecting to redis: {e}"))?;
+            for warning in store.durability_warnings().await {
+                tracing::warn!("{warning}");
+            }
+            Arc::new(store)
+        }
     })
 }
 
@@ -124,6 +128,16 @@ impl DedupService {
         Ok(())
     }
 
+    fn check_owner(&self, owner: &str) -> Result<(), Status> {
+        if owner.len() > self.limits.max_owner_bytes {
+            return Err(ErrorCode::InvalidArgument.status(format!(
+                "owner is longer than {} bytes (limits.max_owner_bytes)",
+                self.limits.max_owner_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn check_ids<'a>(&self, ids: impl ExactSizeIterator<Item = &'a str>) -> Result<(), Status> {
         if ids.len() > self.limits.max_batch {
             return Err(ErrorCode::InvalidArgument.status(format!(
@@ -179,6 +193,7 @@ impl pb::dedup_server::Dedup for DedupService {
     ) -> Result<Response<pb::ClaimResponse>, Status> {
         let r = request.into_inner();
         self.check_group(&r.group)?;
+        self.check_owner(&r.owner)?;
         self.check_ids(r.ids.iter().map(String::as_str))?;
         let lease = self.lease(r.lease_ms)?;
         let out = self.finish(
@@ -216,7 +231,11 @@ impl pb::dedup_server::Dedup for DedupService {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let r = request.into_inner();
         let entries = self.fenced_input(&r.group, r.entries)?;
-        let out = self.finish("commit", self.store.commit(&r.group, &entries).await)?;
+        self.check_owner(&r.owner)?;
+        let out = self.finish(
+            "commit",
+            self.store.commit(&r.group, &entries, &r.owner).await,
+        )?;
         Ok(Response::new(pb::CommitResponse {
             results: fenced_results(out),
         }))
@@ -228,7 +247,11 @@ impl pb::dedup_server::Dedup for DedupService {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = request.into_inner();
         let entries = self.fenced_input(&r.group, r.entries)?;
-        let out = self.finish("release", self.store.release(&r.group, &entries).await)?;
+        self.check_owner(&r.owner)?;
+        let out = self.finish(
+            "release",
+            self.store.release(&r.group, &entries, &r.owner).await,
+        )?;
         Ok(Response::new(pb::ReleaseResponse {
             results: fenced_results(out),
         }))
@@ -241,7 +264,11 @@ impl pb::dedup_server::Dedup for DedupService {
         let r = request.into_inner();
         let lease = self.lease(r.lease_ms)?;
         let entries = self.fenced_input(&r.group, r.entries)?;
-        let out = self.finish("extend", self.store.extend(&r.group, &entries, lease).await)?;
+        self.check_owner(&r.owner)?;
+        let out = self.finish(
+            "extend",
+            self.store.extend(&r.group, &entries, lease, &r.owner).await,
+        )?;
         Ok(Response::new(pb::ExtendResponse {
             results: fenced_results(out),
         }))
@@ -263,7 +290,7 @@ impl pb::dedup_server::Dedup for DedupService {
                     state: c
                         .state
                         .map(proto_state)
-                        .unwrap_or(pb::ClaimState::Unspecified) as i32,
+                        .unwrap_or(pb::ClaimState::Unclaimed) as i32,
                     lease_expires_unix_ms: c.lease_expires_unix_ms,
                 })
                 .collect(),

@@ -173,10 +173,9 @@ async fn process_once_runs_work_once_and_releases_on_failure() -> anyhow::Result
     );
     let check = c.check("g", vec!["b-1".into(), "b-2".into()]).await?;
     assert_eq!(check[0].state, pb::ClaimState::Done as i32);
-    assert_eq!(
-        check[1].state,
-        pb::ClaimState::Unspecified as i32,
-        "released"
-    );
+    assert_eq!(check[1].state, pb::ClaimState::Unclaimed as i32, "released");
+    // Never seen has its own state too, not the proto default.
+    let unseen = c.check("g", vec!["never".into()]).await?;
+    assert_eq!(unseen[0].state, pb::ClaimState::Unclaimed as i32);
     Ok(())
 }
