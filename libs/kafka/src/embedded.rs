@@ -75,6 +75,10 @@ impl Default for EmbeddedClusterConfig {
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
+/// How long creating the cluster and its topics may take before `start` gives up with a
+/// clear error instead of hanging.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+
 enum Command {
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
@@ -200,9 +204,19 @@ impl EmbeddedCluster {
                 }
             })
             .map_err(|e| Error::Embedded(format!("spawn: {e}")))?;
-        let bootstrap = ready_rx
-            .recv()
-            .map_err(|_| Error::Embedded("mock cluster thread died".into()))??;
+        let bootstrap = match ready_rx.recv_timeout(SETUP_DEADLINE) {
+            Ok(r) => r?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The owner thread is stuck inside librdkafka; it is left behind.
+                return Err(Error::Embedded(format!(
+                    "creating {} topics did not finish within {SETUP_DEADLINE:?}: librdkafka's mock cluster stalls past about 550 topics; use fewer",
+                    cfg.topics.len()
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Embedded("mock cluster thread died".into()))
+            }
+        };
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),

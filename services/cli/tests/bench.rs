@@ -90,11 +90,13 @@ fn bench_quick_produces_every_figure() {
         assert!((0.0..=1.0).contains(&f), "{key} = {f} is not a share");
         f
     };
-    let p3 = &v["p3_broker_loss"];
-    share(p3, "gateway_share");
-    share(p3, "plain_share");
-    assert!(p3["gateway_records"].as_u64().unwrap() > 0, "{p3}");
-    assert!(p3["plain_records"].as_u64().unwrap() > 0, "{p3}");
+    for mix in ["unkeyed", "half_keyed"] {
+        let p3 = &v["p3_broker_loss"][mix];
+        share(p3, "gateway_share");
+        share(p3, "plain_share");
+        assert!(p3["gateway_records"].as_u64().unwrap() > 0, "{p3}");
+        assert!(p3["plain_records"].as_u64().unwrap() > 0, "{p3}");
+    }
     let p6 = &v["p6_overload"];
     for key in [
         "failover_capacity_per_sec",

@@ -1,7 +1,10 @@
-//! P3: acknowledged in time while one broker is lost, against a plain producer.
+//! P3: acknowledged in time while one broker is lost, against a plain producer; once with
+//! unkeyed records (librdkafka already steers those around a dead leader), and once with
+//! half the records STRICT-keyed, which shows what the failover queue buys.
 
 use super::{cluster, plain_producer, unkeyed, InProcess, RACK, TOPIC, WRITE_TIMEOUT};
 use crate::bench::BenchArgs;
+use ballast_failover::{FailoverBackend, FailoverConfig};
 use ballast_kafka::{EmbeddedCluster, MetadataClient};
 use ballast_proto::ingest::v1 as pb;
 use futures::future::join_all;
@@ -9,6 +12,15 @@ use rdkafka::producer::FutureRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Both P3 runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BrokerLoss {
+    pub unkeyed: BrokerLossFigures,
+    /// Half the records STRICT-keyed; the gateway fails over to SQLite, and a failover
+    /// acknowledgement within the deadline counts.
+    pub half_keyed: BrokerLossFigures,
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BrokerLossFigures {
@@ -104,8 +116,24 @@ fn victim_of(md: &ballast_kafka::ClusterMetadata) -> i32 {
     }
 }
 
-/// P3.
-pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> {
+/// P3: both runs.
+pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLoss> {
+    Ok(BrokerLoss {
+        unkeyed: run(args, false).await?,
+        half_keyed: run(args, true).await?,
+    })
+}
+
+/// Record `n` of a run: unkeyed, or every other one STRICT-keyed when `keyed`.
+fn record(n: usize, value: &[u8], keyed: bool) -> pb::Record {
+    let mut r = unkeyed(n, value);
+    if keyed && n.is_multiple_of(2) {
+        r.key = Some(format!("user-{}", n % 97).into_bytes());
+    }
+    r
+}
+
+async fn run(args: &BenchArgs, keyed: bool) -> anyhow::Result<BrokerLossFigures> {
     let (warm, loss) = if args.quick {
         (Duration::from_millis(800), Duration::from_secs(2))
     } else {
@@ -115,17 +143,40 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> 
     let batch = 10;
     let value = Arc::new(vec![b'p'; 512]);
 
+    let mix = if keyed {
+        "half strict-keyed"
+    } else {
+        "unkeyed"
+    };
     eprintln!(
-        "bench: P3 broker loss through the gateway ({rate} records/s, {loss:?} after the loss)"
+        "bench: P3 broker loss through the gateway, {mix} ({rate} records/s, {loss:?} after the loss)"
     );
     let c1 = cluster()?;
-    let gw = InProcess::start(&c1).await?;
+    let dir = std::env::temp_dir().join(format!("ballast-bench-p3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.join(format!("{mix}.db")).display()
+    );
+    let gw = InProcess::start_with(&c1, |c| {
+        if keyed {
+            c.failover = FailoverConfig {
+                backend: FailoverBackend::Sqlite,
+                database_url: db,
+                allow_node_local: true,
+                ..FailoverConfig::default()
+            };
+        }
+    })
+    .await?;
     let victim = victim_of(&gw.handle.metadata());
     let (client, v) = (gw.client.clone(), value.clone());
     let (gw_n, gw_ok) = under_loss(&c1, victim, rate, batch, warm, loss, move |first| {
         let (mut client, v) = (client.clone(), v.clone());
         async move {
-            let records = (first..first + batch).map(|i| unkeyed(i, &v)).collect();
+            let records = (first..first + batch)
+                .map(|i| record(i, &v, keyed))
+                .collect();
             let t0 = Instant::now();
             let resp = client
                 .produce(pb::ProduceRequest { records })
@@ -139,7 +190,11 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> 
                 .map(|r| {
                     (
                         took,
-                        matches!(r.outcome, Some(pb::record_result::Outcome::Kafka(_))),
+                        matches!(
+                            r.outcome,
+                            Some(pb::record_result::Outcome::Kafka(_))
+                                | Some(pb::record_result::Outcome::Failover(_))
+                        ),
                     )
                 })
                 .collect())
@@ -148,8 +203,9 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> 
     .await?;
     gw.stop().await?;
     drop(c1);
+    std::fs::remove_dir_all(&dir).ok();
 
-    eprintln!("bench: P3 broker loss through a plain rdkafka producer");
+    eprintln!("bench: P3 broker loss through a plain rdkafka producer, {mix}");
     let c2 = cluster()?;
     let md = MetadataClient::new(
         vec![c2
@@ -165,27 +221,28 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLossFigures> 
     .await?;
     let plain = plain_producer(c2.bootstrap_servers(), WRITE_TIMEOUT)?;
     let (p, v) = (plain.clone(), value.clone());
-    let (plain_n, plain_ok) = under_loss(&c2, victim_of(&md), rate, batch, warm, loss, move |_| {
-        let (p, v) = (p.clone(), v.clone());
-        async move {
-            let sends = (0..batch).map(|_| {
-                let p = p.clone();
-                let v = v.clone();
-                async move {
-                    let t0 = Instant::now();
-                    let r = p
-                        .send(
-                            FutureRecord::<(), [u8]>::to(TOPIC).payload(v.as_slice()),
-                            Duration::from_secs(0),
-                        )
-                        .await;
-                    (t0.elapsed(), r.is_ok())
-                }
-            });
-            Ok(join_all(sends).await)
-        }
-    })
-    .await?;
+    let (plain_n, plain_ok) =
+        under_loss(&c2, victim_of(&md), rate, batch, warm, loss, move |first| {
+            let (p, v) = (p.clone(), v.clone());
+            async move {
+                let sends = (first..first + batch).map(|i| {
+                    let p = p.clone();
+                    let v = v.clone();
+                    async move {
+                        let r = record(i, &v, keyed);
+                        let mut rec = FutureRecord::<[u8], [u8]>::to(TOPIC).payload(v.as_slice());
+                        if let Some(k) = r.key.as_deref() {
+                            rec = rec.key(k);
+                        }
+                        let t0 = Instant::now();
+                        let r = p.send(rec, Duration::from_secs(0)).await;
+                        (t0.elapsed(), r.is_ok())
+                    }
+                });
+                Ok(join_all(sends).await)
+            }
+        })
+        .await?;
     drop(plain);
     drop(c2);
     Ok(BrokerLossFigures {

@@ -49,12 +49,21 @@ pub(super) struct InProcess {
 
 impl InProcess {
     pub(super) async fn start(cluster: &EmbeddedCluster) -> anyhow::Result<Self> {
+        Self::start_with(cluster, |_| {}).await
+    }
+
+    /// A gateway configured further by `tweak` (a failover queue, say).
+    pub(super) async fn start_with(
+        cluster: &EmbeddedCluster,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<Self> {
         let mut cfg = GatewayConfig {
             rack: Some(RACK.into()),
             ..GatewayConfig::default()
         };
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.kafka.write_timeout = WRITE_TIMEOUT;
+        tweak(&mut cfg);
         let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle.refresh_metadata().await?;
@@ -90,6 +99,8 @@ pub(super) fn plain_producer(bootstrap: &str, timeout: Duration) -> anyhow::Resu
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "2")
+        // Java's partitioner for keyed records, as the gateway uses.
+        .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", timeout.as_millis().to_string())
         .create()?)
 }
