@@ -163,3 +163,57 @@ async fn injected_produce_errors_are_retried_not_answered() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// A sequence desynchronization makes librdkafka raise a fatal error: the producer can no
+/// longer write. The gateway rebuilds it; records caught in it get a retryable error (or
+/// fail over), later records reach Kafka again, and no partition breaker opened for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_rebuilds_the_producer() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(&[("fatal", 3)], |_| {}).await?;
+    let first = stack.produce(vec![record("fatal", None, "before")]).await?;
+    assert!(kafka_ack(&first[0]).is_some(), "{first:?}");
+
+    stack
+        .cluster
+        .inject_request_errors(MockApi::Produce, &["OUT_OF_ORDER_SEQUENCE_NUMBER"])
+        .await?;
+    let caught = stack.produce(vec![record("fatal", None, "caught")]).await?;
+    if let Some(e) = record_error(&caught[0]) {
+        assert!(e.retryable, "{caught:?}");
+        assert_ne!(e.code, Code::NotFound as i32);
+    }
+
+    // The next records go through a new producer.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = stack
+            .produce(
+                (0..6)
+                    .map(|i| record("fatal", None, &format!("after{i}")))
+                    .collect(),
+            )
+            .await?;
+        if after.iter().all(|r| kafka_ack(r).is_some()) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < end,
+            "the gateway stays broken after a fatal producer error: {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = stack.metrics_text().await?;
+    assert!(
+        metrics.contains("ballast_gateway_write_failures_total{kind=\"producer_fatal\"}"),
+        "the fatal error was seen: {metrics}"
+    );
+    for s in stack.handle.partition_status("fatal") {
+        assert_eq!(
+            s.state,
+            ballast_balancer::BreakerState::Closed,
+            "partition {} breaker opened for the producer's fault",
+            s.partition
+        );
+    }
+    Ok(())
+}

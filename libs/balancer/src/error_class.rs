@@ -21,6 +21,9 @@ pub enum FailureKind {
     Rejected,
     /// The producer's local queue is full.
     QueueFull,
+    /// The producer itself hit a fatal error (and was rebuilt): the producer's fault, not
+    /// the partition's. Retryable; never trips a breaker.
+    ProducerFatal,
     /// Anything else; counts against the partition.
     Other,
 }
@@ -56,6 +59,7 @@ impl FailureKind {
             FailureKind::InvalidTopic => "invalid_topic",
             FailureKind::Rejected => "rejected",
             FailureKind::QueueFull => "queue_full",
+            FailureKind::ProducerFatal => "producer_fatal",
             FailureKind::Other => "other",
         }
     }
@@ -76,5 +80,7 @@ mod tests {
         assert!(!FailureKind::QueueFull.trips_breaker());
         assert!(!FailureKind::Rejected.trips_breaker());
         assert!(!FailureKind::Rejected.retryable());
+        assert!(!FailureKind::ProducerFatal.trips_breaker());
+        assert!(FailureKind::ProducerFatal.retryable());
     }
 }

@@ -142,6 +142,10 @@ const INJECTABLE: &[(&str, RDKafkaRespErr)] = {
         ),
         ("INVALID_RECORD", RD_KAFKA_RESP_ERR_INVALID_RECORD),
         ("POLICY_VIOLATION", RD_KAFKA_RESP_ERR_POLICY_VIOLATION),
+        (
+            "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ),
     ]
 };
 

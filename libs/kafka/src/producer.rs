@@ -1,11 +1,19 @@
 //! The producer every Ballast service writes through: `acks=all`, idempotence on, an
 //! explicit partition on every record, and a bounded wait per attempt.
+//!
+//! A fatal librdkafka error (an idempotence sequence failure, say) leaves a producer unable
+//! to write until it is replaced. The first write that meets one rebuilds the producer from
+//! the same config; writes caught in it fail with `FailureKind::ProducerFatal`, which is
+//! retryable and never counts against a partition.
 
 use crate::{classify, KafkaConfig};
 use ballast_balancer::FailureKind;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// One record to write to one partition.
@@ -36,7 +44,9 @@ pub struct WriteError {
 
 #[derive(Clone)]
 pub struct KafkaProducer {
-    inner: FutureProducer,
+    config: ClientConfig,
+    current: Arc<RwLock<Arc<FutureProducer>>>,
+    rebuilds: Arc<AtomicU64>,
     write_timeout: Duration,
 }
 
@@ -72,9 +82,48 @@ impl KafkaProducer {
         cc.set("acks", "all").set("enable.idempotence", "true");
         let inner: FutureProducer = cc.create()?;
         Ok(Self {
-            inner,
+            config: cc,
+            current: Arc::new(RwLock::new(Arc::new(inner))),
+            rebuilds: Arc::new(AtomicU64::new(0)),
             write_timeout: cfg.write_timeout,
         })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.current.read().expect("producer lock").clone()
+    }
+
+    /// How many times a fatal error made this producer rebuild itself.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// Classifies a write error; a fatal error of `producer` also replaces it (once, however
+    /// many writes see the error).
+    fn failed(&self, producer: &Arc<FutureProducer>, e: &KafkaError, what: &str) -> WriteError {
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return WriteError {
+                kind: classify(e),
+                message: format!("{what}{e}"),
+            };
+        };
+        let mut current = self.current.write().expect("producer lock");
+        if Arc::ptr_eq(&current, producer) {
+            match self.config.create::<FutureProducer>() {
+                Ok(fresh) => {
+                    *current = Arc::new(fresh);
+                    self.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%code, %reason, "fatal producer error; producer rebuilt");
+                }
+                Err(err) => {
+                    tracing::error!(%code, %reason, error = %err, "fatal producer error; rebuilding failed")
+                }
+            }
+        }
+        WriteError {
+            kind: FailureKind::ProducerFatal,
+            message: format!("fatal producer error ({code}: {reason}); the producer was rebuilt"),
+        }
     }
 
     pub fn write_timeout(&self) -> Duration {
@@ -98,19 +147,16 @@ impl KafkaProducer {
         if let Some(key) = rec.key {
             fr = fr.key(key);
         }
-        let future = self.inner.send_result(fr).map_err(|(e, _)| WriteError {
-            kind: classify(&e),
-            message: format!("enqueue failed: {e}"),
-        })?;
+        let producer = self.producer();
+        let future = producer
+            .send_result(fr)
+            .map_err(|(e, _)| self.failed(&producer, &e, "enqueue failed: "))?;
         match future.await {
             Ok(Ok(delivery)) => Ok(Written {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Ok(Err((e, _))) => Err(WriteError {
-                kind: classify(&e),
-                message: e.to_string(),
-            }),
+            Ok(Err((e, _))) => Err(self.failed(&producer, &e, "")),
             Err(_) => Err(WriteError {
                 kind: FailureKind::Other,
                 message: "producer dropped the delivery report".into(),
@@ -120,11 +166,11 @@ impl KafkaProducer {
 
     /// Waits for every queued record to be delivered or to fail, up to `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), crate::Error> {
-        self.inner.flush(timeout).map_err(crate::Error::Client)
+        self.producer().flush(timeout).map_err(crate::Error::Client)
     }
 
     /// Records and requests still queued inside the producer.
     pub fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
+        self.producer().in_flight_count()
     }
 }

@@ -121,7 +121,8 @@ impl Attempts<'_> {
                 return Err(RecordError::new(code, e.message));
             }
             last_error = format!("partition {}: {}", pick.partition, e.message);
-            if rec.pinned() {
+            // The producer failed, not the partition: another partition cannot help now.
+            if rec.pinned() || e.kind == FailureKind::ProducerFatal {
                 return Err(RecordError::new(Unavailable, last_error));
             }
             // The leader is suspect: skip its other partitions too.
