@@ -635,3 +635,40 @@ async fn leaderless_partitions_are_held_by_a_push_and_the_service_is_optional() 
     eprintln!("leaderless partition held {held_in:?} after the change, by push");
     stack.shutdown().await
 }
+
+/// Draining marks are bounded: every mark sends traffic away, so a runaway caller cannot
+/// mark the whole fleet (limits.max_draining_marks, 16 by default), nor log a novel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_marks_are_capped() -> anyhow::Result<()> {
+    let kafka = cluster("capped", 2)?;
+    let svc = Topology::start(
+        kafka.bootstrap_servers(),
+        TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let mut c = svc.client().await?;
+    let mark = |broker_id: i32, reason: String| pb::MarkBrokerDrainingRequest {
+        broker_id,
+        reason,
+        ..Default::default()
+    };
+    for b in 1..=16 {
+        c.mark_broker_draining(mark(b, "spot notice".into()))
+            .await?;
+    }
+    let e = c
+        .mark_broker_draining(mark(17, "one too many".into()))
+        .await
+        .expect_err("over limits.max_draining_marks");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("limits.max_draining_marks"), "{e}");
+    // Marking an already marked broker again is fine.
+    c.mark_broker_draining(mark(3, "renewed".into())).await?;
+    let e = c
+        .mark_broker_draining(mark(3, "x".repeat(2000)))
+        .await
+        .expect_err("reason too long");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert_eq!(svc.get().await?.draining_brokers.len(), 16);
+    svc.stop().await
+}

@@ -31,12 +31,15 @@ struct Pending {
     body: Vec<u8>,
     reply: Reply,
     state: Arc<AtomicU8>,
+    /// The body's share of `failover.pending_bytes`, given back when the body is dropped.
+    bytes: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Sends bodies to the failover queue in shared batches.
 #[derive(Debug, Clone)]
 pub struct Enqueuer {
     tx: mpsc::Sender<Pending>,
+    pending_bytes: Arc<Semaphore>,
     queue: Arc<dyn FailoverQueue>,
     breaker: Arc<Mutex<Breaker>>,
     breaker_cfg: BreakerConfig,
@@ -60,6 +63,7 @@ impl Enqueuer {
         ));
         Self {
             tx,
+            pending_bytes: Arc::new(Semaphore::new(cfg.pending_bytes)),
             queue,
             breaker: Arc::new(Mutex::new(Breaker::new())),
             breaker_cfg,
@@ -95,14 +99,38 @@ impl Enqueuer {
             .expect("breaker lock")
             .try_admit(&self.breaker_cfg, Instant::now())
             .ok_or_else(|| QueueError::Unavailable("failover queue breaker is open".into()))?;
+        let bytes = u32::try_from(body.len().max(1))
+            .ok()
+            .and_then(|n| self.pending_bytes.clone().try_acquire_many_owned(n).ok());
+        let result = match bytes {
+            None => Err(QueueError::Unavailable(
+                "failover queue has too many pending bytes (failover.pending_bytes)".into(),
+            )),
+            Some(bytes) => self.send(body, bytes).await,
+        };
+        let mut b = self.breaker.lock().expect("breaker lock");
+        match &result {
+            Ok(_) => b.on_success(&self.breaker_cfg, admission),
+            Err(_) => b.on_failure(&self.breaker_cfg, admission, true, Instant::now()),
+        }
+        result
+    }
+
+    /// Hands the body to the batching task and waits for its fate.
+    async fn send(
+        &self,
+        body: Vec<u8>,
+        bytes: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<String, QueueError> {
         let (reply, mut rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(WAITING));
         let pending = Pending {
             body,
             reply,
             state: state.clone(),
+            bytes,
         };
-        let result = match self.tx.try_send(pending) {
+        match self.tx.try_send(pending) {
             Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Unavailable(
                 "failover queue has too many pending records (failover.pending_limit)".into(),
             )),
@@ -126,13 +154,7 @@ impl Enqueuer {
                     Err(_) => rx.await.unwrap_or_else(|_| dropped()),
                 },
             },
-        };
-        let mut b = self.breaker.lock().expect("breaker lock");
-        match &result {
-            Ok(_) => b.on_success(&self.breaker_cfg, admission),
-            Err(_) => b.on_failure(&self.breaker_cfg, admission, true, Instant::now()),
         }
-        result
     }
 }
 
@@ -173,8 +195,15 @@ async fn run(
         }
         let queue = queue.clone();
         tokio::spawn(async move {
-            let (bodies, replies): (Vec<Vec<u8>>, Vec<Reply>) =
-                batch.into_iter().map(|p| (p.body, p.reply)).unzip();
+            let mut bodies = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            // The bodies' byte shares are held until the batch has its outcome.
+            let mut shares = Vec::with_capacity(batch.len());
+            for p in batch {
+                bodies.push(p.body);
+                replies.push(p.reply);
+                shares.push(p.bytes);
+            }
             match queue.enqueue(&bodies, delay).await {
                 Ok(ids) => {
                     for (reply, id) in replies.into_iter().zip(ids) {
@@ -187,6 +216,7 @@ async fn run(
                     }
                 }
             }
+            drop(shares);
             drop(permit);
         });
     }

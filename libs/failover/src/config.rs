@@ -32,6 +32,8 @@ pub struct FailoverConfig {
     pub linger: Duration,
     /// Records waiting for a batch; more fail with UNAVAILABLE.
     pub pending_limit: usize,
+    /// Body bytes waiting for a batch or in one; more fail with UNAVAILABLE.
+    pub pending_bytes: usize,
     /// Batches sent at once.
     pub concurrent_batches: usize,
     /// The deadline of one enqueue call.
@@ -56,6 +58,7 @@ impl Default for FailoverConfig {
             sqs: SqsConfig::default(),
             linger: Duration::from_millis(2),
             pending_limit: 100_000,
+            pending_bytes: 64 * 1024 * 1024,
             concurrent_batches: 8,
             timeout: Duration::from_secs(5),
             initial_delay: Duration::ZERO,
@@ -67,8 +70,8 @@ impl Default for FailoverConfig {
 impl FailoverConfig {
     pub fn validate(&self) -> Result<(), QueueError> {
         let bad = |m: &str| Err(QueueError::Config(m.to_string()));
-        if self.pending_limit == 0 || self.concurrent_batches == 0 {
-            return bad("failover.pending_limit and failover.concurrent_batches must be positive");
+        if self.pending_limit == 0 || self.concurrent_batches == 0 || self.pending_bytes == 0 {
+            return bad("failover.pending_limit, failover.pending_bytes and failover.concurrent_batches must be positive");
         }
         if self.timeout.is_zero() {
             return bad("failover.timeout must be positive");

@@ -8,6 +8,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
 
+/// Dead letters moved per transaction by a redrive of all.
+const REDRIVE_PAGE: i64 = 500;
+
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -104,6 +107,74 @@ impl SqlQueue {
             dead_at_unix_ms: row.try_get("dead_at")?,
             body_bytes: row.try_get::<i64, _>("body_len")? as usize,
         })
+    }
+
+    /// Moves dead letters back to the queue in one transaction: the given ids, or the next
+    /// `REDRIVE_PAGE` with ids above `after`. Returns how many moved and the last id.
+    async fn redrive_rows(
+        &self,
+        ids: Option<&[i64]>,
+        after: i64,
+    ) -> Result<(u64, i64), QueueError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let rows = match ids {
+            None => sqlx::query(
+                "SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 \
+                 ORDER BY id LIMIT $3",
+            )
+            .bind(&self.queue)
+            .bind(after)
+            .bind(REDRIVE_PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?,
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for id in ids {
+                    rows.extend(
+                        sqlx::query("SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2")
+                            .bind(&self.queue)
+                            .bind(*id)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(unavailable)?,
+                    );
+                }
+                rows
+            }
+        };
+        let now = now_ms();
+        let mut last = after;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(unavailable)?;
+            last = last.max(id);
+            let body: Vec<u8> = row.try_get("body").map_err(unavailable)?;
+            // A fresh start: attempts reset, the history kept in last_error.
+            let body = match envelope::decode(&body) {
+                Ok(mut env) => {
+                    env.attempt = 0;
+                    envelope::encode(&env)
+                }
+                Err(_) => body,
+            };
+            sqlx::query(
+                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
+                 VALUES ($1, $2, $3, $3, 0)",
+            )
+            .bind(&self.queue)
+            .bind(body.as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok((rows.len() as u64, last))
     }
 
     fn id_list(ids: &[String]) -> Result<Vec<i64>, QueueError> {
@@ -371,59 +442,21 @@ impl FailoverQueue for SqlQueue {
     }
 
     async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let rows = if all {
-            sqlx::query(
-                "SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 ORDER BY id",
-            )
-            .bind(&self.queue)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        } else {
-            let mut rows = Vec::new();
-            for id in Self::id_list(ids)? {
-                rows.extend(
-                    sqlx::query("SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2")
-                        .bind(&self.queue)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(unavailable)?,
-                );
-            }
-            rows
-        };
-        let now = now_ms();
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(unavailable)?;
-            let body: Vec<u8> = row.try_get("body").map_err(unavailable)?;
-            // A fresh start: attempts reset, the history kept in last_error.
-            let body = match envelope::decode(&body) {
-                Ok(mut env) => {
-                    env.attempt = 0;
-                    envelope::encode(&env)
-                }
-                Err(_) => body,
-            };
-            sqlx::query(
-                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
-                 VALUES ($1, $2, $3, $3, 0)",
-            )
-            .bind(&self.queue)
-            .bind(body.as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        if !all {
+            let ids = Self::id_list(ids)?;
+            return self.redrive_rows(Some(&ids), 0).await.map(|(n, _)| n);
         }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(rows.len() as u64)
+        // Every dead letter, a page at a time: memory stays bounded by one page however
+        // large the store is, and each page moves in its own transaction.
+        let (mut total, mut after) = (0, 0);
+        loop {
+            let (n, last) = self.redrive_rows(None, after).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+            after = last;
+        }
     }
 
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {

@@ -520,11 +520,40 @@ impl FailoverQueue for SqsQueue {
     }
 
     async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
+        if all {
+            // A page at a time: memory stays bounded by one page (at most 100 bodies).
+            let mut total = 0;
+            loop {
+                let page = self.peek_dead(100, Duration::from_secs(30)).await?;
+                if page.is_empty() {
+                    return Ok(total);
+                }
+                total += self.redrive_entries(&page).await?;
+            }
+        }
+        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
+        let chosen: Vec<Leased> = picked
+            .into_iter()
+            .filter(|l| ids.contains(&l.entry_id))
+            .collect();
+        self.redrive_entries(&chosen).await
+    }
+
+    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
         let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
         let chosen: Vec<Leased> = picked
             .into_iter()
             .filter(|l| all || ids.contains(&l.entry_id))
             .collect();
+        self.delete_from(&self.dlq_url, &chosen).await?;
+        Ok(chosen.len() as u64)
+    }
+}
+
+impl SqsQueue {
+    /// Sends dead letters back to the queue (attempts reset), then deletes them from the
+    /// dead-letter queue.
+    async fn redrive_entries(&self, chosen: &[Leased]) -> Result<u64, QueueError> {
         let bodies: Vec<Vec<u8>> = chosen
             .iter()
             .map(|l| match envelope::decode(&l.body) {
@@ -538,18 +567,8 @@ impl FailoverQueue for SqsQueue {
         if !bodies.is_empty() {
             self.send_batches(&self.queue_url, &bodies, Duration::ZERO)
                 .await?;
-            self.delete_from(&self.dlq_url, &chosen).await?;
+            self.delete_from(&self.dlq_url, chosen).await?;
         }
-        Ok(chosen.len() as u64)
-    }
-
-    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
-        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
-        let chosen: Vec<Leased> = picked
-            .into_iter()
-            .filter(|l| all || ids.contains(&l.entry_id))
-            .collect();
-        self.delete_from(&self.dlq_url, &chosen).await?;
         Ok(chosen.len() as u64)
     }
 }

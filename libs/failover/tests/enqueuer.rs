@@ -77,3 +77,45 @@ async fn an_error_means_the_queue_does_not_hold_the_record() -> anyhow::Result<(
     assert!(err.to_string().contains("does not hold it"), "{err}");
     Ok(())
 }
+
+/// Bodies waiting for a batch, or in one, are bounded in bytes, not only in count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_bodies_are_bounded_in_bytes() -> anyhow::Result<()> {
+    let url = require_postgres();
+    let queue: Arc<dyn FailoverQueue> =
+        Arc::new(SqlQueue::connect(&url, &unique("bytes"), 4).await?);
+    let cfg = FailoverConfig {
+        pending_bytes: 100 * 1024,
+        linger: Duration::from_millis(1),
+        concurrent_batches: 1,
+        ..FailoverConfig::default()
+    };
+    let enqueuer = Enqueuer::start(queue.clone(), &cfg, BreakerConfig::default());
+    let big = |id: &str| {
+        envelope::encode(&Envelope {
+            topic: "events".into(),
+            message_id: id.into(),
+            value: vec![7; 60 * 1024],
+            ..Default::default()
+        })
+    };
+    let mut locker = sqlx::PgConnection::connect(&url).await?;
+    let mut lock = locker.begin().await?;
+    sqlx::query("LOCK TABLE ballast_failover_entries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await?;
+    let first = tokio::spawn({
+        let (e, body) = (enqueuer.clone(), big("first"));
+        async move { e.enqueue(body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // 60 KiB are held by the blocked batch: another 60 KiB would pass 100 KiB.
+    let second = enqueuer.enqueue(big("second")).await;
+    let err = second.expect_err("over failover.pending_bytes");
+    assert!(err.to_string().contains("failover.pending_bytes"), "{err}");
+    lock.rollback().await?;
+    first.await??;
+    // The bytes came back with the first body's fate.
+    enqueuer.enqueue(big("third")).await?;
+    Ok(())
+}

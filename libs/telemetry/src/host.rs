@@ -179,7 +179,7 @@ impl Host {
         listener: TcpListener,
     ) -> anyhow::Result<()> {
         let stopping = self.stopping();
-        self.serve(router.serve_with_incoming_shutdown(incoming_nodelay(listener), stopping))
+        self.serve(router.serve_with_incoming_shutdown(incoming(listener, None), stopping))
             .await
     }
 
@@ -215,20 +215,92 @@ async fn fired(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
 }
 
-/// Accepted connections with Nagle's algorithm off: answers are small and latency matters.
-/// (tonic sets TCP_NODELAY only on listeners it binds itself.)
-pub fn incoming_nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
+/// Accepted connections, with Nagle's algorithm off (answers are small and latency
+/// matters; tonic sets TCP_NODELAY only on listeners it binds itself), and at most
+/// `max_connections` open at once when set: past it, new connections wait in the listen
+/// backlog until one closes.
+pub fn incoming(
+    listener: TcpListener,
+    max_connections: Option<usize>,
+) -> impl futures::Stream<Item = std::io::Result<Conn>> {
+    let slots = max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    futures::stream::unfold((listener, slots), |(listener, slots)| async move {
+        let slot = match &slots {
+            Some(s) => Some(s.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        let accepted = listener.accept().await.map(|(stream, _)| {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "setting TCP_NODELAY");
             }
-        }
-        conn
+            Conn {
+                stream,
+                _slot: slot,
+            }
+        });
+        Some((accepted, (listener, slots)))
     })
+}
+
+/// An accepted connection; it frees its `max_connections` slot when it closes.
+#[derive(Debug)]
+pub struct Conn {
+    stream: tokio::net::TcpStream,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// gRPC reflection over every Ballast API and gRPC health, as each service serves it (so

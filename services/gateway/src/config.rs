@@ -117,6 +117,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// HTTP/2 receive window per stream (the connection's is 8 times larger).
     pub grpc_stream_window_bytes: u32,
+    /// The largest encoded request (one `Produce` call or one `ProduceStream` message);
+    /// larger ones fail whole with OUT_OF_RANGE before they are decoded.
+    pub max_request_bytes: usize,
+    /// Client connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -145,6 +150,8 @@ impl Default for Limits {
             stream_inflight_batches: 8,
             request_timeout: Duration::from_secs(30),
             grpc_stream_window_bytes: 4 * 1024 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -183,6 +190,8 @@ impl GatewayConfig {
             ),
             ("limits.max_concurrent_requests", l.max_concurrent_requests),
             ("limits.stream_inflight_batches", l.stream_inflight_batches),
+            ("limits.max_request_bytes", l.max_request_bytes),
+            ("limits.max_connections", l.max_connections),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -175,13 +175,16 @@ impl Gateway {
             .add_service(host.health_service())
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(IngestServer::new(IngestService::new(
-                writer.clone(),
-                limits.clone(),
-                self.metrics.clone(),
-            )))
+            .add_service(
+                IngestServer::new(IngestService::new(
+                    writer.clone(),
+                    limits.clone(),
+                    self.metrics.clone(),
+                ))
+                .max_decoding_message_size(limits.max_request_bytes),
+            )
             .serve_with_incoming_shutdown(
-                ballast_telemetry::incoming_nodelay(listener),
+                ballast_telemetry::incoming(listener, Some(limits.max_connections)),
                 host.stopping(),
             );
         let served = host.serve(server).await;

@@ -62,6 +62,11 @@ pub struct PlanLimits {
     pub max_consumers: usize,
     /// Concurrent WatchTopology streams.
     pub max_watchers: usize,
+    /// Brokers marked draining at once; every mark sends traffic away, so a runaway caller
+    /// cannot push everything to failover.
+    pub max_draining_marks: usize,
+    /// Bytes of a draining mark's `reason`.
+    pub max_reason_bytes: usize,
 }
 
 impl Default for PlanLimits {
@@ -71,6 +76,8 @@ impl Default for PlanLimits {
             max_brokers: 10_000,
             max_consumers: 10_000,
             max_watchers: 10_000,
+            max_draining_marks: 16,
+            max_reason_bytes: 1024,
         }
     }
 }
@@ -108,6 +115,8 @@ impl TopologyConfig {
             ("limits.max_brokers", l.max_brokers),
             ("limits.max_consumers", l.max_consumers),
             ("limits.max_watchers", l.max_watchers),
+            ("limits.max_draining_marks", l.max_draining_marks),
+            ("limits.max_reason_bytes", l.max_reason_bytes),
         ] {
             if v == 0 {
                 anyhow::bail!("config: {name} must be positive");

@@ -90,7 +90,24 @@ impl pb::topology_server::Topology for TopologyService {
                     .status("deadline_unix_ms must be a positive unix time in milliseconds"));
             }
         }
-        let version = self.state.mark_draining(r.broker_id, r.deadline_unix_ms);
+        if r.reason.len() > self.limits.max_reason_bytes {
+            return Err(ErrorCode::InvalidArgument.status(format!(
+                "reason is longer than {} bytes (limits.max_reason_bytes)",
+                self.limits.max_reason_bytes
+            )));
+        }
+        let version = self
+            .state
+            .mark_draining_within(
+                r.broker_id,
+                r.deadline_unix_ms,
+                self.limits.max_draining_marks,
+            )
+            .map_err(|n| {
+                ErrorCode::ResourceExhausted.status(format!(
+                    "{n} brokers are marked draining already (limits.max_draining_marks); clear one first"
+                ))
+            })?;
         let known = self
             .state
             .snapshot()

@@ -78,9 +78,24 @@ impl TopologyState {
 
     /// Marks a broker draining; returns the first version that shows the mark.
     pub fn mark_draining(&self, broker: i32, deadline_unix_ms: Option<i64>) -> u64 {
+        self.mark_draining_within(broker, deadline_unix_ms, usize::MAX)
+            .expect("no limit")
+    }
+
+    /// [`TopologyState::mark_draining`], unless it would make more than `max` marks (a
+    /// broker already marked can always be marked again); `Err` holds the mark count.
+    pub fn mark_draining_within(
+        &self,
+        broker: i32,
+        deadline_unix_ms: Option<i64>,
+        max: usize,
+    ) -> Result<u64, usize> {
         let mut inner = self.inner.lock().expect("state lock");
+        if !inner.draining.contains_key(&broker) && inner.draining.len() >= max {
+            return Err(inner.draining.len());
+        }
         inner.draining.insert(broker, Drain { deadline_unix_ms });
-        self.publish(&mut inner)
+        Ok(self.publish(&mut inner))
     }
 
     /// Clears a mark; returns the version without it and whether there was one.
@@ -235,6 +250,11 @@ mod tests {
         s.apply_metadata(Ok(md(&[1])));
         s.mark_draining(1, Some(1_000));
         s.mark_draining(7, None);
+        assert_eq!(s.mark_draining_within(9, None, 2), Err(2), "capped");
+        assert!(
+            s.mark_draining_within(7, Some(5), 2).is_ok(),
+            "re-marking is fine"
+        );
         assert!(s.expire_marks(1_099).is_empty());
         assert_eq!(s.expire_marks(1_100), vec![1]);
         assert_eq!(
