@@ -52,3 +52,34 @@ async fn serves_redis_and_exits_on_sigterm() -> anyhow::Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+/// Against a Redis that keeps nothing on disk, `ballast-dedup` says at start that the
+/// guarantee needs persistence.
+#[test]
+fn warns_at_start_when_redis_settings_break_the_guarantee() {
+    use std::io::{BufRead, BufReader};
+    let redis = RedisServer::start();
+    let mut child = Command::new(BIN)
+        .env("BALLAST_REDIS__URL", redis.url())
+        .env("BALLAST_LISTEN", "127.0.0.1:0")
+        .env("BALLAST_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("persistence is off") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let warned = rx.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = warned.expect("a persistence warning at start");
+    assert!(line.contains("WARN"), "{line}");
+}
