@@ -268,60 +268,41 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-async fn reflected_services(addr: &str) -> anyhow::Result<Vec<String>> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await?
-        .into_inner();
-    let resp = responses
-        .message()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no reflection response"))?;
-    match resp.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
+/// The services a reflection client of version `$v` (v1 or v1alpha) lists at `$addr`.
+macro_rules! reflected {
+    ($v:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::$v::ServerReflectionRequest;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", $addr))?
+            .connect()
+            .await?;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let resp = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await?
+            .into_inner()
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no reflection response"))?;
+        match resp.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                anyhow::Ok(list.service.into_iter().map(|s| s.name).collect::<Vec<_>>())
+            }
+            other => anyhow::bail!("unexpected reflection response {other:?}"),
         }
-        other => anyhow::bail!("unexpected reflection response {other:?}"),
-    }
+    }};
+}
+
+async fn reflected_services(addr: &str) -> anyhow::Result<Vec<String>> {
+    reflected!(v1, addr)
 }
 
 /// The same through reflection v1alpha, the only version grpcurl 1.8 speaks.
 async fn reflected_services_v1alpha(addr: &str) -> anyhow::Result<Vec<String>> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let resp = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await?
-        .into_inner()
-        .message()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no reflection response"))?;
-    match resp.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        other => anyhow::bail!("unexpected reflection response {other:?}"),
-    }
+    reflected!(v1alpha, addr)
 }
