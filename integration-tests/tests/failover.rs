@@ -91,7 +91,13 @@ async fn start_worker(
 }
 
 async fn gateway_with(failover: FailoverConfig) -> anyhow::Result<GatewayStack> {
-    GatewayStack::start(&[("fo", PARTITIONS)], move |c| c.failover = failover).await
+    GatewayStack::start(&[("fo", PARTITIONS)], move |c| {
+        if failover.backend == FailoverBackend::Sqs {
+            c.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
+        }
+        c.failover = failover
+    })
+    .await
 }
 
 fn outage_batch(tag: &str) -> Vec<pb::Record> {

@@ -20,4 +20,4 @@ pub use batcher::Enqueuer;
 pub use config::{FailoverBackend, FailoverConfig};
 pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Leased, QueueError, QueueStats};
 pub use sql::SqlQueue;
-pub use sqs::{SqsConfig, SqsQueue};
+pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES};

@@ -18,6 +18,11 @@ use std::time::Duration;
 
 /// SQS allows 10 entries and 256 KiB per batch; keep a margin for attributes.
 const MAX_ENTRIES: usize = 10;
+/// The largest record (key + value + headers) an SQS failover message can carry: a message
+/// holds 256 KiB, base64 costs a third, and the envelope (topic, message id, a last error
+/// of at most 1 KiB) needs room. A gateway with SQS failover refuses a larger
+/// `limits.max_record_bytes` at startup.
+pub const SQS_MAX_RECORD_BYTES: usize = 176 * 1024;
 const MAX_BATCH_BYTES: usize = 240 * 1024;
 const MAX_DELAY_SECS: u64 = 900;
 const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
@@ -286,9 +291,12 @@ impl SqsQueue {
                 let attr = |k: MessageSystemAttributeName| {
                     attrs.get(&k).and_then(|v| v.parse::<i64>().ok())
                 };
+                // A body that is not base64 (not written by Ballast) stays as it came, so
+                // it is dead-lettered with its original bytes, never emptied.
+                let raw = m.body.unwrap_or_default();
                 let body = base64::engine::general_purpose::STANDARD
-                    .decode(m.body.unwrap_or_default())
-                    .unwrap_or_default();
+                    .decode(&raw)
+                    .unwrap_or_else(|_| raw.into_bytes());
                 Leased {
                     entry_id: m.message_id.unwrap_or_default(),
                     receipt: m.receipt_handle.unwrap_or_default(),
@@ -316,13 +324,52 @@ impl SqsQueue {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             self.count();
-            self.client
+            let out = self
+                .client
                 .delete_message_batch()
                 .queue_url(url)
                 .set_entries(Some(batch))
                 .send()
                 .await
                 .map_err(err_sdk)?;
+            // Entries SQS refused are retried once, one by one; what still fails is an
+            // error (the entry comes back when its lease ends: a duplicate, not a loss).
+            let mut refused = Vec::new();
+            for f in &out.failed {
+                let entry =
+                    f.id.strip_prefix('d')
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .and_then(|i| chunk.get(i));
+                let retried = match entry {
+                    Some(e) if !f.sender_fault => {
+                        self.count();
+                        self.client
+                            .delete_message()
+                            .queue_url(url)
+                            .receipt_handle(&e.receipt)
+                            .send()
+                            .await
+                            .is_ok()
+                    }
+                    _ => false,
+                };
+                if !retried {
+                    refused.push(format!(
+                        "{} ({}: {})",
+                        entry.map_or(f.id.as_str(), |e| e.entry_id.as_str()),
+                        f.code,
+                        f.message.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            if !refused.is_empty() {
+                return Err(QueueError::Unavailable(format!(
+                    "sqs did not delete {} entr{}: {}",
+                    refused.len(),
+                    if refused.len() == 1 { "y" } else { "ies" },
+                    refused.join(", ")
+                )));
+            }
         }
         Ok(())
     }

@@ -278,3 +278,67 @@ async fn redrive_all_pages_through_a_large_dead_letter_store() {
     assert_eq!(ids.len(), n, "every entry back once");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SQS bodies that did not come from Ballast keep their bytes (so they are dead-lettered
+/// as they came, never emptied), and a delete SQS refuses is an error, not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
+    let moto = Moto::start();
+    let name = unique("ballast-raw");
+    let q = SqsQueue::connect(&SqsConfig {
+        queue: name.clone(),
+        dlq: format!("{name}-dlq"),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        create_queues: true,
+    })
+    .await
+    .expect("sqs on moto");
+    // Another producer writes a body that is not base64.
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&shared)
+        .send_message()
+        .queue_url(q.queue())
+        .message_body("not base64: {json?}")
+        .send()
+        .await
+        .unwrap();
+    q.enqueue(&[body(1)], Duration::ZERO).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(
+            q.receive(10, Duration::from_millis(200), Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
+        if got.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 2);
+    let foreign = got
+        .iter()
+        .find(|l| envelope::decode(&l.body).is_err())
+        .expect("the foreign body");
+    assert_eq!(foreign.body, b"not base64: {json?}");
+
+    // One real receipt and one SQS does not know.
+    let mut bogus = foreign.clone();
+    bogus.receipt = "no-such-receipt".into();
+    let ours = got
+        .iter()
+        .find(|l| envelope::decode(&l.body).is_ok())
+        .unwrap()
+        .clone();
+    let err = q.ack(&[ours, bogus]).await.expect_err("a refused delete");
+    assert!(err.to_string().contains("did not delete 1 entry"), "{err}");
+}

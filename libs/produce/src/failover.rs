@@ -33,8 +33,22 @@ pub fn envelope_of(rec: &Record, message_id: &str, kafka_error: &RecordError) ->
         message_id: message_id.to_string(),
         attempt: 0,
         first_failed_at_unix_ms: unix_ms(),
-        last_error: kafka_error.message.clone(),
+        last_error: truncate(&kafka_error.message, MAX_LAST_ERROR_BYTES).to_string(),
     }
+}
+
+/// An envelope's `last_error` is cut to this, so its size stays bounded (SQS holds 256 KiB).
+pub const MAX_LAST_ERROR_BYTES: usize = 1024;
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The record an envelope carries: its original topic, key, key policy, partition,

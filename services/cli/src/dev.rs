@@ -230,6 +230,10 @@ impl DevStack {
         cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);
         cfg.shutdown_grace = Duration::from_secs(5);
         cfg.topology.endpoint = Some(format!("http://{topology_addr}"));
+        if cfg.failover.backend == FailoverBackend::Sqs {
+            // Never accept a record the failover queue cannot hold.
+            cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
+        }
         let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle

@@ -172,6 +172,15 @@ impl GatewayConfig {
         self.failover
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.failover.backend == ballast_failover::FailoverBackend::Sqs
+            && self.limits.max_record_bytes > ballast_failover::SQS_MAX_RECORD_BYTES
+        {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_record_bytes is {}, but an SQS failover message holds records of at most {} bytes (256 KiB after base64 and the envelope): lower limits.max_record_bytes, or fail over to postgres",
+                self.limits.max_record_bytes,
+                ballast_failover::SQS_MAX_RECORD_BYTES
+            )));
+        }
         if self.failover.node_local() && !self.failover.allow_node_local {
             return Err(ConfigError::Invalid(
                 "failover.backend sqlite keeps acknowledged records on this node's disk, which a spot interruption takes with it: use sqs or postgres, or set failover.allow_node_local: true to accept that".into(),

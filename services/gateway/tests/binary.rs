@@ -50,6 +50,18 @@ fn bad_config_fails_at_startup_with_the_field_named() {
         "{err}"
     );
 
+    // A record SQS cannot hold is never accepted: the limit is checked at startup.
+    let out = Command::new(BIN)
+        .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("limits.max_record_bytes is 1048576") && err.contains("180224"),
+        "{err}"
+    );
+
     // Node-local failover is not failover: refused unless explicitly accepted.
     let out = Command::new(BIN)
         .env("BALLAST_FAILOVER__BACKEND", "sqlite")

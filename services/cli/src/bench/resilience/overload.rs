@@ -78,10 +78,11 @@ pub async fn overload(args: &BenchArgs) -> anyhow::Result<OverloadFigures> {
         format!(
             "listen: 127.0.0.1:{grpc}\nadmin_listen: 127.0.0.1:{admin}\nrack: {RACK}\n\
              kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n\
-             limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n\
+             limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n\
              failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  sqs:\n    queue: {name}\n    dlq: {name}-dlq\n    endpoint: {endpoint}\n    region: us-east-1\n    access_key_id: bench\n    secret_access_key: bench\n    create_queues: true\n\
              telemetry:\n  log_level: error\n",
-            bootstrap = c.bootstrap_servers()
+            bootstrap = c.bootstrap_servers(),
+            max_record = ballast_failover::SQS_MAX_RECORD_BYTES,
         ),
     )?;
     let child = Child(
