@@ -97,9 +97,12 @@ async fn broker_down_reroutes_unkeyed_records_within_deadline_and_broker_up_clos
 ) -> anyhow::Result<()> {
     // Slow metadata refresh: the breakers must open from write failures alone. A long
     // open period keeps them open while the rounds run.
+    // No stickiness: each record picks afresh, so every partition of the dead broker is
+    // tried first by some record (a sticky run could stay on a healthy one throughout).
     let stack = GatewayStack::start(&[("down", PARTITIONS)], |c| {
         c.kafka.metadata_refresh_interval = Duration::from_secs(3600);
         c.breaker.open_base = Duration::from_secs(4);
+        c.sticky_records = 1;
     })
     .await?;
     let (broker, dead) = busy_broker(&stack, "down");

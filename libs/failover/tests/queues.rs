@@ -7,6 +7,22 @@ use ballast_testkit::deps::{require_postgres, unique, Moto};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A fresh queue (and dead-letter queue) on moto_server.
+async fn sqs_on(moto: &Moto, prefix: &str) -> SqsQueue {
+    let name = unique(prefix);
+    SqsQueue::connect(&SqsConfig {
+        queue: name.clone(),
+        dlq: format!("{name}-dlq"),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        create_queues: true,
+    })
+    .await
+    .expect("sqs on moto")
+}
+
 fn body(i: usize) -> Vec<u8> {
     envelope::encode(&Envelope {
         topic: "events".into(),
@@ -199,18 +215,7 @@ async fn postgres_queue_conforms_and_workers_never_share_a_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_queue_conforms_on_moto() {
     let moto = Moto::start();
-    let name = unique("ballast");
-    let q = SqsQueue::connect(&SqsConfig {
-        queue: name.clone(),
-        dlq: format!("{name}-dlq"),
-        endpoint: Some(moto.endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        create_queues: true,
-    })
-    .await
-    .expect("sqs on moto");
+    let q = sqs_on(&moto, "ballast").await;
     let q = Arc::new(q);
     suite(q.clone()).await;
 }
@@ -284,18 +289,7 @@ async fn redrive_all_pages_through_a_large_dead_letter_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
     let moto = Moto::start();
-    let name = unique("ballast-raw");
-    let q = SqsQueue::connect(&SqsConfig {
-        queue: name.clone(),
-        dlq: format!("{name}-dlq"),
-        endpoint: Some(moto.endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        create_queues: true,
-    })
-    .await
-    .expect("sqs on moto");
+    let q = sqs_on(&moto, "ballast-raw").await;
     // Another producer writes a body that is not base64.
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())

@@ -102,10 +102,9 @@ impl Health {
 }
 
 impl Host {
-    /// Serves the admin endpoint on `admin` now; health starts NOT_SERVING for `service`
-    /// (its full gRPC name, `NamedService::NAME`).
-    pub async fn start(
-        service: &'static str,
+    /// Serves the admin endpoint on `admin` now; health starts NOT_SERVING for the gRPC
+    /// service `S` (by its `NamedService::NAME`) and for the server as a whole.
+    pub async fn start<S: tonic::server::NamedService>(
         admin: TcpListener,
         registry: Registry,
         grace: Duration,
@@ -118,7 +117,7 @@ impl Host {
         });
         let health = Health {
             reporter: HealthReporter::new(),
-            service,
+            service: S::NAME,
         };
         health.set_serving(false).await;
         let admin = tokio::spawn(crate::serve_admin(

@@ -13,7 +13,6 @@ use ballast_telemetry::Host;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 /// Serves Dedup (with health and reflection) on `listener` and metrics on `admin` until
 /// `shutdown`; then health goes NOT_SERVING and in-flight calls finish within
@@ -28,14 +27,9 @@ pub async fn run(
     let store = build_store(&config).await?;
     let mut registry = Registry::default();
     let service = DedupService::new(store, config.limits.clone(), &mut registry);
-    let host = Host::start(
-        <DedupServer<DedupService> as NamedService>::NAME,
-        admin,
-        registry,
-        config.shutdown_grace,
-        shutdown,
-    )
-    .await;
+    let host =
+        Host::start::<DedupServer<DedupService>>(admin, registry, config.shutdown_grace, shutdown)
+            .await;
     host.health().set_serving(true).await;
     tracing::info!(addr = %listener.local_addr()?, backend = config.backend.label(), "dedup listening");
     let router = host.router()?.add_service(DedupServer::new(service));

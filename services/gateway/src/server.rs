@@ -17,7 +17,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 /// A gateway ready to serve.
 #[derive(Debug)]
@@ -118,8 +117,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let writer = self.writer.clone();
-        let host = Host::start(
-            <IngestServer<IngestService> as NamedService>::NAME,
+        let host = Host::start::<IngestServer<IngestService>>(
             admin,
             self.registry,
             self.config.shutdown_grace,

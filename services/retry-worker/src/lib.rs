@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 use worker::{Worker, WorkerMetrics};
 
 /// Runs `retry.runner_count` drain loops, RetryAdmin on `listener` and metrics on `admin`
@@ -62,8 +61,7 @@ pub async fn run(
     }
     let refresher = writer.spawn_refresher(config.kafka.metadata_refresh_interval);
 
-    let host = Host::start(
-        <RetryAdminServer<admin::RetryAdminService> as NamedService>::NAME,
+    let host = Host::start::<RetryAdminServer<admin::RetryAdminService>>(
         admin,
         registry,
         config.shutdown_grace,

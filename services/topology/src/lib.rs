@@ -24,7 +24,6 @@ use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 /// Polls metadata into `state` until aborted; expires lapsed draining marks on the way.
 pub fn spawn_poller(
@@ -108,8 +107,7 @@ pub async fn run_with_state(
     config.validate()?;
     let mut registry = Registry::default();
     let poller = spawn_poller(state.clone(), &config.kafka, &mut registry);
-    let host = Host::start(
-        <TopologyServer<TopologyService> as NamedService>::NAME,
+    let host = Host::start::<TopologyServer<TopologyService>>(
         admin,
         registry,
         config.shutdown_grace,
