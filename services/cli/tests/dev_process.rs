@@ -158,27 +158,24 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
 
     // A whole-cluster outage: records are acknowledged through the SQLite failover queue,
     // and `ballast dlq stats` shows them until the retry workers drain them.
-    let chaos = |action: &str| {
+    let chaos = |args: &[&str]| {
         Command::new(BIN)
-            .args(["chaos", "--control", &control, action])
+            .args(["chaos", "--control", &control])
+            .args(args)
             .output()
     };
-    assert!(chaos("outage")?.status.success());
-    let out = Command::new(BIN)
-        .args([
-            "produce",
-            "--gateway",
-            &gateway,
-            "--topic",
-            "orders",
-            "--count",
-            "5",
-        ])
-        .output()?;
+    let produce = |topic: &str| {
+        Command::new(BIN)
+            .args(["produce", "--gateway", &gateway, "--topic", topic])
+            .args(["--count", "5"])
+            .output()
+    };
+    assert!(chaos(&["outage"])?.status.success());
+    let out = produce("orders")?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches(" failover ").count(), 5, "{text}");
-    assert!(chaos("recover")?.status.success());
+    assert!(chaos(&["recover"])?.status.success());
     let out = Command::new(BIN)
         .args(["dlq", "--admin", &retry_admin, "stats"])
         .output()?;
@@ -194,17 +191,11 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     // Transient errors through `ballast chaos`: the cluster answers the topic's metadata
     // with UNKNOWN_TOPIC_OR_PARTITION and fails produce requests with NOT_ENOUGH_REPLICAS,
     // as it does while brokers are replaced. Every record is still acknowledged.
-    let chaos_args = |args: &[&str]| {
-        Command::new(BIN)
-            .args(["chaos", "--control", &control])
-            .args(args)
-            .output()
-    };
-    let out = chaos_args(&["inject-errors", "--error", "NOPE"])?;
+    let out = chaos(&["inject-errors", "--error", "NOPE"])?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
-    let out = chaos_args(&[
+    let out = chaos(&[
         "topic-error",
         "--topic",
         "events",
@@ -216,7 +207,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = chaos_args(&[
+    let out = chaos(&[
         "inject-errors",
         "--api",
         "produce",
@@ -233,17 +224,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     assert!(String::from_utf8_lossy(&out.stdout).contains("next 2 produce requests fail"));
     // Past the gateway's next metadata refresh, so it has seen the topic error.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let out = Command::new(BIN)
-        .args([
-            "produce",
-            "--gateway",
-            &gateway,
-            "--topic",
-            "events",
-            "--count",
-            "5",
-        ])
-        .output()?;
+    let out = produce("events")?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert_eq!(
@@ -251,7 +232,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
         5,
         "{text}"
     );
-    let out = chaos_args(&["topic-error", "--topic", "events", "--error", "NONE"])?;
+    let out = chaos(&["topic-error", "--topic", "events", "--error", "NONE"])?;
     assert!(out.status.success());
 
     // SIGTERM: a clean, prompt exit.
