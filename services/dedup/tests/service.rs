@@ -56,6 +56,21 @@ async fn bad_input_is_invalid_argument() -> anyhow::Result<()> {
         ("g", vec!["a".into()], Duration::ZERO),
         ("g", vec!["a".into()], Duration::from_secs(7200)),
     ];
+    // An owner past limits.max_owner_bytes (256) fails the call too.
+    let long_owner = DedupClient::connect(&format!("http://{}", r.addr), "o".repeat(300))
+        .await
+        .unwrap();
+    match long_owner
+        .claim("g", vec!["a".into()], lease)
+        .await
+        .unwrap_err()
+    {
+        ballast_dedup_store::client::ClientError::Rpc(s) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert!(s.message().contains("limits.max_owner_bytes"), "{s:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     for (group, ids, lease) in cases {
         let err = c.claim(group, ids.clone(), lease).await.unwrap_err();
         match err {
