@@ -1,7 +1,7 @@
 //! Stacks of Ballast services for the end-to-end tests in `tests/`: a mock Kafka cluster
 //! with an in-process gateway on free ports.
 
-use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
@@ -9,8 +9,6 @@ use ballast_testkit::{http_get, wait_serving};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A mock cluster plus an in-process gateway serving on a free port.
 #[derive(Debug)]
@@ -19,8 +17,7 @@ pub struct GatewayStack {
     pub handle: GatewayHandle,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    local: LocalGateway,
 }
 
 impl GatewayStack {
@@ -49,24 +46,15 @@ impl GatewayStack {
         cfg.shutdown_grace = Duration::from_secs(5);
         tweak(&mut cfg);
         let gateway = Gateway::new(cfg).await?;
-        let handle = gateway.handle();
-        handle.refresh_metadata().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let admin_addr = admin.local_addr()?;
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.run(listener, admin, async {
-            let _ = rx.await;
-        }));
-        wait_serving(addr).await?;
+        gateway.handle().refresh_metadata().await?;
+        let local = gateway.spawn_local().await?;
+        wait_serving(local.addr).await?;
         Ok(Self {
             cluster,
-            handle,
-            addr,
-            admin_addr,
-            stop: Some(stop),
-            task: Some(task),
+            handle: local.handle.clone(),
+            addr: local.addr,
+            admin_addr: local.admin_addr,
+            local,
         })
     }
 
@@ -94,28 +82,14 @@ impl GatewayStack {
 
     /// Signals shutdown and waits for the gateway to drain and stop.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await??;
-        }
-        Ok(())
+        self.local.stop().await
     }
 
     pub fn trigger_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.local.trigger_stop()
     }
 
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
         http_get(self.admin_addr, "/metrics").await
-    }
-}
-
-impl Drop for GatewayStack {
-    fn drop(&mut self) {
-        self.trigger_shutdown();
     }
 }

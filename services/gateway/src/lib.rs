@@ -16,4 +16,4 @@ mod service;
 mod topology;
 
 pub use config::{GatewayConfig, Limits, TopologyClientConfig};
-pub use server::{Gateway, GatewayHandle};
+pub use server::{Gateway, GatewayHandle, LocalGateway};

@@ -56,7 +56,63 @@ impl GatewayHandle {
     }
 }
 
+/// A gateway serving in this process on free loopback ports (tests, the bench's
+/// in-process figures). Dropping it signals shutdown.
+#[derive(Debug)]
+pub struct LocalGateway {
+    pub handle: GatewayHandle,
+    /// The gRPC address.
+    pub addr: std::net::SocketAddr,
+    /// The `/metrics` address.
+    pub admin_addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LocalGateway {
+    /// Signals shutdown without waiting.
+    pub fn trigger_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for the gateway to drain and stop.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.trigger_stop();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalGateway {
+    fn drop(&mut self) {
+        self.trigger_stop();
+    }
+}
+
 impl Gateway {
+    /// Serves on free loopback ports in this process until the returned handle stops.
+    pub async fn spawn_local(self) -> anyhow::Result<LocalGateway> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let (addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+        let handle = self.handle();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(listener, admin, async {
+            let _ = rx.await;
+        }));
+        Ok(LocalGateway {
+            handle,
+            addr,
+            admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
     /// Builds the gateway: the writer, and the failover queue when one is configured.
     pub async fn new(config: GatewayConfig) -> anyhow::Result<Self> {
         config.validate()?;

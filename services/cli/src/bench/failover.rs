@@ -199,13 +199,8 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
     // Learn the topic before the outage, as a running gateway would have.
     handle.refresh_metadata().await?;
     let queue = handle.writer().failover_queue().expect("sqs configured");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.run(listener, admin, async {
-        let _ = rx.await;
-    }));
+    let mut local = gateway.spawn_local().await?;
+    let addr = local.addr;
     cluster.broker_down(-1).await?;
     let _ = handle.refresh_metadata().await;
     let client = IngestClient::connect(format!("http://{addr}")).await?;
@@ -239,7 +234,6 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
         "only {failed_over} of 1000 records failed over; e.g. {other:?}"
     );
     let calls = queue.api_calls() - before;
-    let _ = stop.send(());
-    server.await??;
+    local.stop().await?;
     Ok(calls as f64)
 }

@@ -286,15 +286,9 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     cfg.limits.record_deadline = Duration::from_secs(30);
     cfg.rack = Some("az-a".into());
     let gateway = Gateway::new(cfg).await?;
-    let gateway_handle = gateway.handle();
     gateway.handle().refresh_metadata().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.run(listener, admin, async {
-        let _ = stop_rx.await;
-    }));
+    let mut local = gateway.spawn_local().await?;
+    let (gateway_handle, addr) = (local.handle.clone(), local.addr);
     // Several connections, as many clients would have: one HTTP/2 connection is served
     // by one task on each side.
     let mut clients = Vec::new();
@@ -345,8 +339,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let gw_lat = open_loop(bps, phase, move || gateway_batch(c.next(), v.clone())).await?;
     let (dp, gp) = (p99(direct_lat), p99(gw_lat));
 
-    let _ = stop_tx.send(());
-    server.await??;
+    local.stop().await?;
     Ok(GatewayFigures {
         records: batches * BATCH,
         record_bytes: RECORD_BYTES,

@@ -16,7 +16,7 @@ pub use broker_loss::broker_loss;
 pub use locality::locality;
 pub use overload::overload;
 
-use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
+use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
@@ -43,8 +43,7 @@ pub(super) fn cluster() -> anyhow::Result<EmbeddedCluster> {
 pub(super) struct InProcess {
     pub(super) handle: GatewayHandle,
     pub(super) client: IngestClient<tonic::transport::Channel>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    local: LocalGateway,
 }
 
 impl InProcess {
@@ -65,29 +64,18 @@ impl InProcess {
         cfg.kafka.write_timeout = WRITE_TIMEOUT;
         tweak(&mut cfg);
         let gateway = Gateway::new(cfg).await?;
-        let handle = gateway.handle();
-        handle.refresh_metadata().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.run(listener, admin, async {
-            let _ = rx.await;
-        }));
-        let client = IngestClient::connect(format!("http://{addr}")).await?;
+        gateway.handle().refresh_metadata().await?;
+        let local = gateway.spawn_local().await?;
+        let client = IngestClient::connect(format!("http://{}", local.addr)).await?;
         Ok(Self {
-            handle,
+            handle: local.handle.clone(),
             client,
-            stop: Some(stop),
-            task,
+            local,
         })
     }
 
     pub(super) async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await?
+        self.local.stop().await
     }
 }
 
