@@ -17,6 +17,18 @@ pub struct Landed {
     pub value: Vec<u8>,
     /// The `ballast-message-id` header, when present.
     pub message_id: Option<String>,
+    /// Every header, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Landed {
+    /// The first header named `key`, as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the
@@ -68,12 +80,18 @@ pub fn read_topic(
     while !done(&out, &remaining) && Instant::now() < end {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let message_id = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == MESSAGE_ID_HEADER)
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
+                let headers: Vec<(String, Vec<u8>)> = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let message_id = headers
+                    .iter()
+                    .find(|(k, _)| k == MESSAGE_ID_HEADER)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
                 if let Some(high) = remaining.get(&m.partition()) {
                     if m.offset() + 1 >= *high {
                         remaining.remove(&m.partition());
@@ -85,6 +103,7 @@ pub fn read_topic(
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     message_id,
+                    headers,
                 });
             }
             Some(Err(e)) => return Err(e.into()),

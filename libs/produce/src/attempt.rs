@@ -9,7 +9,9 @@ use crate::record::{Acked, Record};
 use ballast_balancer::{FailureKind, PickError, PickRequest};
 use ballast_core::{ErrorCode, RecordError, MESSAGE_ID_HEADER};
 use ballast_kafka::{KafkaProducer, OutgoingRecord, WriteError};
+use ballast_telemetry::trace::{self, TRACEPARENT};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 pub(crate) struct Attempts<'a> {
     pub placement: &'a Placement,
@@ -35,6 +37,15 @@ impl Attempts<'_> {
             .map(|h| (h.key.as_str(), h.value.as_slice()))
             .collect();
         headers.push((MESSAGE_ID_HEADER, message_id.as_bytes()));
+        // The consumer continues the trace; a record that carries its own context keeps it.
+        let traceparent = if has_traceparent(rec) {
+            None
+        } else {
+            trace::current_traceparent()
+        };
+        if let Some(tp) = &traceparent {
+            headers.push((TRACEPARENT, tp.as_bytes()));
+        }
         let deadline = started + self.limits.record_deadline;
         let mut tried: Vec<i32> = Vec::new();
         let mut last_error = String::new();
@@ -86,13 +97,28 @@ impl Attempts<'_> {
                 value: &rec.value,
                 headers: &headers,
             });
-            let result = match tokio::time::timeout(budget, write).await {
+            let span = tracing::debug_span!(
+                target: trace::TARGET,
+                "kafka.attempt",
+                topic = %rec.topic,
+                partition = pick.partition,
+                attempt,
+                local = pick.local,
+                error = tracing::field::Empty,
+            );
+            let result = match tokio::time::timeout(budget, write)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(WriteError {
                     kind: FailureKind::Timeout,
                     message: format!("no acknowledgement within {budget:?}"),
                 }),
             };
+            if let Err(e) = &result {
+                span.record("error", e.message.as_str());
+            }
             self.placement
                 .complete(&rec.topic, &pick, result.as_ref().err().map(|e| e.kind));
             let e = match result {
@@ -137,4 +163,11 @@ impl Attempts<'_> {
             format!("no kafka write succeeded within the record's attempts: {last_error}"),
         ))
     }
+}
+
+/// Whether the record carries its own W3C trace context.
+pub(crate) fn has_traceparent(rec: &Record) -> bool {
+    rec.headers
+        .iter()
+        .any(|h| h.key.eq_ignore_ascii_case(TRACEPARENT))
 }

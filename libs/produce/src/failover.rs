@@ -6,6 +6,8 @@ use crate::record::{key_policy_from_wire, key_policy_to_wire, Acked, Header, Rec
 use ballast_core::{ErrorCode, RecordError};
 use ballast_failover::envelope::{self, Envelope, EnvelopeHeader};
 use ballast_failover::Enqueuer;
+use ballast_telemetry::trace;
+use tracing::Instrument;
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -87,8 +89,19 @@ pub(crate) async fn fail_over(
     message_id: &str,
     kafka_error: &RecordError,
 ) -> Result<Acked, RecordError> {
-    let env = envelope_of(rec, message_id, kafka_error);
-    match queue.enqueue(envelope::encode(&env)).await {
+    let mut env = envelope_of(rec, message_id, kafka_error);
+    // The retry worker continues the trace from the envelope's headers.
+    if !crate::attempt::has_traceparent(rec) {
+        if let Some(tp) = trace::current_traceparent() {
+            env.headers.push(EnvelopeHeader {
+                key: trace::TRACEPARENT.into(),
+                value: tp.into_bytes(),
+            });
+        }
+    }
+    let span =
+        tracing::debug_span!(target: trace::TARGET, "failover.enqueue", backend = queue.backend());
+    match queue.enqueue(envelope::encode(&env)).instrument(span).await {
         Ok(entry_id) => Ok(Acked::Failover {
             backend: queue.backend().to_string(),
             queue: queue.queue_name().to_string(),

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// The write path shared by every caller: budget, balancer, metadata, producer and the
 /// optional failover queue.
@@ -142,7 +143,25 @@ impl Writer {
         } else {
             rec.message_id.clone()
         };
-        let outcome = self.write_inner(&rec, &message_id, started).await;
+        let span = tracing::debug_span!(
+            target: ballast_telemetry::trace::TARGET,
+            "ballast.write",
+            topic = %rec.topic,
+            message_id = %message_id,
+            outcome = tracing::field::Empty,
+        );
+        let outcome = self
+            .write_inner(&rec, &message_id, started)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(Acked::Kafka { .. }) => "kafka",
+                Ok(Acked::Failover { .. }) => "failover",
+                Err(e) => e.code.label(),
+            },
+        );
         Produced {
             message_id,
             topic: rec.topic,

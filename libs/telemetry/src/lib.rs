@@ -11,6 +11,7 @@ mod config;
 mod host;
 mod logs;
 mod signal;
+pub mod trace;
 
 #[doc(hidden)]
 pub use anyhow;

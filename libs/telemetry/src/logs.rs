@@ -59,13 +59,17 @@ pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log_level))
         .with_context(|| format!("invalid log_level {:?}", cfg.log_level))?;
+    // Each layer has its own filter: the write path's DEBUG spans (target
+    // `ballast::trace`) reach the OTLP layer without turning on debug logs.
     let fmt = match cfg.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed(),
     };
     let mut guard = TelemetryGuard::default();
@@ -88,12 +92,18 @@ pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                 .build();
             let tracer = provider.tracer(cfg.service_name.clone());
             guard.provider = Some(provider);
-            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            let spans = tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target(crate::trace::TARGET, tracing::Level::TRACE);
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(spans),
+            )
         }
         None => None,
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()

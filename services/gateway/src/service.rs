@@ -7,10 +7,20 @@ use crate::metrics::GatewayMetrics;
 use ballast_core::{ErrorCode, RecordError};
 use ballast_produce::{Produced, Writer};
 use ballast_proto::ingest::v1 as pb;
+use ballast_telemetry::trace;
 use futures::stream::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// The span of one request (or one batch of a stream), a child of the caller's trace
+/// context when its metadata carries a `traceparent`.
+fn request_span(metadata: &tonic::metadata::MetadataMap, records: usize) -> tracing::Span {
+    let span = tracing::debug_span!(target: trace::TARGET, "ballast.produce", records);
+    trace::continue_from_metadata(&span, metadata);
+    span
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct IngestService {
@@ -69,8 +79,11 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let span = request_span(request.metadata(), request.get_ref().records.len());
         Ok(Response::new(
-            self.produce_batch(request.into_inner()).await,
+            self.produce_batch(request.into_inner())
+                .instrument(span)
+                .await,
         ))
     }
 
@@ -82,13 +95,18 @@ impl pb::ingest_server::Ingest for IngestService {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let service = self.clone();
         let window = self.limits.stream_inflight_batches;
+        let metadata = request.metadata().clone();
         let incoming = request.into_inner();
         let out = incoming
             .map(move |item| {
                 let service = service.clone();
+                let metadata = metadata.clone();
                 async move {
                     match item {
-                        Ok(req) => Ok(service.produce_batch(req).await),
+                        Ok(req) => {
+                            let span = request_span(&metadata, req.records.len());
+                            Ok(service.produce_batch(req).instrument(span).await)
+                        }
                         Err(status) => Err(status),
                     }
                 }

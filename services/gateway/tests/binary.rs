@@ -134,3 +134,169 @@ async fn serves_a_cluster_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+/// `telemetry.otlp_endpoint` exports real spans over OTLP/gRPC: a request span that
+/// continues the caller's `traceparent`, a span per record and per Kafka attempt. The
+/// trace goes on in Kafka (a `traceparent` header) and, for a record that fails over, in
+/// its envelope, where the retry worker picks it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow::Result<()> {
+    use ballast_failover::{envelope, FailoverQueue, SqlQueue};
+    use ballast_proto::ingest::v1 as pb;
+    use ballast_testkit::otlp::Collector;
+
+    let collector = Collector::start().await?;
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-gw-trace"));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[
+            (
+                "BALLAST_KAFKA__BOOTSTRAP_SERVERS",
+                cluster.bootstrap_servers(),
+            ),
+            ("BALLAST_KAFKA__WRITE_TIMEOUT", "500ms"),
+            ("BALLAST_KAFKA__METADATA_REFRESH_INTERVAL", "200ms"),
+            ("BALLAST_LIMITS__RECORD_DEADLINE", "1s"),
+            ("BALLAST_FAILOVER__BACKEND", "sqlite"),
+            ("BALLAST_FAILOVER__ALLOW_NODE_LOCAL", "true"),
+            ("BALLAST_FAILOVER__DATABASE_URL", &db),
+            ("BALLAST_TELEMETRY__OTLP_ENDPOINT", &collector.endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )?;
+    wait_serving(svc.grpc).await?;
+    let mut client = pb::ingest_client::IngestClient::connect(svc.url()).await?;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let produce_records = |records: Vec<pb::Record>| {
+        let mut req = tonic::Request::new(pb::ProduceRequest { records });
+        req.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace_id}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+        req
+    };
+    let produce = |value: &str| produce_records(vec![record("events", None, value)]);
+
+    let direct = client
+        .produce(produce("direct"))
+        .await?
+        .into_inner()
+        .results;
+    assert!(kafka_ack(&direct[0]).is_some(), "{direct:?}");
+    // A record that carries its own trace context keeps it.
+    let own_tp = "00-11111111111111111111111111111111-2222222222222222-01";
+    let mut own = record("events", None, "own");
+    own.headers.push(pb::Header {
+        key: "traceparent".into(),
+        value: own_tp.as_bytes().to_vec(),
+    });
+    let owned = client
+        .produce(produce_records(vec![own]))
+        .await?
+        .into_inner()
+        .results;
+    assert!(kafka_ack(&owned[0]).is_some(), "{owned:?}");
+
+    // With every broker down the next record fails over, its trace with it.
+    for id in 1..=cluster.broker_count() {
+        cluster.broker_down(id).await?;
+    }
+    let failed_over = client
+        .produce(produce("failed-over"))
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        matches!(
+            failed_over[0].outcome,
+            Some(pb::record_result::Outcome::Failover(_))
+        ),
+        "{failed_over:?}"
+    );
+    for id in 1..=cluster.broker_count() {
+        cluster.broker_up(id).await?;
+    }
+
+    let spans = collector
+        .wait_for(Duration::from_secs(20), |spans| {
+            [
+                "ballast.produce",
+                "ballast.write",
+                "kafka.attempt",
+                "failover.enqueue",
+            ]
+            .iter()
+            .all(|name| {
+                spans
+                    .iter()
+                    .any(|s| s.name == *name && s.trace_id == trace_id)
+            })
+        })
+        .await?;
+    let request = spans
+        .iter()
+        .find(|s| s.name == "ballast.produce" && s.trace_id == trace_id)
+        .unwrap();
+    assert_eq!(request.service, "ballast-gateway");
+    assert_eq!(request.parent_span_id, "00f067aa0ba902b7", "{request:?}");
+    let write = spans
+        .iter()
+        .find(|s| {
+            s.name == "ballast.write"
+                && s.trace_id == trace_id
+                && s.attribute("outcome") == Some("kafka")
+        })
+        .unwrap();
+    assert_eq!(write.attribute("topic"), Some("events"), "{write:?}");
+    assert!(spans
+        .iter()
+        .any(|s| s.name == "ballast.write" && s.attribute("outcome") == Some("failover")));
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "kafka.attempt" && s.parent_span_id == write.span_id)
+        .unwrap_or_else(|| panic!("no attempt under {write:?}: {spans:#?}"));
+    assert!(attempt.attribute("partition").is_some(), "{attempt:?}");
+
+    // Kafka: the record names the span that wrote it.
+    let b = cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_kafka::read_topic(&b, "events", Some(2), Duration::from_secs(30))
+    })
+    .await??;
+    let header_of = |value: &[u8]| {
+        landed
+            .iter()
+            .find(|l| l.value == value)
+            .and_then(|l| l.header("traceparent"))
+    };
+    assert_eq!(
+        header_of(b"direct"),
+        Some(format!("00-{trace_id}-{}-01", write.span_id))
+    );
+    assert_eq!(header_of(b"own").as_deref(), Some(own_tp));
+
+    // Failover: the envelope carries the trace for the retry worker.
+    let queue = SqlQueue::connect(&db, "ballast-failover", 1).await?;
+    let leased = queue
+        .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+        .await?;
+    assert_eq!(leased.len(), 1);
+    let env = envelope::decode(&leased[0].body)?;
+    let carried = env
+        .headers
+        .iter()
+        .find(|h| h.key == "traceparent")
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        .expect("the envelope carries traceparent");
+    assert!(carried.starts_with(&format!("00-{trace_id}-")), "{carried}");
+
+    let status = svc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

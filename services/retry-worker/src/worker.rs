@@ -6,6 +6,7 @@ use crate::config::RetrySettings;
 use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{DeadInfo, FailoverQueue, Leased};
 use ballast_produce::{failover::record_of, Acked, Writer};
+use ballast_telemetry::trace;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -200,6 +202,25 @@ impl Worker {
                 })
             }
         };
+        // The record's trace goes on here, from the context its envelope carries.
+        let span = tracing::debug_span!(
+            target: trace::TARGET,
+            "ballast.retry",
+            topic = %env.topic,
+            message_id = %env.message_id,
+            attempt = env.attempt,
+            deliveries = leased.deliveries,
+        );
+        trace::continue_from_headers(
+            &span,
+            env.headers
+                .iter()
+                .map(|h| (h.key.as_str(), h.value.as_slice())),
+        );
+        self.retry(env).instrument(span).await
+    }
+
+    async fn retry(&self, env: Envelope) -> Decision {
         let due = env.first_failed_at_unix_ms + self.settings.after.as_millis() as i64;
         let now = unix_ms();
         if now < due {

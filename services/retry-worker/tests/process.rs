@@ -151,3 +151,80 @@ fn bad_config_is_a_clear_startup_error() {
         "unknown keys are named"
     );
 }
+
+/// A record that failed over keeps its trace: the worker's span continues the
+/// `traceparent` its envelope carries, is exported over OTLP/gRPC, and the record reaches
+/// Kafka with that context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continues_the_trace_a_failed_over_record_carries() -> anyhow::Result<()> {
+    use ballast_failover::envelope::EnvelopeHeader;
+    use ballast_testkit::otlp::Collector;
+
+    let collector = Collector::start().await?;
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let dir = std::env::temp_dir().join(unique("ballast-trace"));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let queue = SqlQueue::connect(&db, "ballast-failover", 2).await?;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    queue
+        .enqueue(
+            &[envelope::encode(&Envelope {
+                topic: "events".into(),
+                value: b"traced".to_vec(),
+                message_id: "traced-1".into(),
+                headers: vec![EnvelopeHeader {
+                    key: "traceparent".into(),
+                    value: traceparent.as_bytes().to_vec(),
+                }],
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })],
+            Duration::ZERO,
+        )
+        .await?;
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[
+            ("BALLAST_FAILOVER__BACKEND", "sqlite"),
+            ("BALLAST_FAILOVER__DATABASE_URL", &db),
+            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &bootstrap),
+            ("BALLAST_RETRY__WAIT_TIME", "200ms"),
+            ("BALLAST_TELEMETRY__OTLP_ENDPOINT", &collector.endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )?;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let spans = collector
+        .wait_for(Duration::from_secs(30), |spans| {
+            ["ballast.retry", "ballast.write", "kafka.attempt"]
+                .iter()
+                .all(|name| {
+                    spans
+                        .iter()
+                        .any(|s| s.name == *name && s.trace_id == trace_id)
+                })
+        })
+        .await?;
+    let retry = spans.iter().find(|s| s.name == "ballast.retry").unwrap();
+    assert_eq!(retry.service, "ballast-retry-worker");
+    assert_eq!(retry.parent_span_id, "b7ad6b7169203331", "{retry:?}");
+    assert_eq!(retry.attribute("message_id"), Some("traced-1"));
+    let write = spans.iter().find(|s| s.name == "ballast.write").unwrap();
+    assert_eq!(write.parent_span_id, retry.span_id, "{write:?}");
+
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_kafka::read_topic(&bootstrap, "events", Some(1), Duration::from_secs(30))
+    })
+    .await??;
+    assert_eq!(
+        landed[0].header("traceparent").as_deref(),
+        Some(traceparent)
+    );
+
+    let status = svc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
