@@ -53,6 +53,7 @@ fn sqs(moto: &Moto) -> FailoverConfig {
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
             create_queues: true,
+            ..SqsConfig::default()
         },
         ..FailoverConfig::default()
     }
@@ -365,5 +366,66 @@ async fn gateway_shutdown_during_an_outage_loses_no_acknowledged_record() -> any
         assert!(ids.contains(id), "acknowledged {id} was lost");
     }
     std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}
+
+/// A record larger than an SQS message fails over through S3 (the extended-client
+/// pattern): acknowledged during the outage, delivered byte for byte after it, and its
+/// object deleted once it is in Kafka. Before offload, the gateway refused such records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_fail_over_through_s3_and_their_objects_go_once_delivered(
+) -> anyhow::Result<()> {
+    let moto = Moto::start();
+    let bucket = unique("it-payloads").to_lowercase();
+    let mut failover = sqs(&moto);
+    failover.sqs.offload.bucket = bucket.clone();
+    failover.sqs.offload.create_bucket = true;
+    // Kafka's own default limit (message.max.bytes) is about 1 MB.
+    let stack = GatewayStack::start(&[("fo", PARTITIONS)], {
+        let failover = failover.clone();
+        move |c| {
+            c.limits.max_record_bytes = 900 * 1024;
+            c.failover = failover
+        }
+    })
+    .await?;
+    let _worker = start_worker(&stack, failover, |_| {}).await?;
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await;
+    let big: String = (0..800 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mut records = vec![record("fo", None, &big), record("fo", None, "small")];
+    records[0].message_id = "big".into();
+    records[1].message_id = "small".into();
+    let results = stack.produce(records).await?;
+    for r in &results {
+        assert!(
+            matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_))),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        moto.s3_keys(&bucket).await?.len(),
+        1,
+        "the large body is an object"
+    );
+
+    stack.cluster.broker_up(-1).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_unique(&bootstrap, "fo", 2, Duration::from_secs(60))
+    })
+    .await??;
+    let delivered = landed
+        .iter()
+        .find(|l| l.message_id.as_deref() == Some("big"))
+        .expect("the large record reached kafka");
+    assert_eq!(delivered.value, big.as_bytes());
+    let end = Instant::now() + Duration::from_secs(20);
+    while !moto.s3_keys(&bucket).await?.is_empty() {
+        anyhow::ensure!(Instant::now() < end, "the object outlived its delivery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -76,6 +76,9 @@ impl FailoverConfig {
         if self.timeout.is_zero() {
             return bad("failover.timeout must be positive");
         }
+        if self.backend == FailoverBackend::Sqs {
+            self.sqs.offload.validate()?;
+        }
         match self.backend {
             FailoverBackend::Sqlite if !self.database_url.starts_with("sqlite:") => {
                 bad("failover.database_url must start with sqlite: for the sqlite backend")

@@ -4,7 +4,7 @@
 //! - `envelope`: the versioned, binary-safe record format.
 //! - `FailoverQueue`: enqueue, lease, ack, retry later, dead-letter, statistics, and the
 //!   dead-letter store's list, redrive and purge.
-//! - Backends: SQS (`aws-sdk-sqs`), SQLite and PostgreSQL (`sqlx`, with migrations).
+//! - Backends: SQS (`aws-sdk-sqs`, with large bodies offloaded to S3 by `aws-sdk-s3`), SQLite and PostgreSQL (`sqlx`, with migrations).
 //! - `Enqueuer`: the gateway's micro-batching enqueuer with a breaker on the queue.
 //!
 //! This crate never talks to Kafka.
@@ -12,12 +12,14 @@
 mod batcher;
 mod config;
 pub mod envelope;
+mod offload;
 mod queue;
 mod sql;
 mod sqs;
 
 pub use batcher::Enqueuer;
 pub use config::{FailoverBackend, FailoverConfig};
+pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
 pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Leased, QueueError, QueueStats};
 pub use sql::SqlQueue;
 pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES};

@@ -24,6 +24,9 @@ pub struct Leased {
     /// How many times the entry has been handed out, this time included.
     pub deliveries: u32,
     pub enqueued_at_unix_ms: i64,
+    /// For an SQS entry whose body was offloaded to S3: the pointer the message carries.
+    /// The object is deleted with the message.
+    pub offloaded: Option<String>,
 }
 
 /// What the dead-letter store records besides the body.

@@ -273,6 +273,7 @@ impl FailoverQueue for SqlQueue {
                             body: r.try_get("body")?,
                             deliveries: r.try_get::<i64, _>("deliveries")? as u32,
                             enqueued_at_unix_ms: r.try_get("enqueued_at")?,
+                            offloaded: None,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -2,9 +2,12 @@
 //! message id and attempt. Sends use `SendMessageBatch` (at most 10 entries and 256 KiB a
 //! call, split as needed), delays `DelaySeconds` (at most 900 s; longer delays are applied
 //! again by the worker), backoff `ChangeMessageVisibility`, and dead letters go explicitly
-//! to a second queue with the reason as an attribute.
+//! to a second queue with the reason as an attribute. With `offload.bucket` set, bodies
+//! over `offload.threshold_bytes` go to S3 and the message carries a pointer (see
+//! [`crate::offload`]).
 
 use crate::envelope;
+use crate::offload::{Fetched, Offload, Pointer, S3OffloadConfig, SIZE_ATTRIBUTE};
 use crate::queue::*;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
@@ -43,6 +46,8 @@ pub struct SqsConfig {
     pub secret_access_key: Option<String>,
     /// Create the queues if missing (development).
     pub create_queues: bool,
+    /// Large bodies to S3 (the extended-client pattern).
+    pub offload: S3OffloadConfig,
 }
 
 impl Default for SqsConfig {
@@ -55,6 +60,7 @@ impl Default for SqsConfig {
             access_key_id: None,
             secret_access_key: None,
             create_queues: false,
+            offload: S3OffloadConfig::default(),
         }
     }
 }
@@ -65,6 +71,15 @@ pub struct SqsQueue {
     queue_url: String,
     dlq_url: String,
     requests: AtomicU64,
+    offload: Option<Offload>,
+}
+
+/// A body as it goes out: inline (base64) or a pointer to the S3 object that holds it.
+#[derive(Debug)]
+struct Outgoing {
+    text: String,
+    /// The object written for this body, and the body's size.
+    offloaded: Option<(Pointer, usize)>,
 }
 
 /// SQS counts delays in whole seconds; a positive delay is never rounded down to none.
@@ -129,11 +144,17 @@ impl SqsQueue {
             ));
         }
         let client = Client::new(&shared);
+        let offload = if cfg.offload.enabled() {
+            Some(Offload::connect(&cfg.offload, &shared, cfg.endpoint.is_some()).await?)
+        } else {
+            None
+        };
         let mut q = Self {
             client,
             queue_url: String::new(),
             dlq_url: String::new(),
             requests: AtomicU64::new(0),
+            offload,
         };
         q.queue_url = q.resolve(&cfg.queue, cfg.create_queues).await?;
         q.dlq_url = q.resolve(&cfg.dlq, cfg.create_queues).await?;
@@ -180,15 +201,47 @@ impl SqsQueue {
             .ok_or_else(|| err("get_queue_url returned no url"))
     }
 
+    /// Turns a body into what the message carries: a large one is written to S3 first.
+    async fn outgoing(&self, body: &[u8]) -> Result<Outgoing, QueueError> {
+        match &self.offload {
+            Some(o) if o.wants(body) => {
+                let pointer = o.put(body).await?;
+                Ok(Outgoing {
+                    text: pointer.to_body(),
+                    offloaded: Some((pointer, body.len())),
+                })
+            }
+            _ => Ok(Outgoing {
+                text: base64::engine::general_purpose::STANDARD.encode(body),
+                offloaded: None,
+            }),
+        }
+    }
+
+    /// Deletes the objects of bodies whose messages were not stored.
+    async fn discard(&self, unsent: &[Outgoing]) {
+        if let Some(o) = &self.offload {
+            let pointers: Vec<Pointer> = unsent
+                .iter()
+                .filter_map(|u| u.offloaded.as_ref().map(|(p, _)| p.clone()))
+                .collect();
+            o.delete(&pointers).await;
+        }
+    }
+
     fn entry(
         i: usize,
         body: &[u8],
+        out: &Outgoing,
         delay: Duration,
     ) -> Result<SendMessageBatchRequestEntry, QueueError> {
         let mut b = SendMessageBatchRequestEntry::builder()
             .id(format!("m{i}"))
-            .message_body(base64::engine::general_purpose::STANDARD.encode(body))
+            .message_body(out.text.clone())
             .delay_seconds(ceil_secs(delay).min(MAX_DELAY_SECS) as i32);
+        if let Some((_, size)) = &out.offloaded {
+            b = b.message_attributes(SIZE_ATTRIBUTE, number_attr(*size as u64)?);
+        }
         if let Ok(env) = envelope::decode(body) {
             b = b
                 .message_attributes("topic", string_attr(&env.topic)?)
@@ -204,62 +257,117 @@ impl SqsQueue {
         bodies: &[Vec<u8>],
         delay: Duration,
     ) -> Result<Vec<String>, QueueError> {
+        let mut outgoing = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            match self.outgoing(body).await {
+                Ok(o) => outgoing.push(o),
+                Err(e) => {
+                    self.discard(&outgoing).await;
+                    return Err(e);
+                }
+            }
+        }
         let mut ids = Vec::with_capacity(bodies.len());
         let mut start = 0;
         while start < bodies.len() {
-            // As many as fit 10 entries and the size limit (base64 grows bodies by 4/3).
+            // As many as fit 10 entries and the size limit.
             let mut end = start;
             let mut bytes = 0;
             while end < bodies.len() && end - start < MAX_ENTRIES {
-                let size = bodies[end].len().div_ceil(3) * 4 + 256;
+                let size = outgoing[end].text.len() + 256;
                 if end > start && bytes + size > MAX_BATCH_BYTES {
                     break;
                 }
                 bytes += size;
                 end += 1;
             }
-            let entries = (start..end)
-                .map(|i| Self::entry(i, &bodies[i], delay))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.count();
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
-                .customize()
-                // An enqueue answers a waiting client: bound it tighter than a long poll.
-                .config_override(
-                    aws_sdk_sqs::config::Builder::default().timeout_config(
-                        aws_config::timeout::TimeoutConfig::builder()
-                            .operation_attempt_timeout(Duration::from_secs(5))
-                            .operation_timeout(Duration::from_secs(10))
-                            .build(),
-                    ),
+            let sent = self
+                .send_batch(
+                    url,
+                    &bodies[start..end],
+                    &outgoing[start..end],
+                    start,
+                    delay,
                 )
-                .send()
-                .await
-                .map_err(err_sdk)?;
-            if let Some(f) = out.failed.first() {
-                return Err(QueueError::Unavailable(format!(
-                    "sqs refused entry {}: {} {}",
-                    f.id,
-                    f.code,
-                    f.message.clone().unwrap_or_default()
-                )));
-            }
-            for i in start..end {
-                let id = format!("m{i}");
-                let ok = out
-                    .successful
-                    .iter()
-                    .find(|s| s.id == id)
-                    .ok_or_else(|| err(format!("sqs did not confirm entry {id}")))?;
-                ids.push(ok.message_id.clone());
+                .await;
+            match sent {
+                Ok(batch_ids) => ids.extend(batch_ids),
+                Err((e, confirmed)) => {
+                    let unsent: Vec<Outgoing> = outgoing
+                        .drain(start..)
+                        .enumerate()
+                        .filter(|(i, _)| !confirmed.contains(i))
+                        .map(|(_, o)| o)
+                        .collect();
+                    self.discard(&unsent).await;
+                    return Err(e);
+                }
             }
             start = end;
         }
         Ok(ids)
+    }
+
+    /// One `SendMessageBatch`; on failure, the error and the entries SQS confirmed anyway
+    /// (indices into this batch).
+    async fn send_batch(
+        &self,
+        url: &str,
+        bodies: &[Vec<u8>],
+        outgoing: &[Outgoing],
+        first: usize,
+        delay: Duration,
+    ) -> Result<Vec<String>, (QueueError, Vec<usize>)> {
+        let entries = bodies
+            .iter()
+            .zip(outgoing)
+            .enumerate()
+            .map(|(i, (b, o))| Self::entry(first + i, b, o, delay))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (e, Vec::new()))?;
+        self.count();
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .customize()
+            // An enqueue answers a waiting client: bound it tighter than a long poll.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(5))
+                        .operation_timeout(Duration::from_secs(10))
+                        .build(),
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| (err_sdk(e), Vec::new()))?;
+        let confirmed = |i: usize| {
+            let id = format!("m{}", first + i);
+            out.successful.iter().find(|s| s.id == id)
+        };
+        let kept: Vec<usize> = (0..bodies.len())
+            .filter(|&i| confirmed(i).is_some())
+            .collect();
+        if let Some(f) = out.failed.first() {
+            return Err((
+                QueueError::Unavailable(format!(
+                    "sqs refused entry {}: {} {}",
+                    f.id,
+                    f.code,
+                    f.message.clone().unwrap_or_default()
+                )),
+                kept,
+            ));
+        }
+        if kept.len() < bodies.len() {
+            return Err((err("sqs did not confirm every entry"), kept));
+        }
+        Ok((0..bodies.len())
+            .filter_map(|i| confirmed(i).map(|ok| ok.message_id.clone()))
+            .collect())
     }
 
     async fn receive_from(
@@ -282,32 +390,52 @@ impl SqsQueue {
             .send()
             .await
             .map_err(err_sdk)?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                let attrs = m.attributes.unwrap_or_default();
-                let attr = |k: MessageSystemAttributeName| {
-                    attrs.get(&k).and_then(|v| v.parse::<i64>().ok())
-                };
+        let mut leased = Vec::new();
+        for m in out.messages.unwrap_or_default() {
+            let attrs = m.attributes.unwrap_or_default();
+            let attr =
+                |k: MessageSystemAttributeName| attrs.get(&k).and_then(|v| v.parse::<i64>().ok());
+            let entry_id = m.message_id.unwrap_or_default();
+            let raw = m.body.unwrap_or_default();
+            let pointer = m
+                .message_attributes
+                .as_ref()
+                .is_some_and(|a| a.contains_key(SIZE_ATTRIBUTE))
+                .then(|| Pointer::parse(&raw))
+                .flatten();
+            let (body, offloaded) = match (&self.offload, pointer) {
+                (Some(o), Some(p)) => match o.get(&p).await {
+                    Ok(Fetched::Body(b)) => (b, Some(raw)),
+                    // The body cannot come back: the entry is dead-lettered with the
+                    // pointer as its bytes.
+                    Ok(Fetched::Missing(why)) => {
+                        tracing::warn!(entry = %entry_id, "offloaded body lost: {why}");
+                        (raw.into_bytes(), None)
+                    }
+                    // It comes back when its lease ends.
+                    Err(e) => {
+                        tracing::warn!(entry = %entry_id, error = %e, "could not read an offloaded body; the entry returns when its lease ends");
+                        continue;
+                    }
+                },
                 // A body that is not base64 (not written by Ballast) stays as it came, so
                 // it is dead-lettered with its original bytes, never emptied.
-                let raw = m.body.unwrap_or_default();
-                let body = base64::engine::general_purpose::STANDARD
-                    .decode(&raw)
-                    .unwrap_or_else(|_| raw.into_bytes());
-                Leased {
-                    entry_id: m.message_id.unwrap_or_default(),
-                    receipt: m.receipt_handle.unwrap_or_default(),
-                    body,
-                    deliveries: attr(MessageSystemAttributeName::ApproximateReceiveCount)
-                        .unwrap_or(1) as u32,
-                    enqueued_at_unix_ms: attr(MessageSystemAttributeName::SentTimestamp)
-                        .unwrap_or(0),
-                }
-            })
-            .collect())
+                _ => match base64::engine::general_purpose::STANDARD.decode(&raw) {
+                    Ok(b) => (b, None),
+                    Err(_) => (raw.into_bytes(), None),
+                },
+            };
+            leased.push(Leased {
+                entry_id,
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body,
+                deliveries: attr(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1)
+                    as u32,
+                enqueued_at_unix_ms: attr(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
+                offloaded,
+            });
+        }
+        Ok(leased)
     }
 
     async fn delete_from(&self, url: &str, entries: &[Leased]) -> Result<(), QueueError> {
@@ -335,6 +463,7 @@ impl SqsQueue {
             // Entries SQS refused are retried once, one by one; what still fails is an
             // error (the entry comes back when its lease ends: a duplicate, not a loss).
             let mut refused = Vec::new();
+            let mut kept = Vec::new();
             for f in &out.failed {
                 let entry =
                     f.id.strip_prefix('d')
@@ -354,6 +483,7 @@ impl SqsQueue {
                     _ => false,
                 };
                 if !retried {
+                    kept.extend(entry.map(|e| e.receipt.as_str()));
                     refused.push(format!(
                         "{} ({}: {})",
                         entry.map_or(f.id.as_str(), |e| e.entry_id.as_str()),
@@ -361,6 +491,15 @@ impl SqsQueue {
                         f.message.clone().unwrap_or_default()
                     ));
                 }
+            }
+            // The messages are gone: so go their objects.
+            if let Some(o) = &self.offload {
+                let pointers: Vec<Pointer> = chunk
+                    .iter()
+                    .filter(|e| !kept.contains(&e.receipt.as_str()))
+                    .filter_map(|e| e.offloaded.as_deref().and_then(Pointer::parse))
+                    .collect();
+                o.delete(&pointers).await;
             }
             if !refused.is_empty() {
                 return Err(QueueError::Unavailable(format!(
@@ -524,18 +663,24 @@ impl FailoverQueue for SqsQueue {
             }
             Err(_) => entry.body.clone(),
         };
-        self.count();
-        self.client
+        let out = self.outgoing(&body).await?;
+        let mut req = self
+            .client
             .send_message()
             .queue_url(&self.dlq_url)
-            .message_body(base64::engine::general_purpose::STANDARD.encode(&body))
+            .message_body(out.text.clone())
             .message_attributes("reason", string_attr(&info.reason)?)
             .message_attributes("topic", string_attr(&info.topic)?)
             .message_attributes("message_id", string_attr(&info.message_id)?)
-            .message_attributes("attempt", number_attr(info.attempts.into())?)
-            .send()
-            .await
-            .map_err(err_sdk)?;
+            .message_attributes("attempt", number_attr(info.attempts.into())?);
+        if let Some((_, size)) = &out.offloaded {
+            req = req.message_attributes(SIZE_ATTRIBUTE, number_attr(*size as u64)?);
+        }
+        self.count();
+        if let Err(e) = req.send().await {
+            self.discard(std::slice::from_ref(&out)).await;
+            return Err(err_sdk(e));
+        }
         self.delete_from(&self.queue_url, std::slice::from_ref(entry))
             .await
     }

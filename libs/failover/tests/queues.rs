@@ -2,13 +2,17 @@
 //! SQS as spoken by `moto_server`.
 
 use ballast_failover::envelope::{self, Envelope};
-use ballast_failover::{DeadInfo, FailoverQueue, SqlQueue, SqsConfig, SqsQueue};
+use ballast_failover::{DeadInfo, FailoverQueue, S3OffloadConfig, SqlQueue, SqsConfig, SqsQueue};
 use ballast_testkit::deps::{require_postgres, unique, Moto};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A fresh queue (and dead-letter queue) on moto_server.
 async fn sqs_on(moto: &Moto, prefix: &str) -> SqsQueue {
+    sqs_with(moto, prefix, S3OffloadConfig::default()).await
+}
+
+async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQueue {
     let name = unique(prefix);
     SqsQueue::connect(&SqsConfig {
         queue: name.clone(),
@@ -18,6 +22,7 @@ async fn sqs_on(moto: &Moto, prefix: &str) -> SqsQueue {
         access_key_id: Some("test".into()),
         secret_access_key: Some("test".into()),
         create_queues: true,
+        offload,
     })
     .await
     .expect("sqs on moto")
@@ -335,4 +340,120 @@ async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
         .clone();
     let err = q.ack(&[ours, bogus]).await.expect_err("a refused delete");
     assert!(err.to_string().contains("did not delete 1 entry"), "{err}");
+}
+
+/// The extended-client pattern on moto (SQS and S3): a body over the threshold goes to S3
+/// and comes back whole; its object goes when its message goes (retry with a new body, ack,
+/// dead-letter then purge); a pointer whose object is gone is dead-lettered as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_offloads_large_bodies_to_s3_and_deletes_them_with_their_messages() {
+    let moto = Moto::start();
+    let bucket = unique("ballast-payloads").to_lowercase();
+    let q = sqs_with(
+        &moto,
+        "ballast-big",
+        S3OffloadConfig {
+            bucket: bucket.clone(),
+            create_bucket: true,
+            ..S3OffloadConfig::default()
+        },
+    )
+    .await;
+    let lease = Duration::from_secs(30);
+    let big = envelope::encode(&Envelope {
+        topic: "events".into(),
+        value: (0..1_048_576u32).map(|i| (i % 251) as u8).collect(),
+        message_id: "big".into(),
+        ..Default::default()
+    });
+    let receive_all = |n: usize| {
+        let q = &q;
+        async move {
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                got.extend(
+                    q.receive(10, Duration::from_millis(200), lease)
+                        .await
+                        .unwrap(),
+                );
+                if got.len() >= n {
+                    break;
+                }
+            }
+            assert_eq!(got.len(), n, "entries back");
+            got
+        }
+    };
+
+    // One large body and one small: only the large one is an object.
+    q.enqueue(&[big.clone(), body(1)], Duration::ZERO)
+        .await
+        .expect("a 1 MiB body is enqueued through S3");
+    let keys = moto.s3_keys(&bucket).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let got = receive_all(2).await;
+    let large = got
+        .iter()
+        .find(|l| l.body.len() > 1_000_000)
+        .expect("big back");
+    assert_eq!(large.body, big, "the body comes back byte for byte");
+    let small = got.iter().find(|l| l.body.len() < 1000).unwrap();
+    assert_eq!(small.offloaded, None);
+
+    // A retry with a new body: a new object replaces the old one.
+    let mut env = envelope::decode(&large.body).unwrap();
+    env.attempt = 1;
+    q.retry_later(large, Some(envelope::encode(&env)), Duration::ZERO)
+        .await
+        .unwrap();
+    let after_retry = moto.s3_keys(&bucket).await.unwrap();
+    assert_eq!(after_retry.len(), 1, "{after_retry:?}");
+    assert_ne!(after_retry, keys, "the old object is gone");
+    q.ack(std::slice::from_ref(small)).await.unwrap();
+
+    // Dead-lettered, listed, then purged: the object goes with the dead letter.
+    let again = receive_all(1).await;
+    assert_eq!(envelope::decode(&again[0].body).unwrap().attempt, 1);
+    let info = DeadInfo {
+        topic: "events".into(),
+        message_id: "big".into(),
+        attempts: 2,
+        reason: "max attempts".into(),
+        first_failed_at_unix_ms: 1,
+    };
+    q.dead_letter(&again[0], &info).await.unwrap();
+    assert_eq!(moto.s3_keys(&bucket).await.unwrap().len(), 1);
+    let (dead, _) = q.list_dead_letters(10, "").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].info.message_id, "big");
+    assert!(dead[0].body_bytes > 1_048_576, "{:?}", dead[0]);
+    assert_eq!(q.purge(&[], true).await.unwrap(), 1);
+    assert_eq!(moto.s3_keys(&bucket).await.unwrap(), Vec::<String>::new());
+
+    // Acknowledged: the object goes with the message.
+    q.enqueue(&[big.clone()], Duration::ZERO).await.unwrap();
+    let got = receive_all(1).await;
+    assert_eq!(got[0].body, big);
+    q.ack(&got).await.unwrap();
+    assert_eq!(moto.s3_keys(&bucket).await.unwrap(), Vec::<String>::new());
+
+    // The object is gone (a lifecycle rule, an operator): the entry comes back with the
+    // pointer as its bytes, which fails to decode and is dead-lettered as it came.
+    q.enqueue(&[big.clone()], Duration::ZERO).await.unwrap();
+    let key = moto.s3_keys(&bucket).await.unwrap().remove(0);
+    moto.s3()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let got = receive_all(1).await;
+    assert!(envelope::decode(&got[0].body).is_err());
+    let pointer = String::from_utf8(got[0].body.clone()).unwrap();
+    assert!(
+        pointer.contains("PayloadS3Pointer") && pointer.contains(&key),
+        "{pointer}"
+    );
 }

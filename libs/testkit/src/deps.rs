@@ -48,6 +48,41 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// An S3 client for this server (path-style, test credentials).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    /// The keys of every object in `bucket`, as moto's S3 lists them.
+    pub async fn s3_keys(&self, bucket: &str) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .s3()
+            .await
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(out
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.key)
+            .collect())
+    }
+
     /// Stops the server, as an outage would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

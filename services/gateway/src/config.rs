@@ -173,10 +173,11 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.failover.backend == ballast_failover::FailoverBackend::Sqs
+            && !self.failover.sqs.offload.enabled()
             && self.limits.max_record_bytes > ballast_failover::SQS_MAX_RECORD_BYTES
         {
             return Err(ConfigError::Invalid(format!(
-                "limits.max_record_bytes is {}, but an SQS failover message holds records of at most {} bytes (256 KiB after base64 and the envelope): lower limits.max_record_bytes, or fail over to postgres",
+                "limits.max_record_bytes is {}, but an SQS failover message holds records of at most {} bytes (256 KiB after base64 and the envelope): lower limits.max_record_bytes, offload large bodies to S3 (failover.sqs.offload.bucket), or fail over to postgres",
                 self.limits.max_record_bytes,
                 ballast_failover::SQS_MAX_RECORD_BYTES
             )));

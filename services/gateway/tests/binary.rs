@@ -62,6 +62,32 @@ fn bad_config_fails_at_startup_with_the_field_named() {
         "{err}"
     );
 
+    // With large bodies offloaded to S3, SQS failover holds any record the gateway takes.
+    let out = Command::new(BIN)
+        .arg("--dump-config")
+        .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .env("BALLAST_FAILOVER__SQS__OFFLOAD__BUCKET", "ballast-payloads")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bucket: ballast-payloads"));
+    let out = Command::new(BIN)
+        .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .env("BALLAST_FAILOVER__SQS__OFFLOAD__BUCKET", "ballast-payloads")
+        .env("BALLAST_FAILOVER__SQS__OFFLOAD__THRESHOLD_BYTES", "300000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failover.sqs.offload.threshold_bytes is 300000"),
+        "{err}"
+    );
+
     // Node-local failover is not failover: refused unless explicitly accepted.
     let out = Command::new(BIN)
         .env("BALLAST_FAILOVER__BACKEND", "sqlite")

@@ -187,6 +187,7 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
             access_key_id: Some("bench".into()),
             secret_access_key: Some("bench".into()),
             create_queues: true,
+            ..SqsConfig::default()
         },
         // moto_server is slow (tens of ms a batch); the figure is calls, not speed.
         timeout: Duration::from_secs(60),
