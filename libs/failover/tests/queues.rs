@@ -431,7 +431,9 @@ async fn sqs_offloads_large_bodies_to_s3_and_deletes_them_with_their_messages() 
     assert_eq!(moto.s3_keys(&bucket).await.unwrap(), Vec::<String>::new());
 
     // Acknowledged: the object goes with the message.
-    q.enqueue(&[big.clone()], Duration::ZERO).await.unwrap();
+    q.enqueue(std::slice::from_ref(&big), Duration::ZERO)
+        .await
+        .unwrap();
     let got = receive_all(1).await;
     assert_eq!(got[0].body, big);
     q.ack(&got).await.unwrap();
@@ -439,7 +441,9 @@ async fn sqs_offloads_large_bodies_to_s3_and_deletes_them_with_their_messages() 
 
     // The object is gone (a lifecycle rule, an operator): the entry comes back with the
     // pointer as its bytes, which fails to decode and is dead-lettered as it came.
-    q.enqueue(&[big.clone()], Duration::ZERO).await.unwrap();
+    q.enqueue(std::slice::from_ref(&big), Duration::ZERO)
+        .await
+        .unwrap();
     let key = moto.s3_keys(&bucket).await.unwrap().remove(0);
     moto.s3()
         .await
