@@ -246,7 +246,7 @@ async fn leaderless_partition_is_avoided_before_any_record_fails() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflight_budget_refuses_excess_records_and_keeps_the_rest() -> anyhow::Result<()> {
     let stack = GatewayStack::start(&[("budget", PARTITIONS)], |c| {
-        c.limits.inflight_bytes = 10 * 1024;
+        c.limits.inflight_bytes = 20 * 1024;
         c.limits.max_record_bytes = 4 * 1024;
     })
     .await?;
@@ -256,7 +256,10 @@ async fn inflight_budget_refuses_excess_records_and_keeps_the_rest() -> anyhow::
         .await?;
     let acked = results.iter().filter(|r| kafka_ack(r).is_some()).count();
     let exhausted: Vec<_> = results.iter().filter_map(record_error).collect();
-    assert_eq!(acked, 3, "three 3 KiB records fit a 10 KiB budget");
+    assert_eq!(
+        acked, 3,
+        "three 3 KiB records, each counted twice (its copy and librdkafka's), fit 20 KiB"
+    );
     assert_eq!(exhausted.len(), 7);
     for e in exhausted {
         assert_eq!(e.code, Code::ResourceExhausted as i32);

@@ -15,7 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct WriteLimits {
     /// Key + value + headers of one record.
     pub max_record_bytes: usize,
-    /// Record bytes in flight across all callers; past it, RESOURCE_EXHAUSTED.
+    /// Memory for records in flight across all callers, each counted
+    /// [`COPIES_IN_FLIGHT`] times its size; past it, RESOURCE_EXHAUSTED.
     pub inflight_bytes: usize,
     /// Kafka attempts per record (rerouted to another partition when allowed).
     pub max_attempts: u32,
@@ -76,6 +77,13 @@ pub(crate) fn validate(
     }
     Ok(size)
 }
+
+/// How many copies of a record's bytes the gateway holds while the record is in flight:
+/// its own (decoded from the request), and either librdkafka's (the producer copies the
+/// payload into its queue) or the encoded failover envelope (which takes the record's
+/// buffers, so the two never overlap). The budget charges a record this many times its
+/// size, so `limits.inflight_bytes` bounds memory, not just payload.
+pub const COPIES_IN_FLIGHT: usize = 2;
 
 /// The global budget of record bytes in flight.
 #[derive(Debug)]

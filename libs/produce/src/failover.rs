@@ -16,20 +16,21 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The envelope of a record that failed on Kafka with `kafka_error`, at attempt 0.
-pub fn envelope_of(rec: &Record, message_id: &str, kafka_error: &RecordError) -> Envelope {
+/// The envelope of a record that failed on Kafka with `kafka_error`, at attempt 0. It
+/// takes the record's buffers, so no copy of the value is made.
+pub fn envelope_of(rec: Record, message_id: &str, kafka_error: &RecordError) -> Envelope {
     Envelope {
-        topic: rec.topic.clone(),
-        key: rec.key.clone(),
+        topic: rec.topic,
+        key: rec.key,
         key_policy: key_policy_to_wire(rec.key_policy),
         partition: rec.partition,
-        value: rec.value.clone(),
+        value: rec.value,
         headers: rec
             .headers
-            .iter()
+            .into_iter()
             .map(|h| EnvelopeHeader {
-                key: h.key.clone(),
-                value: h.value.clone(),
+                key: h.key,
+                value: h.value,
             })
             .collect(),
         message_id: message_id.to_string(),
@@ -85,13 +86,14 @@ pub fn record_of(env: &Envelope) -> Result<Record, RecordError> {
 /// queue fails too, the record is not acknowledged.
 pub(crate) async fn fail_over(
     queue: &Enqueuer,
-    rec: &Record,
+    rec: Record,
     message_id: &str,
     kafka_error: &RecordError,
 ) -> Result<Acked, RecordError> {
+    let traced = crate::attempt::has_traceparent(&rec);
     let mut env = envelope_of(rec, message_id, kafka_error);
     // The retry worker continues the trace from the envelope's headers.
-    if !crate::attempt::has_traceparent(rec) {
+    if !traced {
         if let Some(tp) = trace::current_traceparent() {
             env.headers.push(EnvelopeHeader {
                 key: trace::TRACEPARENT.into(),
@@ -101,7 +103,10 @@ pub(crate) async fn fail_over(
     }
     let span =
         tracing::debug_span!(target: trace::TARGET, "failover.enqueue", backend = queue.backend());
-    match queue.enqueue(envelope::encode(&env)).instrument(span).await {
+    // The encoded body is the one copy that waits for the queue; the record's buffers go.
+    let body = envelope::encode(&env);
+    drop(env);
+    match queue.enqueue(body).instrument(span).await {
         Ok(entry_id) => Ok(Acked::Failover {
             backend: queue.backend().to_string(),
             queue: queue.queue_name().to_string(),
@@ -134,7 +139,8 @@ mod tests {
             partition: Some(3),
         };
         let err = RecordError::new(ErrorCode::Unavailable, "leader gone");
-        let env = envelope::decode(&envelope::encode(&envelope_of(&rec, "m-1", &err))).unwrap();
+        let env =
+            envelope::decode(&envelope::encode(&envelope_of(rec.clone(), "m-1", &err))).unwrap();
         assert_eq!(env.last_error, "leader gone");
         assert_eq!(env.attempt, 0);
         let back = record_of(&env).unwrap();

@@ -150,8 +150,9 @@ impl Writer {
             message_id = %message_id,
             outcome = tracing::field::Empty,
         );
+        let topic = rec.topic.clone();
         let outcome = self
-            .write_inner(&rec, &message_id, started)
+            .write_inner(rec, &message_id, started)
             .instrument(span.clone())
             .await;
         span.record(
@@ -164,7 +165,7 @@ impl Writer {
         );
         Produced {
             message_id,
-            topic: rec.topic,
+            topic,
             outcome,
             elapsed: started.elapsed(),
         }
@@ -172,7 +173,7 @@ impl Writer {
 
     async fn write_inner(
         &self,
-        rec: &Record,
+        rec: Record,
         message_id: &str,
         started: Instant,
     ) -> Result<Acked, RecordError> {
@@ -180,8 +181,9 @@ impl Writer {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RecordError::new(ShuttingDown, "gateway is shutting down"));
         }
-        let size = admit::validate(rec, message_id, &self.limits)?;
-        let _admitted = self.budget.admit(size)?;
+        let size = admit::validate(&rec, message_id, &self.limits)?;
+        // Held until the record's fate is known, counting both copies in flight.
+        let _admitted = self.budget.admit(size * admit::COPIES_IN_FLIGHT)?;
         self.placement.learn_topic(&rec.topic).await;
         let attempts = Attempts {
             placement: &self.placement,
@@ -189,7 +191,7 @@ impl Writer {
             metrics: &self.metrics,
             limits: &self.limits,
         };
-        match attempts.write(rec, message_id, size, started).await {
+        match attempts.write(&rec, message_id, size, started).await {
             // Kafka cannot take it now: the failover queue may.
             Err(e) if e.code == Unavailable => match &self.failover {
                 Some(queue) => failover::fail_over(queue, rec, message_id, &e).await,

@@ -433,6 +433,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut answered: Vec<_> = o.answered.iter().collect();
         answered.sort();
         eprintln!("bench: P6 answers under overload: {answered:?}");
+        let l = &o.large;
+        rows.push(format!(
+            "P6      rss, MiB, 1 MiB records, {} connections   {:>10.1}  {:>10.1}  growth {:.2} of budget {:.0} + pending {:.0} + request buffers {:.0} MiB",
+            l.connections,
+            l.peak_rss_mib,
+            l.baseline_rss_mib,
+            l.growth_over_bound,
+            l.inflight_budget_mib,
+            l.pending_bytes_mib,
+            l.request_buffers_mib
+        ));
+        let mut answered: Vec<_> = l.answered.iter().collect();
+        answered.sort();
+        eprintln!(
+            "bench: P6 large records: {} offered; answers: {answered:?}",
+            l.records_offered
+        );
         json["p6_overload"] = serde_json::to_value(&o)?;
     }
     if matches!(args.suite, Suite::All | Suite::Locality) {

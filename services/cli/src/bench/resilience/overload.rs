@@ -1,4 +1,5 @@
-//! P6: the gateway's peak RSS under 10x overload while Kafka is down and failover is slow.
+//! P6: the gateway's peak RSS under 10x overload while Kafka is down and failover is slow;
+//! then a second gateway under 1 MiB records from many connections.
 
 use super::{cluster, unkeyed, RACK};
 use crate::bench::BenchArgs;
@@ -23,6 +24,98 @@ pub struct OverloadFigures {
     /// (peak − baseline) ÷ budget: at most 1 when the budget bounds memory.
     pub growth_over_budget: f64,
     pub answered: HashMap<String, usize>,
+    pub large: LargeFigures,
+}
+
+/// 1 MiB records, two a request, from many connections at once, with Kafka down and the
+/// failover (SQS with S3 offload on moto_server) one batch at a time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LargeFigures {
+    pub connections: usize,
+    pub record_bytes: usize,
+    pub records_offered: usize,
+    pub baseline_rss_mib: f64,
+    pub peak_rss_mib: f64,
+    pub inflight_budget_mib: f64,
+    pub pending_bytes_mib: f64,
+    /// limits.max_concurrent_requests × limits.max_request_bytes × 2 (the wire bytes and
+    /// the decoded request).
+    pub request_buffers_mib: f64,
+    /// (peak − baseline) ÷ (budget + pending bytes + request buffers): at most 1 when the
+    /// configured limits bound memory.
+    pub growth_over_bound: f64,
+    pub answered: HashMap<String, usize>,
+}
+
+/// A gateway process on free ports, killed on drop.
+struct GatewayProcess {
+    child: Child,
+    pid: u32,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts `ballast gateway` with `config` (YAML after the listen addresses).
+    async fn start(name: &str, config: &str) -> anyhow::Result<Self> {
+        let port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (grpc, admin) = (port()?, port()?);
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("gateway.yaml");
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:{grpc}\nadmin_listen: 127.0.0.1:{admin}\n{config}"),
+        )?;
+        let child = Child(
+            std::process::Command::new(std::env::current_exe()?)
+                .args(["gateway", "--config"])
+                .arg(&path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("starting the gateway process")?,
+        );
+        let pid = child.0.id();
+        Ok(Self {
+            child,
+            pid,
+            addr: format!("http://127.0.0.1:{grpc}"),
+            dir,
+        })
+    }
+
+    /// A new connection to it (waits up to 30 s for the process to listen).
+    async fn connect(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(c) = IngestClient::connect(self.addr.clone()).await {
+                return Ok(c
+                    .max_decoding_message_size(64 * 1024 * 1024)
+                    .max_encoding_message_size(64 * 1024 * 1024));
+            }
+            anyhow::ensure!(Instant::now() < end, "the gateway process did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sqs_section(name: &str, endpoint: &str) -> String {
+    format!(
+        "  sqs:\n    queue: {name}\n    dlq: {name}-dlq\n    endpoint: {endpoint}\n    region: us-east-1\n    access_key_id: bench\n    secret_access_key: bench\n    create_queues: true\n    offload:\n      bucket: {name}\n      create_bucket: true\n"
+    )
 }
 
 fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
@@ -63,47 +156,23 @@ pub async fn overload(args: &BenchArgs) -> anyhow::Result<OverloadFigures> {
     let (endpoint, _moto) = crate::bench::failover::sqs_endpoint(args).await?;
     let c = cluster()?;
     let budget: usize = 64 * 1024 * 1024;
-    let port = |_| -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (grpc, admin) = (port(())?, port(())?);
     let name = format!("ballast-bench-p6-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{grpc}\nadmin_listen: 127.0.0.1:{admin}\nrack: {RACK}\n\
+    let gateway = GatewayProcess::start(
+        &name,
+        &format!(
+            "rack: {RACK}\n\
              kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n\
              limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n\
-             failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  sqs:\n    queue: {name}\n    dlq: {name}-dlq\n    endpoint: {endpoint}\n    region: us-east-1\n    access_key_id: bench\n    secret_access_key: bench\n    create_queues: true\n\
+             failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n{sqs}\
              telemetry:\n  log_level: error\n",
             bootstrap = c.bootstrap_servers(),
             max_record = ballast_failover::SQS_MAX_RECORD_BYTES,
+            sqs = sqs_section(&name, &endpoint),
         ),
-    )?;
-    let child = Child(
-        std::process::Command::new(std::env::current_exe()?)
-            .args(["gateway", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting the gateway process")?,
-    );
-    let pid = child.0.id();
-    let addr = format!("http://127.0.0.1:{grpc}");
-    let end = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        if let Ok(c) = IngestClient::connect(addr.clone()).await {
-            break c;
-        }
-        anyhow::ensure!(Instant::now() < end, "the gateway process did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    )
+    .await?;
+    let pid = gateway.pid;
+    let client = gateway.connect().await?;
     let value = Arc::new(vec![b'o'; 1024]);
     let seq = Arc::new(AtomicUsize::new(0));
     let send = {
@@ -183,8 +252,8 @@ pub async fn overload(args: &BenchArgs) -> anyhow::Result<OverloadFigures> {
         t??;
     }
     peak_kib = peak_kib.max(rss_kib(pid, "VmHWM:")?);
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(gateway);
+    let large = large_records(args, &c, &endpoint).await?;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let budget_mib = budget as f64 / (1024.0 * 1024.0);
     let answered = answered.lock().expect("lock").clone();
@@ -196,6 +265,147 @@ pub async fn overload(args: &BenchArgs) -> anyhow::Result<OverloadFigures> {
         peak_rss_mib: mib(peak_kib),
         inflight_budget_mib: budget_mib,
         growth_over_budget: (mib(peak_kib) - mib(baseline_kib)).max(0.0) / budget_mib,
+        answered,
+        large,
+    })
+}
+
+/// P6, large records: a second gateway, limits set for 1 MiB records, under two 1 MiB
+/// records a request from many connections at once while Kafka is down.
+async fn large_records(
+    args: &BenchArgs,
+    c: &ballast_kafka::EmbeddedCluster,
+    endpoint: &str,
+) -> anyhow::Result<LargeFigures> {
+    const MIB: usize = 1024 * 1024;
+    let record_bytes = MIB;
+    let connections = 64;
+    let budget = 64 * MIB;
+    let pending = 16 * MIB;
+    let max_concurrent = 16;
+    let max_request = 2 * MIB + 64 * 1024;
+    let name = format!("ballast-bench-p6l-{}", std::process::id());
+    let _ = c.broker_up(-1).await;
+    let gateway = GatewayProcess::start(
+        &name,
+        &format!(
+            "rack: {RACK}\n\
+             kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n\
+             limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n  \
+             max_request_bytes: {max_request}\n  max_concurrent_requests: {max_concurrent}\n  max_connections: {max_connections}\n  \
+             grpc_stream_window_bytes: {window}\n\
+             failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  pending_bytes: {pending}\n{sqs}\
+             telemetry:\n  log_level: error\n",
+            bootstrap = c.bootstrap_servers(),
+            max_record = record_bytes + 1024,
+            max_connections = connections / 2,
+            window = MIB,
+            sqs = sqs_section(&name, endpoint),
+        ),
+    )
+    .await?;
+    let pid = gateway.pid;
+    let value = Arc::new(vec![b'L'; record_bytes]);
+    let seq = Arc::new(AtomicUsize::new(0));
+    let request = {
+        let (value, seq) = (value.clone(), seq.clone());
+        move |n: usize| {
+            let first = seq.fetch_add(n, Ordering::Relaxed);
+            pb::ProduceRequest {
+                records: (first..first + n).map(|i| unkeyed(i, &value)).collect(),
+            }
+        }
+    };
+    let mut first = gateway.connect().await?;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = first.produce(request(1)).await;
+        if matches!(r.as_ref().map(|r| r.get_ref().results.first().map(outcome_label)), Ok(Some(l)) if l == "kafka")
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "the large-record gateway never reached kafka"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let phase = if args.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(8)
+    };
+    eprintln!("bench: P6 large records: steady 1 MiB records with kafka up (baseline rss)");
+    let t0 = Instant::now();
+    while t0.elapsed() < phase / 2 {
+        first.produce(request(2)).await?;
+    }
+    let baseline_kib = rss_kib(pid, "VmRSS:")?;
+
+    c.broker_down(-1).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eprintln!(
+        "bench: P6 large records: {connections} connections, two 1 MiB records a request, kafka down, {phase:?}"
+    );
+    let answered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let offered = Arc::new(AtomicUsize::new(0));
+    let stop = Instant::now() + phase;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (request, answered, offered) = (request.clone(), answered.clone(), offered.clone());
+        let addr = gateway.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            // Connections past limits.max_connections wait in the listen backlog.
+            let Ok(client) = IngestClient::connect(addr).await else {
+                *answered
+                    .lock()
+                    .expect("lock")
+                    .entry("connect failed".into())
+                    .or_default() += 1;
+                return;
+            };
+            let mut client = client.max_encoding_message_size(64 * 1024 * 1024);
+            while Instant::now() < stop {
+                offered.fetch_add(2, Ordering::Relaxed);
+                let labels = match tokio::time::timeout(phase, client.produce(request(2))).await {
+                    Ok(Ok(r)) => r.into_inner().results.iter().map(outcome_label).collect(),
+                    Ok(Err(s)) => vec![format!("whole request refused: {:?}", s.code()); 2],
+                    Err(_) => vec!["no answer within the phase".to_string(); 2],
+                };
+                let mut a = answered.lock().expect("lock");
+                for l in labels {
+                    *a.entry(l).or_default() += 1;
+                }
+            }
+        }));
+    }
+    let mut peak_kib = 0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        peak_kib = peak_kib.max(rss_kib(pid, "VmRSS:")?);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await?;
+    }
+    peak_kib = peak_kib.max(rss_kib(pid, "VmHWM:")?);
+    let _ = c.broker_up(-1).await;
+    drop(gateway);
+    let mib = |bytes: usize| bytes as f64 / MIB as f64;
+    let kib_mib = |kib: u64| kib as f64 / 1024.0;
+    let request_buffers = max_concurrent * max_request * 2;
+    let bound = mib(budget) + mib(pending) + mib(request_buffers);
+    let growth = (kib_mib(peak_kib) - kib_mib(baseline_kib)).max(0.0);
+    let answered = answered.lock().expect("lock").clone();
+    Ok(LargeFigures {
+        connections,
+        record_bytes,
+        records_offered: offered.load(Ordering::Relaxed),
+        baseline_rss_mib: kib_mib(baseline_kib),
+        peak_rss_mib: kib_mib(peak_kib),
+        inflight_budget_mib: mib(budget),
+        pending_bytes_mib: mib(pending),
+        request_buffers_mib: mib(request_buffers),
+        growth_over_bound: growth / bound,
         answered,
     })
 }
