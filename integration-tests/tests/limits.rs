@@ -68,3 +68,43 @@ async fn connections_past_max_connections_wait_for_a_free_slot() -> anyhow::Resu
     drop(b);
     Ok(())
 }
+
+/// Requests past `limits.max_concurrent_requests` fail whole at once with
+/// RESOURCE_EXHAUSTED (load shedding), and the ones in flight go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_concurrent_requests_are_shed_with_resource_exhausted(
+) -> anyhow::Result<()> {
+    let stack = GatewayStack::start(&[("busy", 2)], |c| {
+        c.limits.max_concurrent_requests = 2;
+        c.limits.record_deadline = Duration::from_secs(2);
+    })
+    .await?;
+    // Kafka down: each request takes its records' deadline to answer.
+    stack.cluster.broker_down(-1).await?;
+    let client = stack.client().await?;
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                c.produce(pb::ProduceRequest {
+                    records: vec![record("busy", None, &format!("slow{i}"))],
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = client
+        .clone()
+        .produce(pb::ProduceRequest {
+            records: vec![record("busy", None, "third")],
+        })
+        .await
+        .expect_err("a third concurrent request is shed");
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed}");
+    for s in slow {
+        let answered = s.await?.expect("the requests in flight are answered");
+        assert_eq!(answered.into_inner().results.len(), 1);
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use crate::config::{ConfigArgs, ServiceConfig};
 use anyhow::Context;
+use ballast_security::{PeerInfo, TlsConfig, TlsServer};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +81,20 @@ pub struct Host {
     stop: watch::Receiver<bool>,
     grace: Duration,
     admin: tokio::task::JoinHandle<std::io::Result<()>>,
+    tls: Option<TlsServer>,
+    reloads: Reloads,
+}
+
+/// Background reloads (certificates, policy), stopped with the host.
+#[derive(Debug, Default)]
+struct Reloads(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Reloads {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
+    }
 }
 
 /// Sets the health of one gRPC service and of the server as a whole.
@@ -130,7 +145,50 @@ impl Host {
             stop,
             grace,
             admin,
+            tls: None,
+            reloads: Reloads::default(),
         }
+    }
+
+    /// Serves gRPC over TLS (mTLS with `client_ca_file`) when `tls.cert_file` is set,
+    /// reloading the files as they change; plaintext otherwise.
+    pub fn secure(&mut self, tls: &TlsConfig) -> anyhow::Result<()> {
+        if !tls.enabled() {
+            return Ok(());
+        }
+        let server = TlsServer::load(tls)?;
+        self.reloads.0.push(server.spawn_reload(tls.clone()));
+        self.tls = Some(server);
+        tracing::info!(mtls = tls.client_ca_file.is_some(), "grpc served over tls");
+        Ok(())
+    }
+
+    /// The service's authenticator and policy, reloaded as the files change. Without
+    /// `auth.policy_file` the service runs open, and says so (unless `ballast dev` set
+    /// `quiet_when_open`).
+    pub fn access(
+        &mut self,
+        auth: &ballast_security::AuthConfig,
+    ) -> anyhow::Result<ballast_security::Access> {
+        let access = ballast_security::Access::load(auth)?;
+        match access.spawn_reload() {
+            Some(task) => self.reloads.0.push(task),
+            None if !auth.quiet_when_open => tracing::warn!(
+                service = self.health.service,
+                "AUTH IS OFF: auth.policy_file is not set, so anyone who can reach this service may call every method; set auth.policy_file (and tls.*) before exposing it"
+            ),
+            None => {}
+        }
+        Ok(access)
+    }
+
+    /// Connections to serve gRPC on: see [`incoming`]; TLS when [`Host::secure`] set it.
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+        max_connections: Option<usize>,
+    ) -> impl futures::Stream<Item = std::io::Result<Accepted>> {
+        incoming(listener, max_connections, self.tls.clone())
     }
 
     pub fn health(&self) -> Health {
@@ -178,7 +236,8 @@ impl Host {
         listener: TcpListener,
     ) -> anyhow::Result<()> {
         let stopping = self.stopping();
-        self.serve(router.serve_with_incoming_shutdown(incoming(listener, None), stopping))
+        let conns = self.incoming(listener, None);
+        self.serve(router.serve_with_incoming_shutdown(conns, stopping))
             .await
     }
 
@@ -217,28 +276,160 @@ async fn fired(mut stop: watch::Receiver<bool>) {
 /// Accepted connections, with Nagle's algorithm off (answers are small and latency
 /// matters; tonic sets TCP_NODELAY only on listeners it binds itself), and at most
 /// `max_connections` open at once when set: past it, new connections wait in the listen
-/// backlog until one closes.
+/// backlog until one closes. With `tls`, each completes its handshake first (many at
+/// once, each within the handshake timeout); one that fails is logged and dropped, and
+/// never stops the server.
 pub fn incoming(
     listener: TcpListener,
     max_connections: Option<usize>,
-) -> impl futures::Stream<Item = std::io::Result<Conn>> {
+    tls: Option<TlsServer>,
+) -> impl futures::Stream<Item = std::io::Result<Accepted>> {
+    use futures::StreamExt;
     let slots = max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
-    futures::stream::unfold((listener, slots), |(listener, slots)| async move {
+    let tcp = futures::stream::unfold((listener, slots), |(listener, slots)| async move {
         let slot = match &slots {
             Some(s) => Some(s.clone().acquire_owned().await.ok()?),
             None => None,
         };
-        let accepted = listener.accept().await.map(|(stream, _)| {
+        let accepted = listener.accept().await.map(|(stream, remote)| {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "setting TCP_NODELAY");
             }
-            Conn {
-                stream,
-                _slot: slot,
-            }
+            (
+                Conn {
+                    stream,
+                    _slot: slot,
+                },
+                remote,
+            )
         });
         Some((accepted, (listener, slots)))
-    })
+    });
+    match tls {
+        None => tcp
+            .map(|r| {
+                r.map(|(conn, remote)| Accepted {
+                    io: Io::Plain(conn),
+                    peer: PeerInfo {
+                        remote: Some(remote),
+                        principal: None,
+                    },
+                })
+            })
+            .left_stream(),
+        Some(tls) => tcp
+            .map(move |r| {
+                let tls = tls.clone();
+                async move {
+                    let (conn, remote) = match r {
+                        Ok(c) => c,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    match tls.accept(conn).await {
+                        Ok((stream, principal)) => Some(Ok(Accepted {
+                            io: Io::Tls(Box::new(stream)),
+                            peer: PeerInfo {
+                                remote: Some(remote),
+                                principal,
+                            },
+                        })),
+                        Err(e) => {
+                            tracing::info!(%remote, error = format!("{e:#}"), "tls handshake refused");
+                            None
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(256)
+            .filter_map(futures::future::ready)
+            .right_stream(),
+    }
+}
+
+/// A served connection, plaintext or TLS, and who is at the other end (in each request's
+/// extensions as [`PeerInfo`]).
+#[derive(Debug)]
+pub struct Accepted {
+    io: Io,
+    peer: PeerInfo,
+}
+
+#[derive(Debug)]
+enum Io {
+    Plain(Conn),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>),
+}
+
+impl tonic::transport::server::Connected for Accepted {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Plain($io) => {
+                let $io = std::pin::Pin::new($io);
+                $call
+            }
+            Io::Tls($io) => {
+                let $io = std::pin::Pin::new(&mut **$io);
+                $call
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for Accepted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Accepted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(c) => c.is_write_vectored(),
+            Io::Tls(t) => t.is_write_vectored(),
+        }
+    }
 }
 
 /// An accepted connection; it frees its `max_connections` slot when it closes.
@@ -246,14 +437,6 @@ pub fn incoming(
 pub struct Conn {
     stream: tokio::net::TcpStream,
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
 }
 
 impl tokio::io::AsyncRead for Conn {

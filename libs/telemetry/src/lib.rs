@@ -19,8 +19,8 @@ pub use anyhow;
 pub use admin::serve_admin;
 pub use config::{load_config, redact, ConfigArgs, ServiceConfig, REDACTED};
 pub use host::{
-    bind_listeners, grpc_reflection, incoming, run_service, service_main, Conn, Health, Host,
-    Shutdown,
+    bind_listeners, grpc_reflection, incoming, run_service, service_main, Accepted, Conn, Health,
+    Host, Shutdown,
 };
 pub use logs::{init, LogFormat, TelemetryConfig, TelemetryGuard};
 pub use signal::shutdown_signal;

@@ -33,6 +33,10 @@ pub struct DedupConfig {
     pub limits: DedupLimits,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) on the gRPC listener.
+    pub tls: ballast_security::TlsConfig,
+    /// Who may call which methods.
+    pub auth: ballast_security::AuthConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -70,6 +74,8 @@ impl Default for DedupConfig {
             redis: RedisConfig::default(),
             limits: DedupLimits::default(),
             shutdown_grace: Duration::from_secs(10),
+            tls: ballast_security::TlsConfig::default(),
+            auth: ballast_security::AuthConfig::default(),
             telemetry: TelemetryConfig {
                 service_name: "ballast-dedup".into(),
                 ..TelemetryConfig::default()
@@ -80,6 +86,8 @@ impl Default for DedupConfig {
 
 impl DedupConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.tls.validate()?;
+        self.auth.validate()?;
         let l = &self.limits;
         anyhow::ensure!(l.max_batch > 0, "limits.max_batch must be positive");
         anyhow::ensure!(l.max_id_bytes > 0, "limits.max_id_bytes must be positive");

@@ -27,9 +27,12 @@ pub async fn run(
     let store = build_store(&config).await?;
     let mut registry = Registry::default();
     let service = DedupService::new(store, config.limits.clone(), &mut registry);
-    let host =
+    let mut host =
         Host::start::<DedupServer<DedupService>>(admin, registry, config.shutdown_grace, shutdown)
             .await;
+    host.secure(&config.tls)?;
+    let access = host.access(&config.auth)?;
+    let service = service.with_access(access);
     host.health().set_serving(true).await;
     tracing::info!(addr = %listener.local_addr()?, backend = config.backend.label(), "dedup listening");
     let router = host.router()?.add_service(DedupServer::new(service));

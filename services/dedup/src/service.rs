@@ -6,6 +6,7 @@ use ballast_dedup_store::{
     ClaimState, DedupStore, FenceOutcome, MemoryStore, RedisStore, StoreError,
 };
 use ballast_proto::dedup::v1 as pb;
+use ballast_security::{Access, Action};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,6 +48,7 @@ pub struct DedupService {
     limits: DedupLimits,
     calls: Family<OpLabels, Counter>,
     claims: Family<StateLabels, Counter>,
+    access: Access,
 }
 
 fn to_status(e: StoreError) -> Status {
@@ -75,6 +77,7 @@ fn proto_state(s: ClaimState) -> pb::ClaimState {
 }
 
 impl DedupService {
+    /// A service that lets every caller in until [`DedupService::with_access`].
     pub fn new(store: Arc<dyn DedupStore>, limits: DedupLimits, registry: &mut Registry) -> Self {
         let calls = Family::<OpLabels, Counter>::default();
         let claims = Family::<StateLabels, Counter>::default();
@@ -90,7 +93,13 @@ impl DedupService {
             limits,
             calls,
             claims,
+            access: Access::open(),
         }
+    }
+
+    /// Authenticates and authorizes every call with `access`.
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
     }
 
     fn count(&self, op: &str, outcome: &str) {
@@ -191,6 +200,12 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::ClaimResponse>, Status> {
+        self.access.check(
+            &request,
+            Action::Dedup {
+                group: &request.get_ref().group,
+            },
+        )?;
         let r = request.into_inner();
         self.check_group(&r.group)?;
         self.check_owner(&r.owner)?;
@@ -229,6 +244,12 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
+        self.access.check(
+            &request,
+            Action::Dedup {
+                group: &request.get_ref().group,
+            },
+        )?;
         let r = request.into_inner();
         let entries = self.fenced_input(&r.group, r.entries)?;
         self.check_owner(&r.owner)?;
@@ -245,6 +266,12 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.access.check(
+            &request,
+            Action::Dedup {
+                group: &request.get_ref().group,
+            },
+        )?;
         let r = request.into_inner();
         let entries = self.fenced_input(&r.group, r.entries)?;
         self.check_owner(&r.owner)?;
@@ -261,6 +288,12 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
+        self.access.check(
+            &request,
+            Action::Dedup {
+                group: &request.get_ref().group,
+            },
+        )?;
         let r = request.into_inner();
         let lease = self.lease(r.lease_ms)?;
         let entries = self.fenced_input(&r.group, r.entries)?;
@@ -278,6 +311,12 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
+        self.access.check(
+            &request,
+            Action::Dedup {
+                group: &request.get_ref().group,
+            },
+        )?;
         let r = request.into_inner();
         self.check_group(&r.group)?;
         self.check_ids(r.ids.iter().map(String::as_str))?;

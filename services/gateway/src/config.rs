@@ -5,6 +5,7 @@ use ballast_balancer::BreakerConfig;
 use ballast_failover::FailoverConfig;
 use ballast_kafka::KafkaConfig;
 use ballast_produce::WriteLimits;
+use ballast_security::{AuthConfig, TlsConfig};
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -34,6 +35,10 @@ pub struct GatewayConfig {
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) on the gRPC listener.
+    pub tls: TlsConfig,
+    /// Who may produce to which topics.
+    pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -50,6 +55,8 @@ impl Default for GatewayConfig {
             failover: FailoverConfig::default(),
             topology: TopologyClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
             telemetry: TelemetryConfig {
                 service_name: "ballast-gateway".into(),
                 ..TelemetryConfig::default()
@@ -106,9 +113,11 @@ pub struct Limits {
     /// The total time a record may spend on Kafka attempts.
     #[serde(with = "humantime_serde")]
     pub record_deadline: Duration,
-    /// Requests handled at once per client connection; more are shed with UNAVAILABLE.
+    /// Requests handled at once per client connection; past it, a request fails whole at
+    /// once with RESOURCE_EXHAUSTED.
     pub max_concurrent_requests_per_connection: usize,
-    /// Requests handled at once across all connections; more wait for a slot.
+    /// Requests handled at once across all connections; past it, a request fails whole at
+    /// once with RESOURCE_EXHAUSTED, before its body is decoded.
     pub max_concurrent_requests: usize,
     /// Batches of one ProduceStream processed at once (answers stay in order).
     pub stream_inflight_batches: usize,
@@ -169,6 +178,10 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.tls
+            .validate()
+            .and_then(|()| self.auth.validate())
+            .map_err(|e| ConfigError::Invalid(format!("{e:#}")))?;
         self.failover
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

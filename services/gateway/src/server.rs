@@ -173,13 +173,15 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let writer = self.writer.clone();
-        let host = Host::start::<IngestServer<IngestService>>(
+        let mut host = Host::start::<IngestServer<IngestService>>(
             admin,
             self.registry,
             self.config.shutdown_grace,
             shutdown,
         )
         .await;
+        host.secure(&self.config.tls)?;
+        let access = host.access(&self.config.auth)?;
 
         // Serving once the first metadata arrives; Kafka may come up after the gateway.
         let first = {
@@ -221,8 +223,8 @@ impl Gateway {
             .timeout(limits.request_timeout)
             .load_shed(true)
             .concurrency_limit_per_connection(limits.max_concurrent_requests_per_connection)
-            // Across all connections, requests past the limit wait for a slot (bounded by
-            // request_timeout) instead of adding work.
+            // Across all connections: with load shedding on, a request past the limit fails
+            // at once with RESOURCE_EXHAUSTED instead of adding work.
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 limits.max_concurrent_requests,
             ))
@@ -234,11 +236,12 @@ impl Gateway {
                     writer.clone(),
                     limits.clone(),
                     self.metrics.clone(),
+                    access,
                 ))
                 .max_decoding_message_size(limits.max_request_bytes),
             )
             .serve_with_incoming_shutdown(
-                ballast_telemetry::incoming(listener, Some(limits.max_connections)),
+                host.incoming(listener, Some(limits.max_connections)),
                 host.stopping(),
             );
         let served = host.serve(server).await;

@@ -7,6 +7,7 @@ use crate::metrics::GatewayMetrics;
 use ballast_core::{ErrorCode, RecordError};
 use ballast_produce::{Produced, Writer};
 use ballast_proto::ingest::v1 as pb;
+use ballast_security::{Access, Action, Caller};
 use ballast_telemetry::trace;
 use futures::stream::StreamExt;
 use std::pin::Pin;
@@ -27,20 +28,27 @@ pub(crate) struct IngestService {
     writer: Arc<Writer>,
     limits: Arc<Limits>,
     metrics: GatewayMetrics,
+    access: Access,
 }
 
 impl IngestService {
-    pub(crate) fn new(writer: Arc<Writer>, limits: Limits, metrics: GatewayMetrics) -> Self {
+    pub(crate) fn new(
+        writer: Arc<Writer>,
+        limits: Limits,
+        metrics: GatewayMetrics,
+        access: Access,
+    ) -> Self {
         Self {
             writer,
             limits: Arc::new(limits),
             metrics,
+            access,
         }
     }
 
     /// Answers every record of a batch, concurrently, in request order. Records past
     /// `max_records_per_request` fail alone; the rest go on.
-    async fn produce_batch(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+    async fn produce_batch(&self, req: pb::ProduceRequest, caller: &Caller) -> pb::ProduceResponse {
         let max = self.limits.max_records_per_request;
         let total = req.records.len();
         let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {
@@ -55,6 +63,15 @@ impl IngestService {
                             "request has {total} records; the limit is {max} (limits.max_records_per_request)"
                         ),
                     ),
+                );
+            }
+            // A record to a topic outside the caller's grant fails alone.
+            if !caller.allows(Action::Produce { topic: &rec.topic }) {
+                let denial = caller.denial(Action::Produce { topic: &rec.topic });
+                return Produced::rejected(
+                    rec.message_id,
+                    rec.topic,
+                    RecordError::new(ErrorCode::PermissionDenied, denial),
                 );
             }
             match convert::record(rec) {
@@ -79,9 +96,10 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let caller = self.access.authenticate(&request)?;
         let span = request_span(request.metadata(), request.get_ref().records.len());
         Ok(Response::new(
-            self.produce_batch(request.into_inner())
+            self.produce_batch(request.into_inner(), &caller)
                 .instrument(span)
                 .await,
         ))
@@ -93,6 +111,7 @@ impl pb::ingest_server::Ingest for IngestService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = Arc::new(self.access.authenticate(&request)?);
         let service = self.clone();
         let window = self.limits.stream_inflight_batches;
         let metadata = request.metadata().clone();
@@ -101,11 +120,12 @@ impl pb::ingest_server::Ingest for IngestService {
             .map(move |item| {
                 let service = service.clone();
                 let metadata = metadata.clone();
+                let caller = caller.clone();
                 async move {
                     match item {
                         Ok(req) => {
                             let span = request_span(&metadata, req.records.len());
-                            Ok(service.produce_batch(req).instrument(span).await)
+                            Ok(service.produce_batch(req, &caller).instrument(span).await)
                         }
                         Err(status) => Err(status),
                     }

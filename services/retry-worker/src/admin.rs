@@ -3,17 +3,19 @@
 use ballast_core::ErrorCode;
 use ballast_failover::{FailoverQueue, QueueError};
 use ballast_proto::retry::v1 as pb;
+use ballast_security::{Access, Action, RetryAction};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone)]
 pub struct RetryAdminService {
     queue: Arc<dyn FailoverQueue>,
+    access: Access,
 }
 
 impl RetryAdminService {
-    pub fn new(queue: Arc<dyn FailoverQueue>) -> Self {
-        Self { queue }
+    pub fn new(queue: Arc<dyn FailoverQueue>, access: Access) -> Self {
+        Self { queue, access }
     }
 }
 
@@ -36,8 +38,10 @@ fn selection(ids: &[String], all: bool) -> Result<(), Status> {
 impl pb::retry_admin_server::RetryAdmin for RetryAdminService {
     async fn stats(
         &self,
-        _: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.access
+            .check(&request, Action::Retry(RetryAction::Read))?;
         let s = self.queue.stats().await.map_err(status)?;
         Ok(Response::new(pb::StatsResponse {
             backend: self.queue.backend().into(),
@@ -54,6 +58,8 @@ impl pb::retry_admin_server::RetryAdmin for RetryAdminService {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        self.access
+            .check(&request, Action::Retry(RetryAction::Read))?;
         let r = request.into_inner();
         let size = if r.page_size == 0 {
             50
@@ -87,10 +93,13 @@ impl pb::retry_admin_server::RetryAdmin for RetryAdminService {
         &self,
         request: Request<pb::RedriveRequest>,
     ) -> Result<Response<pb::RedriveResponse>, Status> {
+        let caller = self
+            .access
+            .check(&request, Action::Retry(RetryAction::Write))?;
         let r = request.into_inner();
         selection(&r.ids, r.all)?;
         let n = self.queue.redrive(&r.ids, r.all).await.map_err(status)?;
-        tracing::info!(redriven = n, "dead letters redriven");
+        tracing::info!(redriven = n, principal = ?caller.principal, "dead letters redriven");
         Ok(Response::new(pb::RedriveResponse { redriven: n }))
     }
 
@@ -98,10 +107,13 @@ impl pb::retry_admin_server::RetryAdmin for RetryAdminService {
         &self,
         request: Request<pb::PurgeRequest>,
     ) -> Result<Response<pb::PurgeResponse>, Status> {
+        let caller = self
+            .access
+            .check(&request, Action::Retry(RetryAction::Write))?;
         let r = request.into_inner();
         selection(&r.ids, r.all)?;
         let n = self.queue.purge(&r.ids, r.all).await.map_err(status)?;
-        tracing::info!(purged = n, "dead letters purged");
+        tracing::info!(purged = n, principal = ?caller.principal, "dead letters purged");
         Ok(Response::new(pb::PurgeResponse { purged: n }))
     }
 }

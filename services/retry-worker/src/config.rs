@@ -86,6 +86,10 @@ pub struct WorkerConfig {
     pub retry: RetrySettings,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) on the gRPC listener.
+    pub tls: ballast_security::TlsConfig,
+    /// Who may call which methods.
+    pub auth: ballast_security::AuthConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -103,6 +107,8 @@ impl Default for WorkerConfig {
             },
             retry: RetrySettings::default(),
             shutdown_grace: Duration::from_secs(30),
+            tls: ballast_security::TlsConfig::default(),
+            auth: ballast_security::AuthConfig::default(),
             telemetry: TelemetryConfig {
                 service_name: "ballast-retry-worker".into(),
                 ..TelemetryConfig::default()
@@ -113,6 +119,8 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.tls.validate()?;
+        self.auth.validate()?;
         let r = &self.retry;
         anyhow::ensure!(
             self.failover.backend != FailoverBackend::None,

@@ -61,13 +61,15 @@ pub async fn run(
     }
     let refresher = writer.spawn_refresher(config.kafka.metadata_refresh_interval);
 
-    let host = Host::start::<RetryAdminServer<admin::RetryAdminService>>(
+    let mut host = Host::start::<RetryAdminServer<admin::RetryAdminService>>(
         admin,
         registry,
         config.shutdown_grace,
         shutdown,
     )
     .await;
+    host.secure(&config.tls)?;
+    let access = host.access(&config.auth)?;
     host.health().set_serving(true).await;
     let worker = Arc::new(Worker::new(
         queue.clone(),
@@ -91,6 +93,7 @@ pub async fn run(
         .router()?
         .add_service(RetryAdminServer::new(admin::RetryAdminService::new(
             queue.clone(),
+            access,
         )));
     let served = tokio::spawn(host.serve_router(router, listener));
 

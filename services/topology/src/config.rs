@@ -18,6 +18,10 @@ pub struct TopologyConfig {
     pub limits: PlanLimits,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) on the gRPC listener.
+    pub tls: ballast_security::TlsConfig,
+    /// Who may call which methods.
+    pub auth: ballast_security::AuthConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -91,6 +95,8 @@ impl Default for TopologyConfig {
             draining_lapse_after_deadline: Duration::from_secs(300),
             limits: PlanLimits::default(),
             shutdown_grace: Duration::from_secs(5),
+            tls: ballast_security::TlsConfig::default(),
+            auth: ballast_security::AuthConfig::default(),
             telemetry: TelemetryConfig {
                 service_name: "ballast-topology".into(),
                 ..TelemetryConfig::default()
@@ -101,6 +107,8 @@ impl Default for TopologyConfig {
 
 impl TopologyConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.tls.validate()?;
+        self.auth.validate()?;
         if self.kafka.bootstrap_list().is_empty() {
             anyhow::bail!("config: kafka.bootstrap_servers is empty");
         }

@@ -107,15 +107,17 @@ pub async fn run_with_state(
     config.validate()?;
     let mut registry = Registry::default();
     let poller = spawn_poller(state.clone(), &config.kafka, &mut registry);
-    let host = Host::start::<TopologyServer<TopologyService>>(
+    let mut host = Host::start::<TopologyServer<TopologyService>>(
         admin,
         registry,
         config.shutdown_grace,
         shutdown,
     )
     .await;
+    host.secure(&config.tls)?;
+    let access = host.access(&config.auth)?;
     host.health().set_serving(true).await;
-    let service = TopologyService::new(state, config.limits.clone(), host.stop_signal());
+    let service = TopologyService::new(state, config.limits.clone(), host.stop_signal(), access);
     tracing::info!(addr = %listener.local_addr()?, bootstrap = %config.kafka.bootstrap_servers, "topology listening");
     let router = host.router()?.add_service(TopologyServer::new(service));
     let served = host.serve_router(router, listener).await;

@@ -5,6 +5,7 @@ use crate::plan::{self, BrokerRack};
 use crate::state::TopologyState;
 use ballast_core::ErrorCode;
 use ballast_proto::topology::v1 as pb;
+use ballast_security::{Access, Action, TopologyAction};
 use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub struct TopologyService {
     limits: PlanLimits,
     watchers: Arc<Semaphore>,
     stop: tokio::sync::watch::Receiver<bool>,
+    access: Access,
 }
 
 impl TopologyService {
@@ -24,12 +26,14 @@ impl TopologyService {
         state: Arc<TopologyState>,
         limits: PlanLimits,
         stop: tokio::sync::watch::Receiver<bool>,
+        access: Access,
     ) -> Self {
         Self {
             watchers: Arc::new(Semaphore::new(limits.max_watchers)),
             state,
             limits,
             stop,
+            access,
         }
     }
 }
@@ -45,8 +49,10 @@ fn rack(s: &str) -> Option<String> {
 impl pb::topology_server::Topology for TopologyService {
     async fn get_topology(
         &self,
-        _req: Request<pb::GetTopologyRequest>,
+        req: Request<pb::GetTopologyRequest>,
     ) -> Result<Response<pb::TopologySnapshot>, Status> {
+        self.access
+            .check(&req, Action::Topology(TopologyAction::Read))?;
         Ok(Response::new((*self.state.snapshot()).clone()))
     }
 
@@ -54,8 +60,10 @@ impl pb::topology_server::Topology for TopologyService {
 
     async fn watch_topology(
         &self,
-        _req: Request<pb::WatchTopologyRequest>,
+        req: Request<pb::WatchTopologyRequest>,
     ) -> Result<Response<Self::WatchTopologyStream>, Status> {
+        self.access
+            .check(&req, Action::Topology(TopologyAction::Read))?;
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             ErrorCode::ResourceExhausted.status(format!(
                 "too many watchers (limits.max_watchers = {})",
@@ -80,6 +88,9 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::MarkBrokerDrainingRequest>,
     ) -> Result<Response<pb::MarkBrokerDrainingResponse>, Status> {
+        let caller = self
+            .access
+            .check(&req, Action::Topology(TopologyAction::MarkDraining))?;
         let r = req.into_inner();
         if r.broker_id < 0 {
             return Err(ErrorCode::InvalidArgument.status("broker_id may not be negative"));
@@ -120,6 +131,7 @@ impl pb::topology_server::Topology for TopologyService {
             reason = %r.reason,
             known,
             version,
+            principal = ?caller.principal,
             "broker marked draining"
         );
         Ok(Response::new(pb::MarkBrokerDrainingResponse { version }))
@@ -129,12 +141,16 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::ClearBrokerDrainingRequest>,
     ) -> Result<Response<pb::ClearBrokerDrainingResponse>, Status> {
+        let caller = self
+            .access
+            .check(&req, Action::Topology(TopologyAction::MarkDraining))?;
         let r = req.into_inner();
         let (version, was_draining) = self.state.clear_draining(r.broker_id);
         tracing::info!(
             broker = r.broker_id,
             was_draining,
             version,
+            principal = ?caller.principal,
             "draining cleared"
         );
         Ok(Response::new(pb::ClearBrokerDrainingResponse {
@@ -147,6 +163,8 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::PlanReplicaAssignmentRequest>,
     ) -> Result<Response<pb::PlanReplicaAssignmentResponse>, Status> {
+        self.access
+            .check(&req, Action::Topology(TopologyAction::Plan))?;
         let r = req.into_inner();
         if r.brokers.len() > self.limits.max_brokers {
             return Err(too_many("brokers", self.limits.max_brokers));
@@ -180,6 +198,8 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::PlanReassignmentRequest>,
     ) -> Result<Response<pb::PlanReassignmentResponse>, Status> {
+        self.access
+            .check(&req, Action::Topology(TopologyAction::Plan))?;
         let r = req.into_inner();
         if r.current.len() > self.limits.max_partitions {
             return Err(too_many("partitions", self.limits.max_partitions));
@@ -216,6 +236,8 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::AssignPartitionsRequest>,
     ) -> Result<Response<pb::AssignPartitionsResponse>, Status> {
+        self.access
+            .check(&req, Action::Topology(TopologyAction::Plan))?;
         let r = req.into_inner();
         if r.consumers.len() > self.limits.max_consumers {
             return Err(too_many("consumers", self.limits.max_consumers));

@@ -290,7 +290,7 @@ async fn large_records(
         &name,
         &format!(
             "rack: {RACK}\n\
-             kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n\
+             kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n  properties:\n    message.max.bytes: \"4194304\"\n\
              limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n  \
              max_request_bytes: {max_request}\n  max_concurrent_requests: {max_concurrent}\n  max_connections: {max_connections}\n  \
              grpc_stream_window_bytes: {window}\n\
@@ -320,13 +320,17 @@ async fn large_records(
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let r = first.produce(request(1)).await;
+        let answer = match &r {
+            Ok(r) => format!("{:?}", r.get_ref().results.first()),
+            Err(s) => format!("{s:?}"),
+        };
         if matches!(r.as_ref().map(|r| r.get_ref().results.first().map(outcome_label)), Ok(Some(l)) if l == "kafka")
         {
             break;
         }
         anyhow::ensure!(
             Instant::now() < end,
-            "the large-record gateway never reached kafka"
+            "the large-record gateway never reached kafka; last answer: {answer}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,0 +1,118 @@
+//! The client side: TLS (with a client certificate for mTLS) and a bearer token on every
+//! call. The CLI and the services' own client connections (gateway → topology) use it.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How a client reaches a secured server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSecurity {
+    /// PEM CA bundle that signs the server's certificate; TLS is on when set.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for mTLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// A file holding the bearer token sent on every call.
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself (the CLI's `--token` / `BALLAST_TOKEN`); never in YAML.
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+/// Adds `authorization: Bearer …` to every call when a token is set.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel that sends the configured credentials.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+impl ClientSecurity {
+    pub fn tls(&self) -> bool {
+        self.ca_file.is_some()
+    }
+
+    fn bearer(&self) -> anyhow::Result<Bearer> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("token file {}: cannot read it", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let value = token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .context("the token is not valid header text")
+            })
+            .transpose()?;
+        Ok(Bearer(value))
+    }
+
+    /// The endpoint for `url`, with TLS when a CA is configured (an `http://` URL becomes
+    /// `https://`).
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            anyhow::bail!("a client certificate needs both its cert and key files");
+        }
+        if !self.tls() {
+            anyhow::ensure!(
+                self.cert_file.is_none(),
+                "a client certificate needs TLS: give the server's CA too"
+            );
+            return Endpoint::from_shared(url.to_string())
+                .with_context(|| format!("bad endpoint {url}"));
+        }
+        let url = match url.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => url.to_string(),
+        };
+        let ca_file = self.ca_file.as_ref().expect("checked above");
+        let ca = std::fs::read(ca_file)
+            .with_context(|| format!("CA file {}: cannot read it", ca_file.display()))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let (Some(c), Some(k)) = (&self.cert_file, &self.key_file) {
+            let cert = std::fs::read(c)
+                .with_context(|| format!("client certificate {}: cannot read it", c.display()))?;
+            let key = std::fs::read(k)
+                .with_context(|| format!("client key {}: cannot read it", k.display()))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Endpoint::from_shared(url.clone())
+            .with_context(|| format!("bad endpoint {url}"))?
+            .tls_config(tls)
+            .context("client tls config")
+    }
+
+    /// Wraps a connected channel so every call carries the token.
+    pub fn wrap(&self, channel: Channel) -> anyhow::Result<AuthChannel> {
+        Ok(InterceptedService::new(channel, self.bearer()?))
+    }
+
+    /// Connects to `url` with these credentials.
+    pub async fn connect(&self, url: &str) -> anyhow::Result<AuthChannel> {
+        let channel = self
+            .endpoint(url)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        self.wrap(channel)
+    }
+}
