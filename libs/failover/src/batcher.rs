@@ -210,6 +210,13 @@ async fn run(
                         let _ = reply.send(Ok(id));
                     }
                 }
+                // Each record learns its own fate: held, or not held.
+                Err(QueueError::Partial { stored, reason }) => {
+                    for (reply, id) in replies.into_iter().zip(stored) {
+                        let _ =
+                            reply.send(id.ok_or_else(|| QueueError::Unavailable(reason.clone())));
+                    }
+                }
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));

@@ -12,6 +12,13 @@ pub enum QueueError {
     Config(String),
     #[error("failover queue: {0}")]
     Invalid(String),
+    /// An enqueue stored some bodies and not others (SQS answers a batch entry by entry):
+    /// `stored[i]` is the entry id of body `i`, or None when the queue does not hold it.
+    #[error("failover queue stored {} of {} records: {reason}", stored.iter().flatten().count(), stored.len())]
+    Partial {
+        stored: Vec<Option<String>>,
+        reason: String,
+    },
 }
 
 /// An entry handed to one worker until its lease ends.
@@ -72,7 +79,8 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
         0
     }
 
-    /// Stores bodies, visible after `delay`; returns their entry ids in order.
+    /// Stores bodies, visible after `delay`; returns their entry ids in order. An error
+    /// means no body is held, except [`QueueError::Partial`], which says which are.
     async fn enqueue(&self, bodies: &[Vec<u8>], delay: Duration)
         -> Result<Vec<String>, QueueError>;
 

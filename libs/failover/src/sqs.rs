@@ -296,11 +296,25 @@ impl SqsQueue {
                     let unsent: Vec<Outgoing> = outgoing
                         .drain(start..)
                         .enumerate()
-                        .filter(|(i, _)| !confirmed.contains(i))
+                        .filter(|(i, _)| !confirmed.iter().any(|(c, _)| c == i))
                         .map(|(_, o)| o)
                         .collect();
                     self.discard(&unsent).await;
-                    return Err(e);
+                    if ids.is_empty() && confirmed.is_empty() {
+                        return Err(e);
+                    }
+                    // Some bodies are held: say which, so only the others are errors.
+                    let mut stored: Vec<Option<String>> = ids.into_iter().map(Some).collect();
+                    stored.extend((0..bodies.len() - start).map(|i| {
+                        confirmed
+                            .iter()
+                            .find(|(c, _)| *c == i)
+                            .map(|(_, id)| id.clone())
+                    }));
+                    return Err(QueueError::Partial {
+                        stored,
+                        reason: e.to_string(),
+                    });
                 }
             }
             start = end;
@@ -309,7 +323,7 @@ impl SqsQueue {
     }
 
     /// One `SendMessageBatch`; on failure, the error and the entries SQS confirmed anyway
-    /// (indices into this batch).
+    /// (indices into this batch, with their message ids).
     async fn send_batch(
         &self,
         url: &str,
@@ -317,7 +331,7 @@ impl SqsQueue {
         outgoing: &[Outgoing],
         first: usize,
         delay: Duration,
-    ) -> Result<Vec<String>, (QueueError, Vec<usize>)> {
+    ) -> Result<Vec<String>, (QueueError, Vec<(usize, String)>)> {
         let entries = bodies
             .iter()
             .zip(outgoing)
@@ -348,8 +362,8 @@ impl SqsQueue {
             let id = format!("m{}", first + i);
             out.successful.iter().find(|s| s.id == id)
         };
-        let kept: Vec<usize> = (0..bodies.len())
-            .filter(|&i| confirmed(i).is_some())
+        let kept: Vec<(usize, String)> = (0..bodies.len())
+            .filter_map(|i| confirmed(i).map(|ok| (i, ok.message_id.clone())))
             .collect();
         if let Some(f) = out.failed.first() {
             return Err((
@@ -365,9 +379,7 @@ impl SqsQueue {
         if kept.len() < bodies.len() {
             return Err((err("sqs did not confirm every entry"), kept));
         }
-        Ok((0..bodies.len())
-            .filter_map(|i| confirmed(i).map(|ok| ok.message_id.clone()))
-            .collect())
+        Ok(kept.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn receive_from(

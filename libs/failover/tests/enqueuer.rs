@@ -119,3 +119,136 @@ async fn pending_bodies_are_bounded_in_bytes() -> anyhow::Result<()> {
     enqueuer.enqueue(big("third")).await?;
     Ok(())
 }
+
+/// A queue that, like SQS, can answer a batch entry by entry: it stores every body in a
+/// real SQLite queue except those whose message id starts with "refuse", and says which
+/// it holds.
+#[derive(Debug)]
+struct EntryByEntry(SqlQueue);
+
+#[async_trait::async_trait]
+impl FailoverQueue for EntryByEntry {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+    fn queue(&self) -> &str {
+        self.0.queue()
+    }
+    fn max_batch(&self) -> usize {
+        10
+    }
+    async fn enqueue(
+        &self,
+        bodies: &[Vec<u8>],
+        delay: Duration,
+    ) -> Result<Vec<String>, ballast_failover::QueueError> {
+        let mut stored = Vec::new();
+        for b in bodies {
+            let refuse = envelope::decode(b)
+                .unwrap()
+                .message_id
+                .starts_with("refuse");
+            stored.push(if refuse {
+                None
+            } else {
+                Some(
+                    self.0
+                        .enqueue(std::slice::from_ref(b), delay)
+                        .await?
+                        .remove(0),
+                )
+            });
+        }
+        if stored.iter().all(Option::is_some) {
+            return Ok(stored.into_iter().flatten().collect());
+        }
+        Err(ballast_failover::QueueError::Partial {
+            stored,
+            reason: "entry refused".into(),
+        })
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<ballast_failover::Leased>, ballast_failover::QueueError> {
+        self.0.receive(max, wait, lease).await
+    }
+    async fn ack(
+        &self,
+        e: &[ballast_failover::Leased],
+    ) -> Result<(), ballast_failover::QueueError> {
+        self.0.ack(e).await
+    }
+    async fn retry_later(
+        &self,
+        e: &ballast_failover::Leased,
+        b: Option<Vec<u8>>,
+        d: Duration,
+    ) -> Result<(), ballast_failover::QueueError> {
+        self.0.retry_later(e, b, d).await
+    }
+    async fn dead_letter(
+        &self,
+        e: &ballast_failover::Leased,
+        i: &ballast_failover::DeadInfo,
+    ) -> Result<(), ballast_failover::QueueError> {
+        self.0.dead_letter(e, i).await
+    }
+    async fn stats(&self) -> Result<ballast_failover::QueueStats, ballast_failover::QueueError> {
+        self.0.stats().await
+    }
+    async fn list_dead_letters(
+        &self,
+        n: usize,
+        t: &str,
+    ) -> Result<(Vec<ballast_failover::DeadLetter>, String), ballast_failover::QueueError> {
+        self.0.list_dead_letters(n, t).await
+    }
+    async fn redrive(
+        &self,
+        ids: &[String],
+        all: bool,
+    ) -> Result<u64, ballast_failover::QueueError> {
+        self.0.redrive(ids, all).await
+    }
+    async fn purge(&self, ids: &[String], all: bool) -> Result<u64, ballast_failover::QueueError> {
+        self.0.purge(ids, all).await
+    }
+}
+
+/// When the queue holds some records of a batch and not others, each record gets its own
+/// answer: an id for the held ones, an error for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_answers_each_record_by_its_own_fate() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("ballast-partial"));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let inner = SqlQueue::connect(&url, "ballast-failover", 2).await?;
+    let queue: Arc<dyn FailoverQueue> = Arc::new(EntryByEntry(inner));
+    let cfg = FailoverConfig {
+        linger: Duration::from_millis(50),
+        ..FailoverConfig::default()
+    };
+    let enqueuer = Enqueuer::start(queue.clone(), &cfg, BreakerConfig::default());
+    let answers = futures::future::join_all(["kept-1", "refuse-1", "kept-2"].map(|id| {
+        let e = enqueuer.clone();
+        async move { (id, e.enqueue(body(id)).await) }
+    }))
+    .await;
+    for (id, answer) in &answers {
+        assert_eq!(answer.is_ok(), id.starts_with("kept"), "{id}: {answer:?}");
+    }
+    let held = queue
+        .receive(10, Duration::from_millis(200), Duration::from_secs(30))
+        .await?;
+    let mut ids: Vec<String> = held
+        .iter()
+        .map(|l| envelope::decode(&l.body).unwrap().message_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["kept-1", "kept-2"]);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
