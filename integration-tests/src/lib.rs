@@ -5,7 +5,8 @@ use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use ballast_testkit::{http_get, wait_serving};
+use ballast_security::ClientSecurity;
+use ballast_testkit::{http_get, wait_serving_with};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,16 @@ impl GatewayStack {
     pub async fn start(
         topics: &[(&str, i32)],
         tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<Self> {
+        Self::start_secured(topics, tweak, &ClientSecurity::default()).await
+    }
+
+    /// [`GatewayStack::start`] for a gateway configured with TLS: `client` is how the
+    /// readiness check reaches it.
+    pub async fn start_secured(
+        topics: &[(&str, i32)],
+        tweak: impl FnOnce(&mut GatewayConfig),
+        client: &ClientSecurity,
     ) -> anyhow::Result<Self> {
         let cluster = Arc::new(EmbeddedCluster::start(EmbeddedClusterConfig {
             topics: topics
@@ -48,7 +59,7 @@ impl GatewayStack {
         let gateway = Gateway::new(cfg).await?;
         gateway.handle().refresh_metadata().await?;
         let local = gateway.spawn_local().await?;
-        wait_serving(local.addr).await?;
+        wait_serving_with(local.addr, client).await?;
         Ok(Self {
             cluster,
             handle: local.handle.clone(),

@@ -17,14 +17,20 @@ use std::time::{Duration, Instant};
 
 /// Waits until the gRPC health service at `addr` reports SERVING (at most 15 s).
 pub async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    wait_serving_with(addr, &ballast_security::ClientSecurity::default()).await
+}
+
+/// [`wait_serving`] over TLS (and mTLS) when `client` says so.
+pub async fn wait_serving_with(
+    addr: SocketAddr,
+    client: &ballast_security::ClientSecurity,
+) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let end = Instant::now() + Duration::from_secs(15);
     loop {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await;
+        let channel = client.connect(&format!("http://{addr}")).await;
         if let Ok(mut c) = channel.map(HealthClient::new) {
             if let Ok(r) = c
                 .check(HealthCheckRequest {
