@@ -14,6 +14,7 @@ pub enum ErrorCode {
     RecordTooLarge,
     PermissionDenied,
     FailedPrecondition,
+    Unauthenticated,
     ShuttingDown,
     Internal,
 }
@@ -27,7 +28,7 @@ struct Spec {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and metric label pre-registration.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::ResourceExhausted,
@@ -35,6 +36,7 @@ impl ErrorCode {
         ErrorCode::RecordTooLarge,
         ErrorCode::PermissionDenied,
         ErrorCode::FailedPrecondition,
+        ErrorCode::Unauthenticated,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -78,6 +80,12 @@ impl ErrorCode {
                 tonic::Code::FailedPrecondition,
                 false,
                 "failed_precondition",
+            ),
+            Unauthenticated => (
+                Code::Unauthenticated,
+                tonic::Code::Unauthenticated,
+                false,
+                "unauthenticated",
             ),
             ShuttingDown => (
                 Code::ShuttingDown,

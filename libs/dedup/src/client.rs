@@ -9,9 +9,9 @@
 
 use ballast_proto::dedup::v1 as pb;
 use ballast_proto::dedup::v1::dedup_client::DedupClient as Raw;
+use ballast_security::{AuthChannel, ClientSecurity};
 use std::future::Future;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -19,6 +19,8 @@ pub enum ClientError {
     Rpc(#[from] tonic::Status),
     #[error("dedup transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("connecting to dedup: {0}")]
+    Connect(String),
     #[error("commit rejected for {id}: {reason}")]
     CommitRejected { id: String, reason: String },
 }
@@ -63,15 +65,28 @@ pub enum ProcessError<E> {
 
 #[derive(Debug, Clone)]
 pub struct DedupClient {
-    raw: Raw<Channel>,
+    raw: Raw<AuthChannel>,
     owner: String,
 }
 
 impl DedupClient {
     /// Connects to `http://host:port`. `owner` names this consumer in claims.
     pub async fn connect(endpoint: &str, owner: impl Into<String>) -> Result<Self, ClientError> {
+        Self::connect_with(endpoint, owner, &ClientSecurity::default()).await
+    }
+
+    /// [`DedupClient::connect`] to a secured service: TLS, a client certificate, a token.
+    pub async fn connect_with(
+        endpoint: &str,
+        owner: impl Into<String>,
+        security: &ClientSecurity,
+    ) -> Result<Self, ClientError> {
+        let channel = security
+            .connect(endpoint)
+            .await
+            .map_err(|e| ClientError::Connect(format!("{e:#}")))?;
         Ok(Self {
-            raw: Raw::connect(endpoint.to_string()).await?,
+            raw: Raw::new(channel),
             owner: owner.into(),
         })
     }

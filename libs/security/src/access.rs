@@ -9,6 +9,7 @@
 
 use crate::reload::Watched;
 use anyhow::Context;
+use ballast_core::ErrorCode;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -279,7 +280,7 @@ impl Caller {
         if self.allows(action) {
             return Ok(());
         }
-        Err(tonic::Status::permission_denied(self.denial(action)))
+        Err(ErrorCode::PermissionDenied.status(self.denial(action)))
     }
 
     /// Why `action` is not allowed, for a per-record error.
@@ -377,7 +378,7 @@ impl Access {
                     .ok()
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .ok_or_else(|| {
-                        tonic::Status::unauthenticated(
+                        ErrorCode::Unauthenticated.status(
                             "the authorization header must be \"Bearer <token>\"",
                         )
                     })?;
@@ -386,14 +387,14 @@ impl Access {
                     .tokens
                     .get(&hash)
                     .cloned()
-                    .ok_or_else(|| tonic::Status::unauthenticated("the bearer token is not valid"))?
+                    .ok_or_else(|| ErrorCode::Unauthenticated.status("the bearer token is not valid"))?
             }
             None => request
                 .extensions()
                 .get::<PeerInfo>()
                 .and_then(|p| p.principal.clone())
                 .ok_or_else(|| {
-                    tonic::Status::unauthenticated(
+                    ErrorCode::Unauthenticated.status(
                         "no credentials: send a bearer token (authorization: Bearer …) or a client certificate",
                     )
                 })?,

@@ -8,6 +8,8 @@ pub struct ChaosArgs {
     /// The DevControl address from the `ballast dev` ready line.
     #[arg(long, env = "BALLAST_CONTROL")]
     pub control: String,
+    #[command(flatten)]
+    pub client: crate::secure::ClientArgs,
     #[command(subcommand)]
     pub action: ChaosAction,
 }
@@ -67,7 +69,7 @@ pub enum ChaosAction {
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    let mut client = DevControlClient::connect(crate::endpoint(&args.control)).await?;
+    let mut client = DevControlClient::new(args.client.connect(&args.control).await?);
     let reply = match args.action {
         ChaosAction::BrokerDown { broker } => {
             client

@@ -17,6 +17,9 @@ pub struct ConsumeArgs {
     /// The consumer group, also the dedup group.
     #[arg(long)]
     pub group: String,
+    /// How to reach a secured dedup service.
+    #[command(flatten)]
+    pub client: crate::secure::ClientArgs,
     /// The dedup service address.
     #[arg(long, env = "BALLAST_DEDUP")]
     pub dedup: String,
@@ -76,9 +79,10 @@ pub async fn consume(
         )
         .create()?;
     consumer.subscribe(&[&args.topic])?;
-    let dedup = DedupClient::connect(
+    let dedup = DedupClient::connect_with(
         &crate::endpoint(&args.dedup),
         format!("consume-{}", std::process::id()),
+        &args.client.security(),
     )
     .await?;
     let mut log = match &args.processed_log {

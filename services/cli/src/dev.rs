@@ -10,6 +10,7 @@ use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::dev::v1::dev_control_server::DevControlServer;
 use ballast_retry_worker::WorkerConfig;
+use ballast_security::{AuthConfig, ClientAuth, TlsConfig};
 use ballast_topology::{TopologyConfig, TopologyState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,51 @@ pub struct DevOptions {
     /// The gateway's per-attempt write deadline.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+    /// Serve every gRPC API over TLS: a CA, a server certificate (localhost, 127.0.0.1)
+    /// and a client certificate are generated into this directory, and their paths are
+    /// printed in the ready line. Plaintext without it.
+    #[arg(long)]
+    pub tls_dir: Option<std::path::PathBuf>,
+}
+
+/// The files `--tls-dir` generated.
+#[derive(Debug, Clone)]
+struct DevTls {
+    server: TlsConfig,
+    ca_file: std::path::PathBuf,
+    client: ballast_security::pki::Issued,
+}
+
+impl DevTls {
+    fn generate(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use ballast_security::pki::{Authority, Name};
+        let ca = Authority::create(dir, "Ballast dev CA")?;
+        let server = ca.issue(
+            "server",
+            "ballast-dev",
+            &[
+                Name::Dns("localhost"),
+                Name::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+            ],
+        )?;
+        let client = ca.issue(
+            "client",
+            "ballast-dev-client",
+            &[Name::Uri("spiffe://ballast/dev")],
+        )?;
+        Ok(Self {
+            server: TlsConfig {
+                cert_file: Some(server.cert_file),
+                key_file: Some(server.key_file),
+                client_ca_file: Some(ca.ca_file.clone()),
+                // Clients may use the client certificate, or none.
+                client_auth: ClientAuth::Optional,
+                ..TlsConfig::default()
+            },
+            ca_file: ca.ca_file.clone(),
+            client,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +205,7 @@ impl Default for DevOptions {
             dedup_backend: Backend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             write_timeout: Duration::from_secs(1),
+            tls_dir: None,
         }
     }
 }
@@ -177,6 +224,7 @@ pub struct DevStack {
     pub topology: Arc<TopologyState>,
     /// None when `--failover none`.
     pub retry_addr: Option<SocketAddr>,
+    tls: Option<DevTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -219,8 +267,22 @@ impl DevStack {
         let metrics_addr = metrics_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
 
+        let tls = opts
+            .tls_dir
+            .as_deref()
+            .map(DevTls::generate)
+            .transpose()
+            .context("--tls-dir: generating the dev certificates")?;
+        let server_tls = tls.as_ref().map(|t| t.server.clone()).unwrap_or_default();
+        // The dev stack runs without auth by design: no warning about it.
+        let quiet = AuthConfig {
+            quiet_when_open: true,
+            ..AuthConfig::default()
+        };
         let failover = opts.failover_config();
         let mut cfg = GatewayConfig {
+            tls: server_tls.clone(),
+            auth: quiet.clone(),
             rack: Some(opts.rack.clone()),
             failover: failover.clone(),
             ..GatewayConfig::default()
@@ -230,6 +292,7 @@ impl DevStack {
         cfg.limits.record_deadline = cfg.limits.record_deadline.max(opts.write_timeout * 3);
         cfg.shutdown_grace = Duration::from_secs(5);
         cfg.topology.endpoint = Some(format!("http://{topology_addr}"));
+        cfg.topology.client.ca_file = tls.as_ref().map(|t| t.ca_file.clone());
         if cfg.failover.backend == FailoverBackend::Sqs {
             // Never accept a record the failover queue cannot hold.
             cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
@@ -246,7 +309,11 @@ impl DevStack {
             let _ = rx.wait_for(|v| *v).await;
         };
         let mut tasks = Vec::new();
-        let mut tcfg = TopologyConfig::default();
+        let mut tcfg = TopologyConfig {
+            tls: server_tls.clone(),
+            auth: quiet.clone(),
+            ..TopologyConfig::default()
+        };
         tcfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         tcfg.kafka.refresh_interval = Duration::from_millis(250);
         tcfg.kafka.metadata_timeout = Duration::from_millis(500);
@@ -275,6 +342,8 @@ impl DevStack {
         )));
         let mut dedup_cfg = DedupConfig {
             backend: opts.dedup_backend,
+            tls: server_tls.clone(),
+            auth: quiet.clone(),
             ..DedupConfig::default()
         };
         dedup_cfg.redis.url = opts.redis_url.clone();
@@ -299,6 +368,8 @@ impl DevStack {
                 rack: Some(opts.rack.clone()),
                 failover,
                 shutdown_grace: Duration::from_secs(5),
+                tls: server_tls.clone(),
+                auth: quiet.clone(),
                 ..WorkerConfig::default()
             };
             wcfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
@@ -319,11 +390,15 @@ impl DevStack {
         };
         let control = DevControlServer::new(DevControlService::new(cluster.clone()));
         let control_stop = wait(stop_rx.clone());
+        let control_tls = tls
+            .as_ref()
+            .map(|t| ballast_security::TlsServer::load(&t.server))
+            .transpose()?;
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(control)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(control_listener),
+                    ballast_telemetry::incoming(control_listener, None, control_tls),
                     control_stop,
                 )
                 .await
@@ -339,6 +414,7 @@ impl DevStack {
             topology_addr,
             topology,
             retry_addr,
+            tls,
             stop,
             tasks,
         })
@@ -355,6 +431,11 @@ impl DevStack {
             "topology": self.topology_addr.to_string(),
             "kafka_bootstrap": self.cluster.bootstrap_servers(),
             "metrics": format!("http://{}/metrics", self.metrics_addr),
+            "tls": self.tls.as_ref().map(|t| serde_json::json!({
+                "ca_file": t.ca_file,
+                "client_cert_file": t.client.cert_file,
+                "client_key_file": t.client.key_file,
+            })),
         })
         .to_string()
     }

@@ -8,6 +8,8 @@ pub struct DlqArgs {
     /// The RetryAdmin address (`retry_admin` in the `ballast dev` ready line).
     #[arg(long, env = "BALLAST_RETRY_ADMIN")]
     pub admin: String,
+    #[command(flatten)]
+    pub client: crate::secure::ClientArgs,
     #[command(subcommand)]
     pub action: DlqAction,
 }
@@ -51,7 +53,7 @@ fn ms_ago(unix_ms: i64) -> String {
 }
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let mut c = RetryAdminClient::connect(crate::endpoint(&args.admin)).await?;
+    let mut c = RetryAdminClient::new(args.client.connect(&args.admin).await?);
     let fail = |s: tonic::Status| anyhow::anyhow!("{}: {}", s.code(), s.message());
     match args.action {
         DlqAction::Stats => {

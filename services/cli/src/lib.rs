@@ -13,6 +13,8 @@ pub mod produce;
 pub mod topology;
 
 /// Turns `host:port` into a gRPC endpoint URI.
+pub mod secure;
+
 pub fn endpoint(addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()

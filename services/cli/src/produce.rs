@@ -8,6 +8,8 @@ pub struct ProduceArgs {
     /// The gateway address.
     #[arg(long, default_value = "127.0.0.1:50051", env = "BALLAST_GATEWAY")]
     pub gateway: String,
+    #[command(flatten)]
+    pub client: crate::secure::ClientArgs,
     #[arg(long)]
     pub topic: String,
     /// A record key; records without one are spread over healthy partitions.
@@ -25,7 +27,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let mut client = IngestClient::connect(crate::endpoint(&args.gateway)).await?;
+    let mut client = IngestClient::new(args.client.connect(&args.gateway).await?);
     let records = (0..args.count)
         .map(|_| pb::Record {
             topic: args.topic.clone(),

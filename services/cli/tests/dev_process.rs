@@ -287,3 +287,125 @@ async fn reflected_services(addr: &str) -> anyhow::Result<Vec<String>> {
 async fn reflected_services_v1alpha(addr: &str) -> anyhow::Result<Vec<String>> {
     reflected!(v1alpha, addr)
 }
+
+/// `ballast dev --tls-dir` serves every API over TLS with generated certificates, and
+/// every client command reaches it with `--tls-ca` (and `--tls-cert`/`--tls-key`); a
+/// client without the CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-dev-tls"));
+    let dir_arg = dir.display().to_string();
+    let mut dev = ReadyProcess::spawn(
+        BIN,
+        &[
+            "dev",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--tls-dir",
+            &dir_arg,
+        ],
+    );
+    let tls = dev.ready["tls"].clone();
+    let file = |k: &str| {
+        tls[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("ready line tls.{k}: {tls}"))
+            .to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca_file"),
+        file("client_cert_file"),
+        file("client_key_file"),
+    );
+    let security = ballast_security::ClientSecurity {
+        ca_file: Some(ca.clone().into()),
+        ..Default::default()
+    };
+    ballast_testkit::wait_serving_with(dev.field("gateway").parse()?, &security).await?;
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("BALLAST_TLS_CA")
+            .output()
+            .expect("run ballast")
+    };
+    let gateway = dev.field("gateway");
+    let out = cli(&[
+        "produce",
+        "--gateway",
+        &gateway,
+        "--tls-ca",
+        &ca,
+        "--topic",
+        "events",
+        "over tls",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kafka"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&[
+        "produce",
+        "--gateway",
+        &gateway,
+        "--topic",
+        "events",
+        "plaintext",
+    ]);
+    assert!(!out.status.success(), "a plaintext client was served");
+
+    let mtls = [
+        "--tls-ca",
+        ca.as_str(),
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+    ];
+    let admin = dev.field("retry_admin");
+    let mut args = vec!["dlq", "--admin", admin.as_str()];
+    args.extend(mtls);
+    args.push("stats");
+    let out = cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let topology = dev.field("topology");
+    let mut args = vec!["topology", "--topology", topology.as_str()];
+    args.extend(mtls);
+    args.push("show");
+    let out = cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let control = dev.field("control");
+    let out = cli(&[
+        "chaos",
+        "--control",
+        &control,
+        "--tls-ca",
+        &ca,
+        "broker-up",
+        "--broker",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert!(dev.terminate(Duration::from_secs(20)).success());
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

@@ -83,6 +83,9 @@ pub struct TopologyClientConfig {
     /// HTTP/2 keep-alive pings on the stream, so a dead service is noticed while idle.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// How to reach a secured topology service: `ca_file` (turns TLS on), `cert_file` and
+    /// `key_file` (mTLS), `token_file` (a bearer token).
+    pub client: ballast_security::ClientSecurity,
 }
 
 impl Default for TopologyClientConfig {
@@ -93,6 +96,7 @@ impl Default for TopologyClientConfig {
             reconnect_backoff: Duration::from_millis(500),
             stale_after: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(5),
+            client: ballast_security::ClientSecurity::default(),
         }
     }
 }

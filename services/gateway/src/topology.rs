@@ -14,7 +14,6 @@ use ballast_proto::topology::v1::topology_client::TopologyClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
-use tonic::transport::Endpoint;
 
 /// Runs until aborted.
 pub(crate) fn spawn_watcher(
@@ -72,8 +71,10 @@ async fn watch(
     holding: &mut bool,
     lost_at: &mut Option<Instant>,
 ) -> Result<(), String> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| format!("bad endpoint: {e}"))?
+    let channel = cfg
+        .client
+        .endpoint(endpoint)
+        .map_err(|e| format!("{e:#}"))?
         .connect_timeout(cfg.connect_timeout)
         .http2_keep_alive_interval(cfg.keepalive_interval)
         .keep_alive_timeout(cfg.keepalive_interval)
@@ -82,6 +83,7 @@ async fn watch(
         .connect()
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let channel = cfg.client.wrap(channel).map_err(|e| format!("{e:#}"))?;
     let mut stream = TopologyClient::new(channel)
         .watch_topology(pb::WatchTopologyRequest {})
         .await

@@ -395,6 +395,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bootstrap: bootstrap.clone(),
             topic: TOPIC.into(),
             group: "ballast-demo".into(),
+            client: Default::default(),
             dedup: stack.dedup_addr.to_string(),
             lease: Duration::from_secs(30),
             idle_exit: Duration::from_secs(5),

@@ -11,16 +11,18 @@ pub use spot::{watch_spot, WatchSpotArgs};
 use anyhow::{bail, Context};
 use ballast_proto::topology::v1 as pb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
+use ballast_security::AuthChannel;
 use ballast_topology::plan;
 use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 #[derive(Debug, clap::Args)]
 pub struct TopologyArgs {
     /// The topology service (`topology` in the `ballast dev` ready line).
     #[arg(long, env = "BALLAST_TOPOLOGY", default_value = "127.0.0.1:50054")]
     pub topology: String,
+    #[command(flatten)]
+    pub client: crate::secure::ClientArgs,
     #[command(subcommand)]
     pub action: TopologyAction,
 }
@@ -91,10 +93,16 @@ fn fail(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-async fn client(addr: &str) -> anyhow::Result<TopologyClient<Channel>> {
-    TopologyClient::connect(crate::endpoint(addr))
-        .await
-        .with_context(|| format!("connecting to the topology service at {addr}"))
+async fn client(
+    addr: &str,
+    secure: &crate::secure::ClientArgs,
+) -> anyhow::Result<TopologyClient<AuthChannel>> {
+    Ok(TopologyClient::new(
+        secure
+            .connect(addr)
+            .await
+            .with_context(|| format!("connecting to the topology service at {addr}"))?,
+    ))
 }
 
 /// `ID[:RACK]`.
@@ -112,7 +120,7 @@ fn id_rack(s: &str) -> anyhow::Result<(String, Option<String>)> {
 pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
     match args.action {
         TopologyAction::Show { topic, json } => {
-            let snap = client(&args.topology)
+            let snap = client(&args.topology, &args.client)
                 .await?
                 .get_topology(pb::GetTopologyRequest {})
                 .await
@@ -130,7 +138,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
             reason,
         } => {
             let deadline = within.map(|d| unix_ms() + d.as_millis() as i64);
-            let r = client(&args.topology)
+            let r = client(&args.topology, &args.client)
                 .await?
                 .mark_broker_draining(pb::MarkBrokerDrainingRequest {
                     broker_id,
@@ -146,7 +154,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
             );
         }
         TopologyAction::ClearDraining { broker_id } => {
-            let r = client(&args.topology)
+            let r = client(&args.topology, &args.client)
                 .await?
                 .clear_broker_draining(pb::ClearBrokerDrainingRequest { broker_id })
                 .await
@@ -168,7 +176,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
             start_index,
         } => {
             let brokers: Vec<plan::BrokerRack> = if brokers.is_empty() {
-                client(&args.topology)
+                client(&args.topology, &args.client)
                     .await?
                     .get_topology(pb::GetTopologyRequest {})
                     .await
@@ -255,7 +263,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let r = client(&args.topology)
+            let r = client(&args.topology, &args.client)
                 .await?
                 .assign_partitions(pb::AssignPartitionsRequest { topic, consumers })
                 .await
@@ -281,7 +289,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
                 }))?
             );
         }
-        TopologyAction::WatchSpot(w) => watch_spot(&args.topology, w).await?,
+        TopologyAction::WatchSpot(w) => watch_spot(&args.topology, &args.client, w).await?,
     }
     Ok(())
 }

@@ -37,7 +37,11 @@ const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
 
 /// Polls IMDS until a notice arrives, then marks the broker draining, and keeps the mark in
 /// place (re-sent each poll, which changes nothing while it holds) until stopped.
-pub async fn watch_spot(topology: &str, w: WatchSpotArgs) -> anyhow::Result<()> {
+pub async fn watch_spot(
+    topology: &str,
+    secure: &crate::secure::ClientArgs,
+    w: WatchSpotArgs,
+) -> anyhow::Result<()> {
     if w.interval.is_zero() {
         bail!("--interval must be positive");
     }
@@ -91,7 +95,7 @@ pub async fn watch_spot(topology: &str, w: WatchSpotArgs) -> anyhow::Result<()> 
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64);
         let mark = async {
-            let mut c = TopologyClient::connect(endpoint.clone()).await?;
+            let mut c = TopologyClient::new(secure.security().connect(&endpoint).await?);
             let r = c
                 .mark_broker_draining(pb::MarkBrokerDrainingRequest {
                     broker_id: w.broker_id,
