@@ -32,11 +32,16 @@ fn sqlite() -> (FailoverConfig, std::path::PathBuf) {
     (cfg, dir)
 }
 
+/// PostgreSQL, its URL read from a file as from a mounted Secret.
 fn postgres() -> FailoverConfig {
+    let queue = unique("it");
+    let url_file = std::env::temp_dir().join(format!("{queue}.url"));
+    std::fs::write(&url_file, format!("{}\n", require_postgres())).expect("url file");
     FailoverConfig {
         backend: FailoverBackend::Postgres,
-        database_url: require_postgres(),
-        queue: unique("it"),
+        database_url: "postgres://not-this-one.invalid/ballast".into(),
+        database_url_file: Some(url_file),
+        queue,
         ..FailoverConfig::default()
     }
 }

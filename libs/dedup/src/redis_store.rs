@@ -25,8 +25,16 @@ pub struct RedisConfig {
     /// `redis://[:password@]host:port/db`, or `rediss://` for TLS. AUTH goes in the URL
     /// (`redis://user:password@host:6379`).
     pub url: String,
+    /// A file holding the URL (with its password), e.g. a mounted Secret; wins over `url`.
+    pub url_file: Option<std::path::PathBuf>,
     /// Seed nodes of a Redis Cluster; when set, `url` is ignored.
     pub cluster_urls: Vec<String>,
+    /// For `rediss://`: the CA (PEM) that signs the server's certificate, instead of the
+    /// public roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// For `rediss://` with mutual TLS: the client certificate and key (PEM).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
     pub key_prefix: String,
     /// How long a committed id stays DONE.
     #[serde(with = "humantime_serde")]
@@ -41,7 +49,11 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            url_file: None,
             cluster_urls: Vec::new(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             key_prefix: "ballast:dedup".into(),
             done_window: Duration::from_secs(7 * 24 * 3600),
             connect_timeout: Duration::from_secs(2),
@@ -132,13 +144,61 @@ fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|e| StoreError::Invalid(format!("{key} {}: {e}", path.display())))
+}
+
+impl RedisConfig {
+    /// The URL, from `url_file` when set.
+    pub fn resolved_url(&self) -> Result<String, StoreError> {
+        match &self.url_file {
+            Some(f) => Ok(String::from_utf8_lossy(&read(f, "redis.url_file")?)
+                .trim()
+                .to_string()),
+            None => Ok(self.url.clone()),
+        }
+    }
+
+    /// The CA and client certificate for `rediss://`, when any is configured.
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, StoreError> {
+        let client_tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                client_cert: read(c, "redis.tls_cert_file")?,
+                client_key: read(k, "redis.tls_key_file")?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Invalid(
+                    "redis.tls_cert_file and redis.tls_key_file go together".into(),
+                ))
+            }
+        };
+        let root_cert = self
+            .tls_ca_file
+            .as_deref()
+            .map(|f| read(f, "redis.tls_ca_file"))
+            .transpose()?;
+        Ok(
+            (client_tls.is_some() || root_cert.is_some()).then_some(redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
+    }
+}
+
 impl RedisStore {
     /// Connects to one Redis or to a Redis Cluster.
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
         install_tls_provider();
+        let certs = cfg.certificates()?;
         let conn = if cfg.cluster_urls.is_empty() {
-            let client = redis::Client::open(cfg.url.as_str())
-                .map_err(|e| StoreError::Invalid(format!("redis.url: {e}")))?;
+            let url = cfg.resolved_url()?;
+            let client = match &certs {
+                Some(c) => redis::Client::build_with_tls(url.as_str(), c.clone()),
+                None => redis::Client::open(url.as_str()),
+            }
+            .map_err(|e| StoreError::Invalid(format!("redis.url: {e}")))?;
             let mc = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(cfg.connect_timeout))
                 .set_response_timeout(Some(cfg.response_timeout))
@@ -149,7 +209,11 @@ impl RedisStore {
                     .map_err(unavailable)?,
             )
         } else {
-            let client = redis::cluster::ClusterClient::builder(cfg.cluster_urls.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(cfg.cluster_urls.clone());
+            if let Some(c) = certs {
+                builder = builder.certs(c);
+            }
+            let client = builder
                 .connection_timeout(cfg.connect_timeout)
                 .response_timeout(cfg.response_timeout)
                 .retries(1)

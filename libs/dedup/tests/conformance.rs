@@ -431,3 +431,75 @@ async fn a_stale_holder_cannot_commit_after_redis_forgets() {
         .unwrap();
     assert!(ok[0].ok, "{:?}", ok[0]);
 }
+
+/// Dedup on a real `redis-server` serving TLS only to clients with a certificate from a
+/// private CA: the URL comes from a file (a mounted Secret), the store conforms over
+/// `rediss://`, and a client that does not trust the server's CA, or has no client
+/// certificate, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_mutual_tls_with_a_private_ca() {
+    use ballast_security::pki::{Authority, Name};
+    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-redis-tls"));
+    let ca = Authority::create(&dir, "redis CA").unwrap();
+    let server_cert = ca
+        .issue(
+            "redis",
+            "redis",
+            &[
+                Name::Dns("localhost"),
+                Name::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+            ],
+        )
+        .unwrap();
+    let client = ca.issue("dedup", "ballast-dedup", &[]).unwrap();
+    let tls_port = ballast_testkit::process::free_port().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca_file) = (
+        path(&server_cert.cert_file),
+        path(&server_cert.key_file),
+        path(&ca.ca_file),
+    );
+    let _server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "yes",
+    ]);
+    let url_file = dir.join("redis-url");
+    std::fs::write(&url_file, format!("rediss://127.0.0.1:{tls_port}\n")).unwrap();
+    let cfg = RedisConfig {
+        url_file: Some(url_file),
+        tls_ca_file: Some(ca.ca_file.clone()),
+        tls_cert_file: Some(client.cert_file.clone()),
+        tls_key_file: Some(client.key_file.clone()),
+        ..redis_cfg(String::new())
+    };
+    let store = RedisStore::connect(&cfg).await.expect("connect over tls");
+    suite(Arc::new(store)).await;
+
+    let other = Authority::create(&dir.join("other"), "another CA").unwrap();
+    let untrusting = RedisConfig {
+        tls_ca_file: Some(other.ca_file.clone()),
+        ..cfg.clone()
+    };
+    assert!(
+        RedisStore::connect(&untrusting).await.is_err(),
+        "a server certificate from an untrusted CA was accepted"
+    );
+    let anonymous = RedisConfig {
+        tls_cert_file: None,
+        tls_key_file: None,
+        ..cfg
+    };
+    assert!(
+        RedisStore::connect(&anonymous).await.is_err(),
+        "a client without a certificate was served"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

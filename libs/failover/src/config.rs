@@ -25,6 +25,9 @@ pub struct FailoverConfig {
     pub queue: String,
     /// `sqlite://PATH?mode=rwc` for sqlite, `postgres://…` for postgres.
     pub database_url: String,
+    /// A file holding `database_url` (with its password), e.g. a mounted Secret; wins
+    /// over `database_url`.
+    pub database_url_file: Option<std::path::PathBuf>,
     pub max_connections: u32,
     pub sqs: SqsConfig,
     /// Enqueues from concurrent requests wait at most this long to share a batch.
@@ -54,6 +57,7 @@ impl Default for FailoverConfig {
             backend: FailoverBackend::None,
             queue: "ballast-failover".into(),
             database_url: "sqlite://ballast-failover.db?mode=rwc".into(),
+            database_url_file: None,
             max_connections: 8,
             sqs: SqsConfig::default(),
             linger: Duration::from_millis(2),
@@ -79,17 +83,33 @@ impl FailoverConfig {
         if self.backend == FailoverBackend::Sqs {
             self.sqs.offload.validate()?;
         }
+        let url = match self.backend {
+            FailoverBackend::Sqlite | FailoverBackend::Postgres => self.database_url()?,
+            _ => String::new(),
+        };
         match self.backend {
-            FailoverBackend::Sqlite if !self.database_url.starts_with("sqlite:") => {
+            FailoverBackend::Sqlite if !url.starts_with("sqlite:") => {
                 bad("failover.database_url must start with sqlite: for the sqlite backend")
             }
-            FailoverBackend::Postgres if !self.database_url.starts_with("postgres") => {
+            FailoverBackend::Postgres if !url.starts_with("postgres") => {
                 bad("failover.database_url must start with postgres:// for the postgres backend")
             }
             FailoverBackend::Sqs if self.sqs.queue.is_empty() || self.sqs.dlq.is_empty() => {
                 bad("failover.sqs.queue and failover.sqs.dlq must be set for the sqs backend")
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The database URL, from `database_url_file` when set.
+    pub fn database_url(&self) -> Result<String, QueueError> {
+        match &self.database_url_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    QueueError::Config(format!("failover.database_url_file {}: {e}", f.display()))
+                }),
+            None => Ok(self.database_url.clone()),
         }
     }
 
@@ -105,7 +125,7 @@ impl FailoverConfig {
             FailoverBackend::None => None,
             FailoverBackend::Sqs => Some(Arc::new(SqsQueue::connect(&self.sqs).await?)),
             FailoverBackend::Sqlite | FailoverBackend::Postgres => Some(Arc::new(
-                SqlQueue::connect(&self.database_url, &self.queue, self.max_connections).await?,
+                SqlQueue::connect(&self.database_url()?, &self.queue, self.max_connections).await?,
             )),
         })
     }

@@ -44,6 +44,9 @@ pub struct SqsConfig {
     /// Static credentials for local endpoints; None uses the default credential chain.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// A file holding the secret access key (a mounted Secret); wins over
+    /// `secret_access_key`.
+    pub secret_access_key_file: Option<std::path::PathBuf>,
     /// Create the queues if missing (development).
     pub create_queues: bool,
     /// Large bodies to S3 (the extended-client pattern).
@@ -59,6 +62,7 @@ impl Default for SqsConfig {
             region: None,
             access_key_id: None,
             secret_access_key: None,
+            secret_access_key_file: None,
             create_queues: false,
             offload: S3OffloadConfig::default(),
         }
@@ -120,7 +124,20 @@ impl SqsQueue {
         if let Some(r) = &cfg.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
-        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+        let secret = match &cfg.secret_access_key_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| {
+                        QueueError::Config(format!(
+                            "failover.sqs.secret_access_key_file {}: {e}",
+                            f.display()
+                        ))
+                    })?,
+            ),
+            None => cfg.secret_access_key.clone(),
+        };
+        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &secret) {
             loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 id.clone(),
                 secret.clone(),

@@ -14,18 +14,24 @@ async fn sqs_on(moto: &Moto, prefix: &str) -> SqsQueue {
 
 async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQueue {
     let name = unique(prefix);
-    SqsQueue::connect(&SqsConfig {
+    // The secret comes from a file, as from a mounted Kubernetes Secret.
+    let secret = std::env::temp_dir().join(format!("{name}.secret"));
+    std::fs::write(&secret, "test\n").unwrap();
+    let q = SqsQueue::connect(&SqsConfig {
         queue: name.clone(),
         dlq: format!("{name}-dlq"),
         endpoint: Some(moto.endpoint()),
         region: Some("us-east-1".into()),
         access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
+        secret_access_key: None,
+        secret_access_key_file: Some(secret.clone()),
         create_queues: true,
         offload,
     })
     .await
-    .expect("sqs on moto")
+    .expect("sqs on moto");
+    std::fs::remove_file(&secret).ok();
+    q
 }
 
 fn body(i: usize) -> Vec<u8> {

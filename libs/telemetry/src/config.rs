@@ -102,11 +102,13 @@ pub fn redact(value: &mut serde_yaml::Value) {
     match value {
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
+                // `*_file` keys name where a secret is, not the secret.
                 let secret_key = k.as_str().is_some_and(|k| {
                     let k = k.to_ascii_lowercase();
-                    ["password", "secret", "token"]
-                        .iter()
-                        .any(|s| k.contains(s))
+                    !k.ends_with("_file")
+                        && ["password", "secret", "token"]
+                            .iter()
+                            .any(|s| k.contains(s))
                 });
                 if secret_key && !v.is_null() && !matches!(v, Value::Mapping(_)) {
                     *v = Value::String(REDACTED.into());
@@ -143,7 +145,7 @@ mod tests {
         let mut v: serde_yaml::Value = serde_yaml::from_str(
             "redis:\n  url: redis://:hunter2@cache:6379/0\n  cluster_urls: [redis://u:pw@r1:6379, redis://r2:6379]\n\
              failover:\n  database_url: postgres://app:s3cret@db/ballast\n  sqs:\n    secret_access_key: AKIASECRET\n    access_key_id: AKIA\n\
-             kafka:\n  properties:\n    sasl.password: pw\n    sasl.username: alice\n  token_file: null\n",
+             kafka:\n  properties:\n    sasl.password: pw\n    sasl.username: alice\n  token_file: null\n  secret_access_key_file: /run/secrets/sqs\n",
         )
         .unwrap();
         redact(&mut v);
@@ -159,6 +161,7 @@ mod tests {
             "access_key_id: AKIA",
             "sasl.username: alice",
             "token_file: null",
+            "secret_access_key_file: /run/secrets/sqs",
         ] {
             assert!(out.contains(kept), "{kept} missing:\n{out}");
         }

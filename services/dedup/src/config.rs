@@ -105,7 +105,10 @@ impl DedupConfig {
             "redis.done_window must be positive"
         );
         if self.backend == Backend::Redis && self.redis.cluster_urls.is_empty() {
-            anyhow::ensure!(!self.redis.url.is_empty(), "redis.url is empty");
+            anyhow::ensure!(
+                !self.redis.url.is_empty() || self.redis.url_file.is_some(),
+                "redis.url is empty"
+            );
         }
         Ok(())
     }

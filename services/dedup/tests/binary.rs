@@ -83,3 +83,33 @@ fn warns_at_start_when_redis_settings_break_the_guarantee() {
     let line = warned.expect("a persistence warning at start");
     assert!(line.contains("WARN"), "{line}");
 }
+
+/// Without `auth.policy_file` a service runs open, and says so at start.
+#[test]
+fn running_open_is_announced_at_start() {
+    use std::io::{BufRead, BufReader};
+    let port = |_| ballast_testkit::process::free_port().to_string();
+    let mut child = Command::new(BIN)
+        .env("BALLAST_BACKEND", "memory")
+        .env("BALLAST_LISTEN", format!("127.0.0.1:{}", port(())))
+        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", port(())))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("AUTH IS OFF") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let warned = rx.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = warned.expect("the open-service warning within 20 s");
+    assert!(line.contains("auth.policy_file"), "{line}");
+}
