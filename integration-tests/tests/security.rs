@@ -352,7 +352,14 @@ async fn retry_admin_and_topology_enforce_read_and_write() -> anyhow::Result<()>
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
 
     // A reader may read, not purge or mark brokers draining.
-    let mut reader = retry(pki.client(Some("reader-token"), None)).await?;
+    // The token from a file, as a mounted Secret gives it.
+    let token_file = pki.dir.join("reader.token");
+    std::fs::write(&token_file, "reader-token\n")?;
+    let from_file = ClientSecurity {
+        token_file: Some(token_file),
+        ..pki.client(None, None)
+    };
+    let mut reader = retry(from_file).await?;
     reader.stats(rpb::StatsRequest {}).await?;
     let e = reader.purge(purge()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");

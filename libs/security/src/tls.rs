@@ -186,21 +186,31 @@ impl TlsServer {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if !this.files.changed() {
-                    continue;
-                }
-                match server_config(&cfg) {
-                    Ok(c) => {
-                        *this.current.write().expect("tls config lock") = Arc::new(c);
-                        tracing::info!("tls certificates reloaded");
-                    }
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "tls files changed but do not load; serving the previous certificates"
-                    ),
-                }
+                this.reload_if_changed(&cfg);
             }
         })
+    }
+
+    /// Swaps in the files' new content if it changed and loads; a bad file keeps the
+    /// previous configuration (and says why). Returns whether a new one is in use.
+    pub fn reload_if_changed(&self, cfg: &TlsConfig) -> bool {
+        if !self.files.changed() {
+            return false;
+        }
+        match server_config(cfg) {
+            Ok(c) => {
+                *self.current.write().expect("tls config lock") = Arc::new(c);
+                tracing::info!("tls certificates reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "tls files changed but do not load; serving the previous certificates"
+                );
+                false
+            }
+        }
     }
 
     /// Completes the server side of a handshake on `io`, within the handshake timeout;
@@ -225,5 +235,52 @@ impl TlsServer {
             .and_then(|c| c.first())
             .and_then(|leaf| identity::principal_of(leaf.as_ref()));
         Ok((stream, principal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Authority, Name};
+
+    #[test]
+    fn a_bad_new_certificate_keeps_the_old_one_and_a_good_one_replaces_it() {
+        let dir = std::env::temp_dir().join(format!("ballast-tls-reload-{}", std::process::id()));
+        let ca = Authority::create(&dir, "reload CA").unwrap();
+        let issued = ca
+            .issue("server", "server", &[Name::Dns("localhost")])
+            .unwrap();
+        let cfg = TlsConfig {
+            cert_file: Some(issued.cert_file.clone()),
+            key_file: Some(issued.key_file.clone()),
+            ..TlsConfig::default()
+        };
+        let server = TlsServer::load(&cfg).unwrap();
+        let first = server.current.read().unwrap().clone();
+        assert!(!server.reload_if_changed(&cfg), "nothing changed");
+
+        std::fs::write(&issued.cert_file, "not a certificate").unwrap();
+        assert!(!server.reload_if_changed(&cfg));
+        assert!(
+            Arc::ptr_eq(&first, &server.current.read().unwrap()),
+            "kept the old one"
+        );
+
+        let next = ca
+            .issue("next", "server", &[Name::Dns("localhost")])
+            .unwrap();
+        std::fs::copy(&next.cert_file, &issued.cert_file).unwrap();
+        std::fs::copy(&next.key_file, &issued.key_file).unwrap();
+        assert!(server.reload_if_changed(&cfg));
+        assert!(!Arc::ptr_eq(&first, &server.current.read().unwrap()));
+
+        let e = TlsServer::load(&TlsConfig {
+            cert_file: Some(dir.join("missing.pem")),
+            key_file: Some(issued.key_file.clone()),
+            ..TlsConfig::default()
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("tls.cert_file"), "{e:#}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

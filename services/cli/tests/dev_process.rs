@@ -388,6 +388,24 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The gateway follows the topology service over TLS too.
+    let metrics = dev.field("metrics");
+    let admin_addr: std::net::SocketAddr = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()?;
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = ballast_testkit::http_get(admin_addr, "/metrics").await?;
+        if text.contains("ballast_gateway_topology_connected 1") {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < end,
+            "the gateway never followed the topology service over tls"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let control = dev.field("control");
     let out = cli(&[
         "chaos",
