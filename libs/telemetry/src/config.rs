@@ -110,7 +110,10 @@ pub fn redact(value: &mut serde_yaml::Value) {
                             .iter()
                             .any(|s| k.contains(s))
                 });
-                if secret_key && !v.is_null() && !matches!(v, Value::Mapping(_)) {
+                if secret_key
+                    && !v.is_null()
+                    && !matches!(v, Value::Mapping(_) | Value::Sequence(_))
+                {
                     *v = Value::String(REDACTED.into());
                 } else {
                     redact(v);

@@ -116,6 +116,10 @@ pub struct GatewayFigures {
     pub gateway_p99_ms: f64,
     /// gateway p99 − direct p99 at half load; the target is ≤ 1 ms.
     pub added_p99_ms: f64,
+    /// A second gateway on the same cluster, serving the clients over TLS (1.3, rustls).
+    pub tls_records_per_sec: f64,
+    /// TLS ÷ plaintext gateway throughput, in the same run.
+    pub tls_ratio: f64,
 }
 
 fn payload() -> Vec<u8> {
@@ -257,6 +261,14 @@ async fn inprocess_batch(
     Ok(())
 }
 
+/// The bench gateways' Kafka settings: the cluster, and a generous write timeout.
+fn gateway_handle_kafka(bootstrap: &str) -> ballast_kafka::KafkaConfig {
+    let mut k = ballast_kafka::KafkaConfig::default();
+    k.bootstrap_servers = bootstrap.to_string();
+    k.write_timeout = Duration::from_secs(10);
+    k
+}
+
 /// P1: gateway throughput and added p99 against a direct producer.
 pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let records = args
@@ -281,8 +293,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let value = Arc::new(payload());
 
     let mut cfg = GatewayConfig::default();
-    cfg.kafka.bootstrap_servers = bootstrap.clone();
-    cfg.kafka.write_timeout = Duration::from_secs(10);
+    cfg.kafka = gateway_handle_kafka(&bootstrap);
     cfg.limits.record_deadline = Duration::from_secs(30);
     cfg.rack = Some("az-a".into());
     let gateway = Gateway::new(cfg).await?;
@@ -298,6 +309,49 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let pool = ClientPool::new(clients);
     let direct = direct_producer(&bootstrap)?;
 
+    // The same gateway with TLS on the client hop, certificates from a throwaway CA.
+    let pki_dir = std::env::temp_dir().join(format!("ballast-bench-tls-{}", std::process::id()));
+    let ca = ballast_security::pki::Authority::create(&pki_dir, "bench CA")?;
+    let server = ca.issue(
+        "server",
+        "bench",
+        &[ballast_security::pki::Name::Ip(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ]))],
+    )?;
+    let mut tls_cfg = GatewayConfig::default();
+    tls_cfg.kafka = gateway_handle_kafka(&bootstrap);
+    tls_cfg.limits.record_deadline = Duration::from_secs(30);
+    tls_cfg.rack = Some("az-a".into());
+    tls_cfg.tls.cert_file = Some(server.cert_file);
+    tls_cfg.tls.key_file = Some(server.key_file);
+    let tls_gateway = Gateway::new(tls_cfg).await?;
+    tls_gateway.handle().refresh_metadata().await?;
+    let mut tls_local = tls_gateway.spawn_local().await?;
+    let security = ballast_security::ClientSecurity {
+        ca_file: Some(ca.ca_file.clone()),
+        ..Default::default()
+    };
+    let mut tls_clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        let channel = loop {
+            match security
+                .endpoint(&format!("http://{}", tls_local.addr))?
+                .connect()
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > end => {
+                    anyhow::bail!("the tls gateway did not serve: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        tls_clients.push(IngestClient::new(channel));
+    }
+    let tls_pool = ClientPool::new(tls_clients);
+
     eprintln!("bench: warming up");
     {
         let (d, v) = (direct.clone(), value.clone());
@@ -306,6 +360,11 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
         })
         .await?;
         let (c, v) = (pool.clone(), value.clone());
+        closed_loop(workers * 4, workers, move || {
+            gateway_batch(c.next(), v.clone())
+        })
+        .await?;
+        let (c, v) = (tls_pool.clone(), value.clone());
         closed_loop(workers * 4, workers, move || {
             gateway_batch(c.next(), v.clone())
         })
@@ -325,7 +384,14 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     eprintln!("bench: gateway, {records} records");
     let (c, v) = (pool.clone(), value.clone());
     let gw_time = closed_loop(batches, workers, move || gateway_batch(c.next(), v.clone())).await?;
+    eprintln!("bench: gateway over tls, {records} records");
+    let (c, v) = (tls_pool.clone(), value.clone());
+    let tls_time =
+        closed_loop(batches, workers, move || gateway_batch(c.next(), v.clone())).await?;
+    tls_local.stop().await?;
+    let _ = std::fs::remove_dir_all(&pki_dir);
     let n = (batches * BATCH) as f64;
+    let tls_rps = n / tls_time.as_secs_f64();
     let direct_rps = n / direct_time.as_secs_f64();
     let gw_rps = n / gw_time.as_secs_f64();
     let inproc_rps = n / inproc_time.as_secs_f64();
@@ -352,6 +418,8 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
         direct_p99_ms: dp,
         gateway_p99_ms: gp,
         added_p99_ms: gp - dp,
+        tls_records_per_sec: tls_rps,
+        tls_ratio: tls_rps / gw_rps,
     })
 }
 
@@ -369,6 +437,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             g.inprocess_records_per_sec,
             g.direct_records_per_sec,
             g.inprocess_records_per_sec / g.direct_records_per_sec
+        ));
+        rows.push(format!(
+            "P1      same, gateway with tls on the client hop  {:>10.0}  {:>10.0}  ratio {:.2} (baseline: the plaintext gateway)",
+            g.tls_records_per_sec, g.gateway_records_per_sec, g.tls_ratio
         ));
         rows.push(format!(
             "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",
