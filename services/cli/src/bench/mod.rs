@@ -262,11 +262,15 @@ async fn inprocess_batch(
 }
 
 /// The bench gateways' Kafka settings: the cluster, and a generous write timeout.
-fn gateway_handle_kafka(bootstrap: &str) -> ballast_kafka::KafkaConfig {
-    let mut k = ballast_kafka::KafkaConfig::default();
-    k.bootstrap_servers = bootstrap.to_string();
-    k.write_timeout = Duration::from_secs(10);
-    k
+fn bench_gateway_config(bootstrap: &str) -> GatewayConfig {
+    let mut cfg = GatewayConfig {
+        rack: Some("az-a".into()),
+        ..GatewayConfig::default()
+    };
+    cfg.kafka.bootstrap_servers = bootstrap.to_string();
+    cfg.kafka.write_timeout = Duration::from_secs(10);
+    cfg.limits.record_deadline = Duration::from_secs(30);
+    cfg
 }
 
 /// P1: gateway throughput and added p99 against a direct producer.
@@ -292,10 +296,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let bootstrap = cluster.bootstrap_servers().to_string();
     let value = Arc::new(payload());
 
-    let mut cfg = GatewayConfig::default();
-    cfg.kafka = gateway_handle_kafka(&bootstrap);
-    cfg.limits.record_deadline = Duration::from_secs(30);
-    cfg.rack = Some("az-a".into());
+    let cfg = bench_gateway_config(&bootstrap);
     let gateway = Gateway::new(cfg).await?;
     gateway.handle().refresh_metadata().await?;
     let mut local = gateway.spawn_local().await?;
@@ -319,10 +320,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
             127, 0, 0, 1,
         ]))],
     )?;
-    let mut tls_cfg = GatewayConfig::default();
-    tls_cfg.kafka = gateway_handle_kafka(&bootstrap);
-    tls_cfg.limits.record_deadline = Duration::from_secs(30);
-    tls_cfg.rack = Some("az-a".into());
+    let mut tls_cfg = bench_gateway_config(&bootstrap);
     tls_cfg.tls.cert_file = Some(server.cert_file);
     tls_cfg.tls.key_file = Some(server.key_file);
     let tls_gateway = Gateway::new(tls_cfg).await?;
