@@ -467,3 +467,50 @@ async fn sqs_offloads_large_bodies_to_s3_and_deletes_them_with_their_messages() 
         "{pointer}"
     );
 }
+
+/// The PostgreSQL queue over TLS with `sslmode=verify-full`, against a real cluster that
+/// accepts only TLS: it conforms; a server certificate from another CA, or a name the
+/// certificate does not carry, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queue_over_tls_with_verify_full() {
+    use ballast_security::pki::{Authority, Name};
+    let dir = std::env::temp_dir().join(unique("ballast-pg-pki"));
+    let ca = Authority::create(&dir, "postgres CA").unwrap();
+    let server = ca
+        .issue("postgres", "postgres", &[Name::Dns("localhost")])
+        .unwrap();
+    let pg = ballast_testkit::postgres::PostgresTls::start(&server.cert_file, &server.key_file)
+        .expect("a postgres cluster with ssl=on");
+    let url = pg.url("localhost", "verify-full", &ca.ca_file);
+    let q = SqlQueue::connect(&url, &unique("tls"), 2)
+        .await
+        .expect("verify-full against our CA");
+    suite(Arc::new(q)).await;
+
+    let other = Authority::create(&dir.join("other"), "another CA").unwrap();
+    let untrusted = pg.url("localhost", "verify-full", &other.ca_file);
+    assert!(
+        SqlQueue::connect(&untrusted, &unique("tls"), 1)
+            .await
+            .is_err(),
+        "a server certificate from an untrusted CA was accepted"
+    );
+    let wrong_name = pg.url("127.0.0.1", "verify-full", &ca.ca_file);
+    assert!(
+        SqlQueue::connect(&wrong_name, &unique("tls"), 1)
+            .await
+            .is_err(),
+        "verify-full accepted a name the certificate does not carry"
+    );
+    let plaintext = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.port
+    );
+    assert!(
+        SqlQueue::connect(&plaintext, &unique("tls"), 1)
+            .await
+            .is_err(),
+        "the cluster takes TLS only"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
