@@ -43,6 +43,7 @@ const POLICY: &str = "principals:
   reader:
     retry: [read]
     topology: [read]
+    dedup: [\"analytics-*\"]
   spiffe://ballast/ops:
     retry: [read, write]
     topology: [read, mark_draining]
@@ -390,6 +391,59 @@ async fn retry_admin_and_topology_enforce_read_and_write() -> anyhow::Result<()>
     let _ = stop_tx.send(true);
     w.await??;
     t.await??;
+    std::fs::remove_dir_all(&pki.dir).ok();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_grants_consumer_groups_by_pattern() -> anyhow::Result<()> {
+    use ballast_proto::dedup::v1 as dpb;
+    use ballast_proto::dedup::v1::dedup_client::DedupClient;
+    let pki = pki()?;
+    let cfg = ballast_dedup_service::DedupConfig {
+        backend: ballast_dedup_service::Backend::Memory,
+        tls: pki.tls(),
+        auth: pki.auth(),
+        ..Default::default()
+    };
+    let (grpc, admin) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    );
+    let addr = grpc.local_addr()?;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(ballast_dedup_service::run(cfg, grpc, admin, async {
+        let _ = rx.await;
+    }));
+    wait_serving_with(addr, &pki.client(None, None)).await?;
+    let claim = |group: &str| dpb::ClaimRequest {
+        group: group.into(),
+        ids: vec!["m-1".into()],
+        lease_ms: 10_000,
+        owner: "consumer-1".into(),
+    };
+    let connect = |c: ClientSecurity| async move {
+        anyhow::Ok(DedupClient::new(
+            c.connect(&format!("http://{addr}")).await?,
+        ))
+    };
+    let mut reader = connect(pki.client(Some("reader-token"), None)).await?;
+    let granted = reader.claim(claim("analytics-clicks")).await?.into_inner();
+    assert_eq!(granted.results.len(), 1);
+    let e = reader.claim(claim("billing")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("billing"), "{e}");
+    let e = connect(pki.client(None, None))
+        .await?
+        .check(dpb::CheckRequest {
+            group: "analytics-clicks".into(),
+            ids: vec!["m-1".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let _ = stop.send(());
+    served.await??;
     std::fs::remove_dir_all(&pki.dir).ok();
     Ok(())
 }
