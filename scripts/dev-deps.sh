@@ -34,6 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install build-essential pkg-config perl
 fi
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+# OpenSSL headers: librdkafka is built with SSL (TLS to Kafka).
+pkg-config --exists openssl 2>/dev/null || apt_install libssl-dev
 
 # kcat: a second, independent Kafka client used by the end-to-end tests.
 command -v kcat >/dev/null || apt_install kcat

@@ -1,5 +1,6 @@
 //! Kafka connection and producer settings.
 
+use crate::security::{KafkaSecurity, KafkaSsl, SecurityProtocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +24,13 @@ pub struct KafkaConfig {
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
     pub metadata_timeout: Duration,
-    /// Extra librdkafka producer properties (security, compression, ...). They override
-    /// Ballast's own settings except `acks` and `enable.idempotence`.
+    /// `plaintext` or `ssl`, for the producer and the metadata client alike.
+    pub security_protocol: SecurityProtocol,
+    /// The CA (and client certificate, for mTLS) of `ssl`.
+    pub ssl: KafkaSsl,
+    /// Extra librdkafka producer properties (compression: `compression.type` gzip, lz4,
+    /// zstd or snappy; batching, ...). They override Ballast's own settings except `acks`
+    /// and `enable.idempotence`; security is set only by `security_protocol` and `ssl`.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -37,6 +43,8 @@ impl Default for KafkaConfig {
             linger: Duration::from_millis(2),
             metadata_refresh_interval: Duration::from_secs(1),
             metadata_timeout: Duration::from_secs(2),
+            security_protocol: SecurityProtocol::Plaintext,
+            ssl: KafkaSsl::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -65,6 +73,7 @@ impl KafkaConfig {
                     .into(),
             ));
         }
+        self.security().validate(&self.properties)?;
         for key in ["acks", "enable.idempotence"] {
             if self.properties.contains_key(key) {
                 return Err(crate::Error::Config(format!(
@@ -77,6 +86,13 @@ impl KafkaConfig {
 
     pub fn bootstrap_list(&self) -> Vec<String> {
         bootstrap_list(&self.bootstrap_servers)
+    }
+
+    pub fn security(&self) -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: self.security_protocol,
+            ssl: self.ssl.clone(),
+        }
     }
 }
 

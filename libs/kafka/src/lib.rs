@@ -11,13 +11,15 @@ pub mod embedded;
 pub mod metadata;
 mod producer;
 mod reader;
+mod security;
 
 pub use classify::{classify, classify_code};
 pub use config::{bootstrap_list, KafkaConfig};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
-pub use reader::{read_topic, Landed};
+pub use reader::{read_topic, read_topic_with, Landed};
+pub use security::{KafkaSecurity, KafkaSsl, SecurityProtocol};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -95,8 +95,12 @@ impl ClusterMetadata {
     }
 }
 
+/// A broker connection: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     metadata_version: i16,
 }
 
@@ -108,6 +112,7 @@ pub struct MetadataClient {
     timeout: Duration,
     conn: Mutex<Option<Conn>>,
     correlation: AtomicI32,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl std::fmt::Debug for MetadataClient {
@@ -127,7 +132,14 @@ impl MetadataClient {
             timeout,
             conn: Mutex::new(None),
             correlation: AtomicI32::new(1),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS to every broker with `tls` (see `KafkaSecurity::tls_connector`).
+    pub fn with_tls(mut self, tls: Option<tokio_rustls::TlsConnector>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Metadata for every topic. Tries the current connection, then every bootstrap and
@@ -180,10 +192,25 @@ impl MetadataClient {
     }
 
     async fn connect(&self, addr: &str) -> Result<Conn, Error> {
-        let stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::Metadata(format!("connect: {e}")))?;
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .map_err(|e| Error::Metadata(format!("broker {addr}: bad tls name: {e}")))?;
+                Box::new(tls.connect(name, tcp).await.map_err(|e| {
+                    Error::Metadata(format!("broker {addr}: tls handshake failed: {e}"))
+                })?)
+            }
+        };
         let mut conn = Conn {
             stream,
             metadata_version: MIN_METADATA_VERSION,

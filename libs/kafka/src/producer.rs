@@ -79,6 +79,9 @@ impl KafkaProducer {
         for (k, v) in &cfg.properties {
             cc.set(k, v);
         }
+        for (k, v) in cfg.security().rdkafka_properties() {
+            cc.set(k, v);
+        }
         cc.set("acks", "all").set("enable.idempotence", "true");
         let inner: FutureProducer = cc.create()?;
         Ok(Self {

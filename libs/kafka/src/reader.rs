@@ -39,11 +39,31 @@ pub fn read_topic(
     expected: Option<usize>,
     timeout: Duration,
 ) -> Result<Vec<Landed>, crate::Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    read_topic_with(
+        bootstrap,
+        &crate::KafkaSecurity::default(),
+        topic,
+        expected,
+        timeout,
+    )
+}
+
+/// [`read_topic`] from brokers reached with `security`.
+pub fn read_topic_with(
+    bootstrap: &str,
+    security: &crate::KafkaSecurity,
+    topic: &str,
+    expected: Option<usize>,
+    timeout: Duration,
+) -> Result<Vec<Landed>, crate::Error> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", bootstrap)
         .set("group.id", format!("ballast-reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    for (k, v) in security.rdkafka_properties() {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions: Vec<i32> = md
         .topics()

@@ -25,19 +25,25 @@ pub(crate) struct Placement {
 }
 
 impl Placement {
-    pub(crate) fn new(kafka: &KafkaConfig, cfg: BalancerConfig, metrics: WriteMetrics) -> Self {
-        Self {
+    pub(crate) fn new(
+        kafka: &KafkaConfig,
+        cfg: BalancerConfig,
+        metrics: WriteMetrics,
+    ) -> Result<Self, ballast_kafka::Error> {
+        let tls = kafka.security().tls_connector()?;
+        Ok(Self {
             balancer: Mutex::new(Balancer::new(cfg)),
             client: MetadataClient::new(
                 kafka.bootstrap_list(),
                 kafka.client_id.clone(),
                 kafka.metadata_timeout,
-            ),
+            )
+            .with_tls(tls),
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             reachable: AtomicBool::new(false),
             last_forced_refresh: Mutex::new(None),
             metrics,
-        }
+        })
     }
 
     fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {

@@ -44,7 +44,7 @@ impl Writer {
     ) -> Result<Self, ballast_kafka::Error> {
         let kafka = KafkaProducer::new(kafka_cfg)?;
         Ok(Self {
-            placement: Arc::new(Placement::new(kafka_cfg, balancer_cfg, metrics.clone())),
+            placement: Arc::new(Placement::new(kafka_cfg, balancer_cfg, metrics.clone())?),
             kafka,
             budget: Budget::new(limits.inflight_bytes, metrics.inflight_bytes.clone()),
             limits,

@@ -1,0 +1,129 @@
+//! How Ballast reaches secured brokers. One setting maps onto both Kafka clients, so they
+//! can never disagree: librdkafka (the producer and consumers) gets `security.protocol`
+//! and `ssl.*` properties, and the protocol-level metadata client gets a rustls
+//! connector with the same CA and client certificate.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    /// TLS to every broker (mTLS with `kafka.ssl.cert_file` and `key_file`).
+    Ssl,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSsl {
+    /// PEM CA bundle that signs the brokers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that require mTLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The security part of the Kafka config, shared by the producer, consumers and the
+/// metadata client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    pub protocol: SecurityProtocol,
+    pub ssl: KafkaSsl,
+}
+
+/// librdkafka properties that only `kafka.security_protocol` and `kafka.ssl.*` may set.
+const OWNED_PREFIXES: [&str; 3] = ["security.protocol", "ssl.", "sasl."];
+
+impl KafkaSecurity {
+    pub fn validate(
+        &self,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), crate::Error> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if let Some(k) = properties
+            .keys()
+            .find(|k| OWNED_PREFIXES.iter().any(|p| k.starts_with(p)))
+        {
+            return bad(format!(
+                "kafka.properties may not set {k}: use kafka.security_protocol and kafka.ssl.*, which apply to every Kafka client Ballast runs"
+            ));
+        }
+        if self.ssl.cert_file.is_some() != self.ssl.key_file.is_some() {
+            return bad("kafka.ssl.cert_file and kafka.ssl.key_file go together".into());
+        }
+        if self.protocol == SecurityProtocol::Ssl && self.ssl.ca_file.is_none() {
+            return bad("kafka.security_protocol ssl needs kafka.ssl.ca_file (the CA that signs the brokers' certificates)".into());
+        }
+        if self.protocol == SecurityProtocol::Plaintext
+            && (self.ssl.ca_file.is_some() || self.ssl.cert_file.is_some())
+        {
+            return bad("kafka.ssl.* is set but kafka.security_protocol is plaintext".into());
+        }
+        Ok(())
+    }
+
+    /// The librdkafka properties for these settings.
+    pub fn rdkafka_properties(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.protocol == SecurityProtocol::Ssl {
+            out.push(("security.protocol", "ssl".to_string()));
+            let path = |p: &PathBuf| p.display().to_string();
+            if let Some(ca) = &self.ssl.ca_file {
+                out.push(("ssl.ca.location", path(ca)));
+            }
+            if let (Some(c), Some(k)) = (&self.ssl.cert_file, &self.ssl.key_file) {
+                out.push(("ssl.certificate.location", path(c)));
+                out.push(("ssl.key.location", path(k)));
+            }
+        }
+        out
+    }
+
+    /// The metadata client's TLS connector, for `ssl`.
+    pub fn tls_connector(&self) -> Result<Option<tokio_rustls::TlsConnector>, crate::Error> {
+        if self.protocol != SecurityProtocol::Ssl {
+            return Ok(None);
+        }
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cfg_err = |m: String| crate::Error::Config(m);
+        let ca = self
+            .ssl
+            .ca_file
+            .as_ref()
+            .ok_or_else(|| cfg_err("kafka.ssl.ca_file is not set".into()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?
+        {
+            let cert =
+                cert.map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cfg_err(format!("tls: {e}")))?
+        .with_root_certificates(roots);
+        let config = match (&self.ssl.cert_file, &self.ssl.key_file) {
+            (Some(c), Some(k)) => {
+                let certs = CertificateDer::pem_file_iter(c)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| cfg_err(format!("kafka.ssl.cert_file {}: {e}", c.display())))?;
+                let key = PrivateKeyDer::from_pem_file(k)
+                    .map_err(|e| cfg_err(format!("kafka.ssl.key_file {}: {e}", k.display())))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| cfg_err(format!("kafka.ssl client certificate: {e}")))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+    }
+}
