@@ -52,6 +52,10 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     cfg.kafka.security_protocol = SecurityProtocol::Ssl;
     cfg.kafka.ssl = ssl.clone();
     cfg.kafka.write_timeout = Duration::from_secs(5);
+    // zstd is one of the compression choices.
+    cfg.kafka
+        .properties
+        .insert("compression.type".into(), "zstd".into());
     let gateway = Gateway::new(cfg.clone()).await?;
     gateway.handle().refresh_metadata().await?;
     // The metadata client followed the rewritten metadata: every broker is a TLS port.
@@ -150,7 +154,142 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     let e = sneaky.validate().unwrap_err().to_string();
     assert!(e.contains("kafka.ssl"), "{e}");
 
+    // The topology service reads the secured cluster too.
+    let mut topology = ballast_topology::TopologyConfig::default();
+    topology.kafka.bootstrap_servers = proxy.bootstrap.clone();
+    topology.kafka.security_protocol = SecurityProtocol::Ssl;
+    topology.kafka.ssl = ssl.clone();
+    let state = std::sync::Arc::new(ballast_topology::TopologyState::new(Duration::from_secs(
+        60,
+    )));
+    let (grpc, admin) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    );
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(ballast_topology::run_with_state(
+        topology,
+        state.clone(),
+        grpc,
+        admin,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut watch = state.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|s| s.kafka_reachable && s.brokers.len() == 3),
+    )
+    .await??;
+    drop(watch);
+    let _ = stop.send(());
+    served.await??;
+
     local.stop().await?;
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Brokers that require client certificates (mTLS): Ballast's certificate gets in on both
+/// paths; without one, nothing does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_to_kafka_on_both_paths() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("ballast-kafka-mtls"));
+    let ca = Authority::create(&dir, "kafka CA")?;
+    let broker = ca.issue(
+        "broker",
+        "kafka",
+        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
+    )?;
+    let client = ca.issue("ballast", "ballast", &[])?;
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let proxy = KafkaTlsProxy::start(
+        cluster.bootstrap_servers(),
+        &TlsConfig {
+            cert_file: Some(broker.cert_file.clone()),
+            key_file: Some(broker.key_file.clone()),
+            client_ca_file: Some(ca.ca_file.clone()),
+            ..TlsConfig::default()
+        },
+    )
+    .await?;
+    let with_cert = KafkaSecurity {
+        protocol: SecurityProtocol::Ssl,
+        ssl: KafkaSsl {
+            ca_file: Some(ca.ca_file.clone()),
+            cert_file: Some(client.cert_file.clone()),
+            key_file: Some(client.key_file.clone()),
+        },
+    };
+    let without = KafkaSecurity {
+        protocol: SecurityProtocol::Ssl,
+        ssl: KafkaSsl {
+            ca_file: Some(ca.ca_file.clone()),
+            ..KafkaSsl::default()
+        },
+    };
+    let metadata = |s: &KafkaSecurity| {
+        MetadataClient::new(
+            ballast_kafka::bootstrap_list(&proxy.bootstrap),
+            "ballast-test",
+            Duration::from_secs(2),
+        )
+        .with_tls(s.tls_connector().unwrap())
+    };
+    let md = metadata(&with_cert).fetch().await?;
+    assert_eq!(md.brokers.len(), 3);
+    assert!(
+        metadata(&without).fetch().await.is_err(),
+        "no client certificate got in"
+    );
+
+    // librdkafka: the producer writes with the certificate, and a consumer reads back.
+    let mut kafka = ballast_kafka::KafkaConfig {
+        bootstrap_servers: proxy.bootstrap.clone(),
+        security_protocol: SecurityProtocol::Ssl,
+        ssl: with_cert.ssl.clone(),
+        write_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let producer = ballast_kafka::KafkaProducer::new(&kafka)?;
+    producer
+        .send(ballast_kafka::OutgoingRecord {
+            topic: "events",
+            partition: 0,
+            key: None,
+            value: b"over mtls",
+            headers: &[],
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let (bootstrap, security) = (proxy.bootstrap.clone(), with_cert.clone());
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_kafka::read_topic_with(
+            &bootstrap,
+            &security,
+            "events",
+            Some(1),
+            Duration::from_secs(30),
+        )
+    })
+    .await??;
+    assert_eq!(landed[0].value, b"over mtls");
+    // Without the certificate the producer's write does not get through.
+    kafka.ssl = without.ssl.clone();
+    let refused = ballast_kafka::KafkaProducer::new(&kafka)?
+        .send(ballast_kafka::OutgoingRecord {
+            topic: "events",
+            partition: 0,
+            key: None,
+            value: b"refused",
+            headers: &[],
+        })
+        .await;
+    assert!(
+        refused.is_err(),
+        "a write without a client certificate got through"
+    );
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

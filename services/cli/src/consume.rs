@@ -12,6 +12,14 @@ use std::time::Duration;
 pub struct ConsumeArgs {
     #[arg(long, env = "BALLAST_KAFKA_BOOTSTRAP")]
     pub bootstrap: String,
+    /// CA (PEM) of the brokers' certificates: reads Kafka over TLS.
+    #[arg(long, env = "BALLAST_KAFKA_TLS_CA")]
+    pub kafka_tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require mTLS.
+    #[arg(long, requires_all = ["kafka_tls_ca", "kafka_tls_key"])]
+    pub kafka_tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "kafka_tls_cert")]
+    pub kafka_tls_key: Option<std::path::PathBuf>,
     #[arg(long)]
     pub topic: String,
     /// The consumer group, also the dedup group.
@@ -66,7 +74,23 @@ pub async fn consume(
     mut progress: impl FnMut(&ConsumeCounts),
 ) -> anyhow::Result<ConsumeCounts> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
-    let consumer: StreamConsumer = ClientConfig::new()
+    let security = ballast_kafka::KafkaSecurity {
+        protocol: if args.kafka_tls_ca.is_some() {
+            ballast_kafka::SecurityProtocol::Ssl
+        } else {
+            ballast_kafka::SecurityProtocol::Plaintext
+        },
+        ssl: ballast_kafka::KafkaSsl {
+            ca_file: args.kafka_tls_ca.clone(),
+            cert_file: args.kafka_tls_cert.clone(),
+            key_file: args.kafka_tls_key.clone(),
+        },
+    };
+    let mut config = ClientConfig::new();
+    for (k, v) in security.rdkafka_properties() {
+        config.set(k, v);
+    }
+    let consumer: StreamConsumer = config
         .set("bootstrap.servers", &args.bootstrap)
         .set("group.id", &args.group)
         .set("auto.offset.reset", "earliest")

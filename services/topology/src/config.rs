@@ -38,6 +38,9 @@ pub struct KafkaSource {
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
     pub metadata_timeout: Duration,
+    /// `plaintext` or `ssl`, as for the gateway (`kafka.security_protocol`).
+    pub security_protocol: ballast_kafka::SecurityProtocol,
+    pub ssl: ballast_kafka::KafkaSsl,
 }
 
 impl Default for KafkaSource {
@@ -47,11 +50,20 @@ impl Default for KafkaSource {
             client_id: "ballast-topology".into(),
             refresh_interval: Duration::from_millis(500),
             metadata_timeout: Duration::from_secs(2),
+            security_protocol: ballast_kafka::SecurityProtocol::Plaintext,
+            ssl: ballast_kafka::KafkaSsl::default(),
         }
     }
 }
 
 impl KafkaSource {
+    pub fn security(&self) -> ballast_kafka::KafkaSecurity {
+        ballast_kafka::KafkaSecurity {
+            protocol: self.security_protocol,
+            ssl: self.ssl.clone(),
+        }
+    }
+
     pub fn bootstrap_list(&self) -> Vec<String> {
         ballast_kafka::bootstrap_list(&self.bootstrap_servers)
     }
@@ -108,6 +120,7 @@ impl Default for TopologyConfig {
 impl TopologyConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.tls.validate()?;
+        self.kafka.security().validate(&Default::default())?;
         self.auth.validate()?;
         if self.kafka.bootstrap_list().is_empty() {
             anyhow::bail!("config: kafka.bootstrap_servers is empty");

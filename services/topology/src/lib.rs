@@ -30,12 +30,13 @@ pub fn spawn_poller(
     state: Arc<TopologyState>,
     kafka: &KafkaSource,
     registry: &mut Registry,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<tokio::task::JoinHandle<()>, ballast_kafka::Error> {
     let client = MetadataClient::new(
         kafka.bootstrap_list(),
         kafka.client_id.clone(),
         kafka.metadata_timeout,
-    );
+    )
+    .with_tls(kafka.security().tls_connector()?);
     let r = registry.sub_registry_with_prefix("ballast_topology");
     let version = Gauge::<i64>::default();
     let draining = Gauge::<i64>::default();
@@ -54,7 +55,7 @@ pub fn spawn_poller(
         failures.clone(),
     );
     let interval = kafka.refresh_interval;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_ok = true;
@@ -81,7 +82,7 @@ pub fn spawn_poller(
             draining.set(snap.draining_brokers.len() as i64);
             watchers.set(state.watchers() as i64);
         }
-    })
+    }))
 }
 
 /// Serves Topology (with health and reflection) on `listener` and metrics on `admin` until
@@ -106,7 +107,7 @@ pub async fn run_with_state(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let mut registry = Registry::default();
-    let poller = spawn_poller(state.clone(), &config.kafka, &mut registry);
+    let poller = spawn_poller(state.clone(), &config.kafka, &mut registry)?;
     let mut host = Host::start::<TopologyServer<TopologyService>>(
         admin,
         registry,

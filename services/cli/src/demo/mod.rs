@@ -393,6 +393,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let consumed = crate::consume::consume(
         &ConsumeArgs {
             bootstrap: bootstrap.clone(),
+            kafka_tls_ca: None,
+            kafka_tls_cert: None,
+            kafka_tls_key: None,
             topic: TOPIC.into(),
             group: "ballast-demo".into(),
             client: Default::default(),
