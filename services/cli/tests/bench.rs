@@ -31,7 +31,7 @@ fn bench_quick_produces_every_figure() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("P1")).count(),
-        3,
+        4,
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -44,6 +44,8 @@ fn bench_quick_produces_every_figure() {
         "direct_p99_ms",
         "gateway_p99_ms",
         "added_p99_ms",
+        "tls_records_per_sec",
+        "tls_ratio",
     ] {
         let x = p1[key]
             .as_f64()
@@ -112,6 +114,33 @@ fn bench_quick_produces_every_figure() {
     assert!(
         p6["peak_rss_mib"].as_f64() >= p6["baseline_rss_mib"].as_f64(),
         "{p6}"
+    );
+    // The 1 MiB phase: its figures, and an answer counted for every record offered.
+    let large = &p6["large"];
+    for key in [
+        "baseline_rss_mib",
+        "peak_rss_mib",
+        "inflight_budget_mib",
+        "request_buffers_mib",
+        "growth_over_bound",
+    ] {
+        let x = large[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("large.{key} missing: {v}"));
+        assert!(x.is_finite() && x >= 0.0, "large.{key} = {x}");
+    }
+    let offered = large["records_offered"].as_u64().unwrap();
+    let answered: u64 = large["answered"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(offered > 0 && answered == offered, "{large}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("P6")).count(),
+        2,
+        "{stdout}"
     );
     let p7 = &v["p7_locality"];
     share(p7, "gateway_local_share");
