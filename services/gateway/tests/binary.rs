@@ -326,3 +326,79 @@ async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// A broker certificate the gateway does not trust: the gateway logs an error naming the
+/// broker and the TLS failure, and its health stays NOT_SERVING; nothing hangs silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
+    use ballast_security::pki::{Authority, Name};
+    use std::io::{BufRead, BufReader};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-gw-kafka-ca"));
+    let ca = Authority::create(&dir, "kafka CA")?;
+    let broker = ca.issue(
+        "broker",
+        "kafka",
+        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
+    )?;
+    let other = Authority::create(&dir.join("other"), "not the brokers' CA")?;
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let proxy = ballast_testkit::kafka_tls::KafkaTlsProxy::start(
+        cluster.bootstrap_servers(),
+        &ballast_security::TlsConfig {
+            cert_file: Some(broker.cert_file.clone()),
+            key_file: Some(broker.key_file.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let grpc = ballast_testkit::process::free_port();
+    let admin = ballast_testkit::process::free_port();
+    let mut child = Command::new(BIN)
+        .env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &proxy.bootstrap)
+        .env("BALLAST_KAFKA__SECURITY_PROTOCOL", "ssl")
+        .env("BALLAST_KAFKA__SSL__CA_FILE", &other.ca_file)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("tls handshake failed") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let logged = rx.recv_timeout(Duration::from_secs(20));
+    let health = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))?
+            .connect()
+            .await?;
+        let mut c = HealthClient::new(channel);
+        anyhow::Ok(
+            c.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner()
+            .status,
+        )
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged.expect("an error about the broker's certificate within 20 s");
+    assert!(line.contains("127.0.0.1:"), "{line}");
+    assert_eq!(
+        health?,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
