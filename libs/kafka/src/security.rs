@@ -19,7 +19,9 @@ pub enum SecurityProtocol {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSsl {
-    /// PEM CA bundle that signs the brokers' certificates.
+    /// PEM CA bundle that signs the brokers' certificates; unset, the system's CA
+    /// certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set), as for a managed cluster
+    /// with public certificates.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate and key, for brokers that require mTLS.
     pub cert_file: Option<PathBuf>,
@@ -54,9 +56,6 @@ impl KafkaSecurity {
         if self.ssl.cert_file.is_some() != self.ssl.key_file.is_some() {
             return bad("kafka.ssl.cert_file and kafka.ssl.key_file go together".into());
         }
-        if self.protocol == SecurityProtocol::Ssl && self.ssl.ca_file.is_none() {
-            return bad("kafka.security_protocol ssl needs kafka.ssl.ca_file (the CA that signs the brokers' certificates)".into());
-        }
         if self.protocol == SecurityProtocol::Plaintext
             && (self.ssl.ca_file.is_some() || self.ssl.cert_file.is_some())
         {
@@ -90,20 +89,28 @@ impl KafkaSecurity {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let cfg_err = |m: String| crate::Error::Config(m);
-        let ca = self
-            .ssl
-            .ca_file
-            .as_ref()
-            .ok_or_else(|| cfg_err("kafka.ssl.ca_file is not set".into()))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca)
-            .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?
-        {
-            let cert =
-                cert.map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
+        match &self.ssl.ca_file {
+            Some(ca) => {
+                for cert in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?
+                {
+                    let cert = cert
+                        .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| cfg_err(format!("kafka.ssl.ca_file {}: {e}", ca.display())))?;
+                }
+            }
+            None => {
+                let (added, _) =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if added == 0 {
+                    return Err(cfg_err(
+                        "kafka.security_protocol is ssl, kafka.ssl.ca_file is not set, and no system CA certificates were found".into(),
+                    ));
+                }
+            }
         }
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

@@ -402,3 +402,57 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// `kafka.security_protocol: ssl` without `kafka.ssl.ca_file` trusts the system's CA
+/// certificates, on both Kafka paths (here the system store is `SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
+    use ballast_security::pki::{Authority, Name};
+    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-gw-sysca"));
+    let ca = Authority::create(&dir, "system CA")?;
+    let broker = ca.issue(
+        "broker",
+        "kafka",
+        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
+    )?;
+    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
+    let proxy = ballast_testkit::kafka_tls::KafkaTlsProxy::start(
+        cluster.bootstrap_servers(),
+        &ballast_security::TlsConfig {
+            cert_file: Some(broker.cert_file.clone()),
+            key_file: Some(broker.key_file.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let ca_file = ca.ca_file.display().to_string();
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[
+            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &proxy.bootstrap),
+            ("BALLAST_KAFKA__SECURITY_PROTOCOL", "ssl"),
+            ("SSL_CERT_FILE", &ca_file),
+            ("SSL_CERT_DIR", dir.to_str().unwrap()),
+        ],
+    )?;
+    wait_serving(svc.grpc).await?;
+    let mut client =
+        ballast_proto::ingest::v1::ingest_client::IngestClient::connect(svc.url()).await?;
+    let results = client
+        .produce(ballast_proto::ingest::v1::ProduceRequest {
+            records: (0..5)
+                .map(|i| record("events", None, &format!("{i}")))
+                .collect(),
+        })
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        results.iter().all(|r| kafka_ack(r).is_some()),
+        "{results:?}"
+    );
+    let status = svc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
