@@ -3,42 +3,19 @@
 //! front of the mock cluster (`ballast_testkit::kafka_tls`).
 
 use ballast_gateway::{Gateway, GatewayConfig};
-use ballast_kafka::{
-    EmbeddedCluster, EmbeddedClusterConfig, KafkaSecurity, KafkaSsl, MetadataClient,
-    SecurityProtocol,
-};
+use ballast_kafka::{KafkaSecurity, KafkaSsl, MetadataClient, SecurityProtocol};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use ballast_security::pki::{Authority, Name};
-use ballast_security::TlsConfig;
-use ballast_testkit::deps::unique;
-use ballast_testkit::kafka_tls::KafkaTlsProxy;
+use ballast_security::pki::Authority;
+use ballast_testkit::kafka_tls::TlsKafka;
 use ballast_testkit::{kafka_ack, record, wait_serving};
 use std::collections::HashSet;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(unique("ballast-kafka-tls"));
-    let ca = Authority::create(&dir, "kafka CA")?;
-    let broker = ca.issue(
-        "broker",
-        "kafka",
-        &[
-            Name::Dns("localhost"),
-            Name::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
-        ],
-    )?;
-    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let proxy = KafkaTlsProxy::start(
-        cluster.bootstrap_servers(),
-        &TlsConfig {
-            cert_file: Some(broker.cert_file.clone()),
-            key_file: Some(broker.key_file.clone()),
-            ..TlsConfig::default()
-        },
-    )
-    .await?;
+    let kafka = TlsKafka::start(false).await?;
+    let (ca, dir, proxy) = (&kafka.ca, &kafka.dir, &kafka.proxy);
     let ssl = KafkaSsl {
         ca_file: Some(ca.ca_file.clone()),
         ..KafkaSsl::default()
@@ -187,7 +164,6 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     served.await??;
 
     local.stop().await?;
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -195,25 +171,9 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
 /// paths; without one, nothing does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_to_kafka_on_both_paths() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(unique("ballast-kafka-mtls"));
-    let ca = Authority::create(&dir, "kafka CA")?;
-    let broker = ca.issue(
-        "broker",
-        "kafka",
-        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
-    )?;
+    let kafka = TlsKafka::start(true).await?;
+    let (ca, proxy) = (&kafka.ca, &kafka.proxy);
     let client = ca.issue("ballast", "ballast", &[])?;
-    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let proxy = KafkaTlsProxy::start(
-        cluster.bootstrap_servers(),
-        &TlsConfig {
-            cert_file: Some(broker.cert_file.clone()),
-            key_file: Some(broker.key_file.clone()),
-            client_ca_file: Some(ca.ca_file.clone()),
-            ..TlsConfig::default()
-        },
-    )
-    .await?;
     let with_cert = KafkaSecurity {
         protocol: SecurityProtocol::Ssl,
         ssl: KafkaSsl {
@@ -290,6 +250,5 @@ async fn mutual_tls_to_kafka_on_both_paths() -> anyhow::Result<()> {
         refused.is_err(),
         "a write without a client certificate got through"
     );
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -206,3 +206,54 @@ fn rewrite_coordinator(
     resp.encode(&mut out, version)?;
     Ok(out.to_vec())
 }
+
+/// A mock cluster reachable only over TLS: the cluster, the proxy in front of it, and the
+/// CA that signed the brokers' certificate (127.0.0.1, localhost); its files go on drop.
+#[derive(Debug)]
+pub struct TlsKafka {
+    pub cluster: ballast_kafka::EmbeddedCluster,
+    pub proxy: KafkaTlsProxy,
+    pub ca: ballast_security::pki::Authority,
+    pub dir: std::path::PathBuf,
+}
+
+impl TlsKafka {
+    /// With `require_client_cert`, brokers accept only clients whose certificate this CA
+    /// signed (mTLS).
+    pub async fn start(require_client_cert: bool) -> anyhow::Result<Self> {
+        use ballast_security::pki::{Authority, Name};
+        let dir = std::env::temp_dir().join(crate::deps::unique("ballast-kafka-tls"));
+        let ca = Authority::create(&dir, "kafka CA")?;
+        let broker = ca.issue(
+            "broker",
+            "kafka",
+            &[
+                Name::Dns("localhost"),
+                Name::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+            ],
+        )?;
+        let cluster = ballast_kafka::EmbeddedCluster::start(Default::default())?;
+        let proxy = KafkaTlsProxy::start(
+            cluster.bootstrap_servers(),
+            &TlsConfig {
+                cert_file: Some(broker.cert_file),
+                key_file: Some(broker.key_file),
+                client_ca_file: require_client_cert.then(|| ca.ca_file.clone()),
+                ..TlsConfig::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            cluster,
+            proxy,
+            ca,
+            dir,
+        })
+    }
+}
+
+impl Drop for TlsKafka {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -331,35 +331,19 @@ async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow
 /// broker and the TLS failure, and its health stays NOT_SERVING; nothing hangs silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
-    use ballast_security::pki::{Authority, Name};
+    use ballast_security::pki::Authority;
     use std::io::{BufRead, BufReader};
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-gw-kafka-ca"));
-    let ca = Authority::create(&dir, "kafka CA")?;
-    let broker = ca.issue(
-        "broker",
-        "kafka",
-        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
-    )?;
-    let other = Authority::create(&dir.join("other"), "not the brokers' CA")?;
-    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let proxy = ballast_testkit::kafka_tls::KafkaTlsProxy::start(
-        cluster.bootstrap_servers(),
-        &ballast_security::TlsConfig {
-            cert_file: Some(broker.cert_file.clone()),
-            key_file: Some(broker.key_file.clone()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let kafka = ballast_testkit::kafka_tls::TlsKafka::start(false).await?;
+    let other = Authority::create(&kafka.dir.join("other"), "not the brokers' CA")?;
     let grpc = ballast_testkit::process::free_port();
     let admin = ballast_testkit::process::free_port();
     let mut child = Command::new(BIN)
         .env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &proxy.bootstrap)
+        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &kafka.proxy.bootstrap)
         .env("BALLAST_KAFKA__SECURITY_PROTOCOL", "ssl")
         .env("BALLAST_KAFKA__SSL__CA_FILE", &other.ca_file)
         .stderr(std::process::Stdio::piped())
@@ -399,7 +383,6 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
         health?,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -407,32 +390,15 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
 /// certificates, on both Kafka paths (here the system store is `SSL_CERT_FILE`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
-    use ballast_security::pki::{Authority, Name};
-    let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-gw-sysca"));
-    let ca = Authority::create(&dir, "system CA")?;
-    let broker = ca.issue(
-        "broker",
-        "kafka",
-        &[Name::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
-    )?;
-    let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default())?;
-    let proxy = ballast_testkit::kafka_tls::KafkaTlsProxy::start(
-        cluster.bootstrap_servers(),
-        &ballast_security::TlsConfig {
-            cert_file: Some(broker.cert_file.clone()),
-            key_file: Some(broker.key_file.clone()),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let ca_file = ca.ca_file.display().to_string();
+    let kafka = ballast_testkit::kafka_tls::TlsKafka::start(false).await?;
+    let ca_file = kafka.ca.ca_file.display().to_string();
     let mut svc = ServiceProcess::spawn(
         BIN,
         &[
-            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &proxy.bootstrap),
+            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &kafka.proxy.bootstrap),
             ("BALLAST_KAFKA__SECURITY_PROTOCOL", "ssl"),
             ("SSL_CERT_FILE", &ca_file),
-            ("SSL_CERT_DIR", dir.to_str().unwrap()),
+            ("SSL_CERT_DIR", kafka.dir.to_str().unwrap()),
         ],
     )?;
     wait_serving(svc.grpc).await?;
@@ -453,6 +419,5 @@ async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
     );
     let status = svc.terminate(Duration::from_secs(20))?;
     assert!(status.success(), "{status}");
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
