@@ -8,7 +8,6 @@
 use crate::queue::QueueError;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// The pointer's type name in the extended client's format.
 const POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
@@ -187,12 +186,8 @@ impl Offload {
             .customize()
             // A put answers a waiting client: bound it like an SQS send.
             .config_override(
-                aws_sdk_s3::config::Builder::default().timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(Duration::from_secs(5))
-                        .operation_timeout(Duration::from_secs(10))
-                        .build(),
-                ),
+                aws_sdk_s3::config::Builder::default()
+                    .timeout_config(crate::sqs::enqueue_timeouts()),
             )
             .send()
             .await

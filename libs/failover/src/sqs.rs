@@ -86,6 +86,14 @@ struct Outgoing {
     offloaded: Option<(Pointer, usize)>,
 }
 
+/// The deadlines of a call that answers a waiting client (an SQS send, an S3 put).
+pub(crate) fn enqueue_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(10))
+        .build()
+}
+
 /// SQS counts delays in whole seconds; a positive delay is never rounded down to none.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
@@ -365,12 +373,7 @@ impl SqsQueue {
             .customize()
             // An enqueue answers a waiting client: bound it tighter than a long poll.
             .config_override(
-                aws_sdk_sqs::config::Builder::default().timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(Duration::from_secs(5))
-                        .operation_timeout(Duration::from_secs(10))
-                        .build(),
-                ),
+                aws_sdk_sqs::config::Builder::default().timeout_config(enqueue_timeouts()),
             )
             .send()
             .await

@@ -139,3 +139,30 @@ impl Drop for ReadyProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Spawns `cmd` with stderr piped and waits up to `timeout` for its first stderr line that
+/// contains `needle`. Returns the running child (the caller stops it) and that line, or
+/// None when no such line came in time.
+pub fn spawn_until_stderr(
+    mut cmd: Command,
+    needle: &'static str,
+    timeout: Duration,
+) -> anyhow::Result<(Child, Option<String>)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("spawn: {e}"))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(needle) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    Ok((child, rx.recv_timeout(timeout).ok()))
+}

@@ -2,7 +2,7 @@
 
 use ballast_dedup_store::client::DedupClient;
 use ballast_proto::dedup::v1 as pb;
-use ballast_testkit::process::ServiceProcess;
+use ballast_testkit::process::{spawn_until_stderr, ServiceProcess};
 use ballast_testkit::redis::RedisServer;
 use ballast_testkit::wait_serving;
 use std::process::Command;
@@ -57,27 +57,13 @@ async fn serves_redis_and_exits_on_sigterm() -> anyhow::Result<()> {
 /// guarantee needs persistence.
 #[test]
 fn warns_at_start_when_redis_settings_break_the_guarantee() {
-    use std::io::{BufRead, BufReader};
     let redis = RedisServer::start();
-    let mut child = Command::new(BIN)
-        .env("BALLAST_REDIS__URL", redis.url())
+    let mut cmd = Command::new(BIN);
+    cmd.env("BALLAST_REDIS__URL", redis.url())
         .env("BALLAST_LISTEN", "127.0.0.1:0")
-        .env("BALLAST_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("persistence is off") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let warned = rx.recv_timeout(Duration::from_secs(20));
+        .env("BALLAST_ADMIN_LISTEN", "127.0.0.1:0");
+    let (mut child, warned) =
+        spawn_until_stderr(cmd, "persistence is off", Duration::from_secs(20)).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let line = warned.expect("a persistence warning at start");
@@ -87,27 +73,13 @@ fn warns_at_start_when_redis_settings_break_the_guarantee() {
 /// Without `auth.policy_file` a service runs open, and says so at start.
 #[test]
 fn running_open_is_announced_at_start() {
-    use std::io::{BufRead, BufReader};
     let port = |_| ballast_testkit::process::free_port().to_string();
-    let mut child = Command::new(BIN)
-        .env("BALLAST_BACKEND", "memory")
+    let mut cmd = Command::new(BIN);
+    cmd.env("BALLAST_BACKEND", "memory")
         .env("BALLAST_LISTEN", format!("127.0.0.1:{}", port(())))
-        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", port(())))
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("AUTH IS OFF") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let warned = rx.recv_timeout(Duration::from_secs(20));
+        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{}", port(())));
+    let (mut child, warned) =
+        spawn_until_stderr(cmd, "AUTH IS OFF", Duration::from_secs(20)).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let line = warned.expect("the open-service warning within 20 s");

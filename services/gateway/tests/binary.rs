@@ -332,7 +332,6 @@ async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
     use ballast_security::pki::Authority;
-    use std::io::{BufRead, BufReader};
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
@@ -340,26 +339,17 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
     let other = Authority::create(&kafka.dir.join("other"), "not the brokers' CA")?;
     let grpc = ballast_testkit::process::free_port();
     let admin = ballast_testkit::process::free_port();
-    let mut child = Command::new(BIN)
-        .env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
+    let mut cmd = Command::new(BIN);
+    cmd.env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &kafka.proxy.bootstrap)
         .env("BALLAST_KAFKA__SECURITY_PROTOCOL", "ssl")
-        .env("BALLAST_KAFKA__SSL__CA_FILE", &other.ca_file)
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("tls handshake failed") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let logged = rx.recv_timeout(Duration::from_secs(20));
+        .env("BALLAST_KAFKA__SSL__CA_FILE", &other.ca_file);
+    let (mut child, logged) = ballast_testkit::process::spawn_until_stderr(
+        cmd,
+        "tls handshake failed",
+        Duration::from_secs(20),
+    )?;
     let health = async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))?
             .connect()
