@@ -1,20 +1,20 @@
 //! Kafka over TLS on both Kafka paths: librdkafka (the gateway's producer, and a consumer
 //! reading back) and the protocol-level metadata client, through a real TLS endpoint in
-//! front of the mock cluster (`ballast_testkit::kafka_tls`).
+//! front of the mock cluster (`ballast_testkit::kafka_proxy`).
 
 use ballast_gateway::{Gateway, GatewayConfig};
 use ballast_kafka::{KafkaSecurity, KafkaSsl, MetadataClient, SecurityProtocol};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
 use ballast_security::pki::Authority;
-use ballast_testkit::kafka_tls::TlsKafka;
+use ballast_testkit::kafka_proxy::SecureKafka;
 use ballast_testkit::{kafka_ack, record, wait_serving};
 use std::collections::HashSet;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::Result<()> {
-    let kafka = TlsKafka::start(false).await?;
+    let kafka = SecureKafka::tls(false).await?;
     let (ca, dir, proxy) = (&kafka.ca, &kafka.dir, &kafka.proxy);
     let ssl = KafkaSsl {
         ca_file: Some(ca.ca_file.clone()),
@@ -68,6 +68,7 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
         proxy.bootstrap.clone(),
         KafkaSecurity {
             protocol: SecurityProtocol::Ssl,
+            sasl: Default::default(),
             ssl: ssl.clone(),
         },
     );
@@ -90,6 +91,7 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     let other = Authority::create(&dir.join("other"), "another CA")?;
     let untrusting = KafkaSecurity {
         protocol: SecurityProtocol::Ssl,
+        sasl: Default::default(),
         ssl: KafkaSsl {
             ca_file: Some(other.ca_file.clone()),
             ..KafkaSsl::default()
@@ -171,11 +173,12 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
 /// paths; without one, nothing does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_to_kafka_on_both_paths() -> anyhow::Result<()> {
-    let kafka = TlsKafka::start(true).await?;
+    let kafka = SecureKafka::tls(true).await?;
     let (ca, proxy) = (&kafka.ca, &kafka.proxy);
     let client = ca.issue("ballast", "ballast", &[])?;
     let with_cert = KafkaSecurity {
         protocol: SecurityProtocol::Ssl,
+        sasl: Default::default(),
         ssl: KafkaSsl {
             ca_file: Some(ca.ca_file.clone()),
             cert_file: Some(client.cert_file.clone()),
@@ -184,6 +187,7 @@ async fn mutual_tls_to_kafka_on_both_paths() -> anyhow::Result<()> {
     };
     let without = KafkaSecurity {
         protocol: SecurityProtocol::Ssl,
+        sasl: Default::default(),
         ssl: KafkaSsl {
             ca_file: Some(ca.ca_file.clone()),
             ..KafkaSsl::default()

@@ -1,5 +1,6 @@
 //! Kafka connection and producer settings.
 
+use crate::sasl::KafkaSasl;
 use crate::security::{KafkaSecurity, KafkaSsl, SecurityProtocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,13 +25,16 @@ pub struct KafkaConfig {
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
     pub metadata_timeout: Duration,
-    /// `plaintext` or `ssl`, for the producer and the metadata client alike.
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`, for the producer and the
+    /// metadata client alike.
     pub security_protocol: SecurityProtocol,
-    /// The CA (and client certificate, for mTLS) of `ssl`.
+    /// The CA (and client certificate, for mTLS) of `ssl` and `sasl_ssl`.
     pub ssl: KafkaSsl,
+    /// The mechanism and credentials of `sasl_plaintext` and `sasl_ssl`.
+    pub sasl: KafkaSasl,
     /// Extra librdkafka producer properties (compression: `compression.type` gzip, lz4,
     /// zstd or snappy; batching, ...). They override Ballast's own settings except `acks`
-    /// and `enable.idempotence`; security is set only by `security_protocol` and `ssl`.
+    /// and `enable.idempotence`; security is set only by `security_protocol`, `ssl` and `sasl`.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -45,6 +49,7 @@ impl Default for KafkaConfig {
             metadata_timeout: Duration::from_secs(2),
             security_protocol: SecurityProtocol::Plaintext,
             ssl: KafkaSsl::default(),
+            sasl: KafkaSasl::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -92,6 +97,7 @@ impl KafkaConfig {
         KafkaSecurity {
             protocol: self.security_protocol,
             ssl: self.ssl.clone(),
+            sasl: self.sasl.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod metadata;
 mod producer;
 mod reader;
+pub mod sasl;
 mod security;
 
 pub use classify::{classify, classify_code};
@@ -19,6 +20,7 @@ pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
 pub use reader::{read_topic, read_topic_with, Landed};
+pub use sasl::{KafkaContext, KafkaSasl, SaslAuth, SaslMechanism};
 pub use security::{KafkaSecurity, KafkaSsl, SecurityProtocol};
 
 /// Errors of this crate.

@@ -4,17 +4,24 @@
 //! so Ballast asks the brokers itself: ApiVersions to negotiate, then Metadata at the
 //! highest version both sides know (at most 12). It tries the brokers it knows in turn,
 //! bootstrap servers first, so one dead broker never blinds it.
+//!
+//! On a secured cluster it speaks TLS and SASL as the producer does: SaslHandshake v1,
+//! then SaslAuthenticate with PLAIN, SCRAM or an OAUTHBEARER token, and reconnects before
+//! the session lifetime the broker grants runs out (KIP-368).
 
+use crate::sasl::scram::{ScramClient, ScramHash};
+use crate::sasl::{SaslAuth, SaslMechanism};
 use crate::Error;
 use ballast_balancer::PartitionMeta;
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -102,6 +109,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 struct Conn {
     stream: Box<dyn Io>,
     metadata_version: i16,
+    /// When the broker's SASL session lapses; the connection is replaced before then.
+    reauthenticate_at: Option<Instant>,
 }
 
 /// Fetches cluster metadata over the Kafka protocol.
@@ -113,6 +122,7 @@ pub struct MetadataClient {
     conn: Mutex<Option<Conn>>,
     correlation: AtomicI32,
     tls: Option<tokio_rustls::TlsConnector>,
+    sasl: Option<SaslAuth>,
 }
 
 impl std::fmt::Debug for MetadataClient {
@@ -133,7 +143,21 @@ impl MetadataClient {
             conn: Mutex::new(None),
             correlation: AtomicI32::new(1),
             tls: None,
+            sasl: None,
         }
+    }
+
+    /// Reaches the brokers as `security` says: TLS and SASL, secrets read from their files.
+    pub fn with_security(self, security: &crate::KafkaSecurity) -> Result<Self, Error> {
+        let tls = security.tls_connector()?;
+        let sasl = security.sasl_auth()?;
+        Ok(self.with_tls(tls).with_sasl(sasl))
+    }
+
+    /// Authenticates every connection with `sasl`.
+    pub fn with_sasl(mut self, sasl: Option<SaslAuth>) -> Self {
+        self.sasl = sasl;
+        self
     }
 
     /// Speaks TLS to every broker with `tls` (see `KafkaSecurity::tls_connector`).
@@ -146,6 +170,13 @@ impl MetadataClient {
     /// previously seen broker in turn.
     pub async fn fetch(&self) -> Result<ClusterMetadata, Error> {
         let mut guard = self.conn.lock().await;
+        if guard
+            .as_ref()
+            .and_then(|c| c.reauthenticate_at)
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            *guard = None;
+        }
         if let Some(conn) = guard.as_mut() {
             match tokio::time::timeout(self.timeout, self.metadata(conn)).await {
                 Ok(Ok(md)) => return Ok(self.remember(md)),
@@ -214,6 +245,7 @@ impl MetadataClient {
         let mut conn = Conn {
             stream,
             metadata_version: MIN_METADATA_VERSION,
+            reauthenticate_at: None,
         };
         // ApiVersions v0 is understood by every broker; newer ones may not be.
         let resp: ApiVersionsResponse = self
@@ -244,7 +276,107 @@ impl MetadataClient {
             )));
         }
         conn.metadata_version = version;
+        if let Some(auth) = &self.sasl {
+            let authenticate = resp
+                .api_keys
+                .iter()
+                .find(|k| k.api_key == ApiKey::SaslAuthenticate as i16)
+                .map_or(0, |k| k.max_version.clamp(0, 1));
+            self.authenticate(&mut conn, addr, auth, authenticate)
+                .await?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1, then the mechanism's exchange in SaslAuthenticate requests.
+    async fn authenticate(
+        &self,
+        conn: &mut Conn,
+        addr: &str,
+        auth: &SaslAuth,
+        version: i16,
+    ) -> Result<(), Error> {
+        let mechanism = auth.mechanism();
+        let fail = |m: String| {
+            Error::Metadata(format!(
+                "broker {addr}: SASL {mechanism} authentication failed: {m}"
+            ))
+        };
+        let handshake: SaslHandshakeResponse = self
+            .call(
+                conn,
+                ApiKey::SaslHandshake,
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism.wire_name())),
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(fail(format!(
+                "the broker does not offer {} (error code {}; it offers {offered:?})",
+                mechanism.wire_name(),
+                handshake.error_code
+            )));
+        }
+        let mut lifetime_ms = 0;
+        let mut step = async |conn: &mut Conn, bytes: Vec<u8>| -> Result<Vec<u8>, Error> {
+            let resp: SaslAuthenticateResponse = self
+                .call(
+                    conn,
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(bytes.into()),
+                )
+                .await?;
+            if resp.error_code != 0 {
+                return Err(fail(match resp.error_message {
+                    Some(m) => format!("{m} (error code {})", resp.error_code),
+                    None => format!("error code {}", resp.error_code),
+                }));
+            }
+            lifetime_ms = resp.session_lifetime_ms;
+            Ok(resp.auth_bytes.to_vec())
+        };
+        match auth {
+            SaslAuth::Plain { user, password } => {
+                step(conn, format!("\0{user}\0{password}").into_bytes()).await?;
+            }
+            SaslAuth::Scram {
+                mechanism,
+                user,
+                password,
+            } => {
+                let hash = match mechanism {
+                    SaslMechanism::ScramSha256 => ScramHash::Sha256,
+                    _ => ScramHash::Sha512,
+                };
+                let scram = |e: crate::sasl::scram::ScramError| fail(e.to_string());
+                let mut client = ScramClient::new(hash, user, password).map_err(scram)?;
+                let first = step(conn, client.client_first().into_bytes()).await?;
+                let last = client
+                    .client_final(&String::from_utf8_lossy(&first))
+                    .map_err(scram)?;
+                let verdict = step(conn, last.into_bytes()).await?;
+                client
+                    .verify_server_final(&String::from_utf8_lossy(&verdict))
+                    .map_err(scram)?;
+            }
+            SaslAuth::Bearer(source) => {
+                let token = source.fetch().await.map_err(|e| fail(e.to_string()))?;
+                step(
+                    conn,
+                    format!("n,,\x01auth=Bearer {}\x01\x01", token.token).into_bytes(),
+                )
+                .await?;
+            }
+        }
+        if lifetime_ms > 0 {
+            // Reconnect once 90% of the session has passed.
+            conn.reauthenticate_at =
+                Some(Instant::now() + Duration::from_millis(lifetime_ms as u64 * 9 / 10));
+        }
+        Ok(())
     }
 
     async fn metadata(&self, conn: &mut Conn) -> Result<ClusterMetadata, Error> {

@@ -6,12 +6,14 @@
 //! the same config; writes caught in it fail with `FailureKind::ProducerFatal`, which is
 //! retryable and never counts against a partition.
 
-use crate::{classify, KafkaConfig};
+use crate::{classify, KafkaConfig, KafkaContext};
 use ballast_balancer::FailureKind;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
+
+type FutureProducer = rdkafka::producer::FutureProducer<KafkaContext>;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -45,6 +47,7 @@ pub struct WriteError {
 #[derive(Clone)]
 pub struct KafkaProducer {
     config: ClientConfig,
+    context: KafkaContext,
     current: Arc<RwLock<Arc<FutureProducer>>>,
     rebuilds: Arc<AtomicU64>,
     write_timeout: Duration,
@@ -79,13 +82,15 @@ impl KafkaProducer {
         for (k, v) in &cfg.properties {
             cc.set(k, v);
         }
-        for (k, v) in cfg.security().rdkafka_properties() {
+        let (security, context) = cfg.security().rdkafka_config()?;
+        for (k, v) in security {
             cc.set(k, v);
         }
         cc.set("acks", "all").set("enable.idempotence", "true");
-        let inner: FutureProducer = cc.create()?;
+        let inner: FutureProducer = cc.create_with_context(context.clone())?;
         Ok(Self {
             config: cc,
+            context,
             current: Arc::new(RwLock::new(Arc::new(inner))),
             rebuilds: Arc::new(AtomicU64::new(0)),
             write_timeout: cfg.write_timeout,
@@ -112,7 +117,7 @@ impl KafkaProducer {
         };
         let mut current = self.current.write().expect("producer lock");
         if Arc::ptr_eq(&current, producer) {
-            match self.config.create::<FutureProducer>() {
+            match self.config.create_with_context::<_, FutureProducer>(self.context.clone()) {
                 Ok(fresh) => {
                     *current = Arc::new(fresh);
                     self.rebuilds.fetch_add(1, Ordering::Relaxed);

@@ -60,10 +60,16 @@ pub fn read_topic_with(
     cc.set("bootstrap.servers", bootstrap)
         .set("group.id", format!("ballast-reader-{topic}"))
         .set("enable.auto.commit", "false");
-    for (k, v) in security.rdkafka_properties() {
+    let (properties, context) = security.rdkafka_config()?;
+    for (k, v) in properties {
         cc.set(k, v);
     }
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer: BaseConsumer<crate::KafkaContext> = cc.create_with_context(context)?;
+    // An OAUTHBEARER token is handed over while the consumer is polled; before the first
+    // poll no connection can authenticate.
+    if security.protocol.uses_sasl() {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions: Vec<i32> = md
         .topics()

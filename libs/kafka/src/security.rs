@@ -1,19 +1,45 @@
 //! How Ballast reaches secured brokers. One setting maps onto both Kafka clients, so they
-//! can never disagree: librdkafka (the producer and consumers) gets `security.protocol`
-//! and `ssl.*` properties, and the protocol-level metadata client gets a rustls
-//! connector with the same CA and client certificate.
+//! can never disagree: librdkafka (the producer and consumers) gets `security.protocol`,
+//! `ssl.*` and `sasl.*` properties (and OAUTHBEARER tokens from [`KafkaContext`]), and the
+//! protocol-level metadata client gets a rustls connector with the same CA and client
+//! certificate and the same SASL credentials.
 
+use crate::sasl::{KafkaContext, KafkaSasl, SaslAuth};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
     /// TLS to every broker (mTLS with `kafka.ssl.cert_file` and `key_file`).
     Ssl,
+    /// SASL (`kafka.sasl`) without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    /// librdkafka's `security.protocol` value.
+    fn rdkafka_name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,15 +54,20 @@ pub struct KafkaSsl {
     pub key_file: Option<PathBuf>,
 }
 
+/// librdkafka properties, in the order they are set.
+pub type RdkafkaProperties = Vec<(&'static str, String)>;
+
 /// The security part of the Kafka config, shared by the producer, consumers and the
 /// metadata client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KafkaSecurity {
     pub protocol: SecurityProtocol,
     pub ssl: KafkaSsl,
+    pub sasl: KafkaSasl,
 }
 
-/// librdkafka properties that only `kafka.security_protocol` and `kafka.ssl.*` may set.
+/// librdkafka properties that only `kafka.security_protocol`, `kafka.ssl.*` and
+/// `kafka.sasl.*` may set.
 const OWNED_PREFIXES: [&str; 3] = ["security.protocol", "ssl.", "sasl."];
 
 impl KafkaSecurity {
@@ -50,25 +81,42 @@ impl KafkaSecurity {
             .find(|k| OWNED_PREFIXES.iter().any(|p| k.starts_with(p)))
         {
             return bad(format!(
-                "kafka.properties may not set {k}: use kafka.security_protocol and kafka.ssl.*, which apply to every Kafka client Ballast runs"
+                "kafka.properties may not set {k}: use kafka.security_protocol, kafka.ssl.* and kafka.sasl.*, which apply to every Kafka client Ballast runs"
             ));
         }
         if self.ssl.cert_file.is_some() != self.ssl.key_file.is_some() {
             return bad("kafka.ssl.cert_file and kafka.ssl.key_file go together".into());
         }
-        if self.protocol == SecurityProtocol::Plaintext
+        if !self.protocol.uses_tls()
             && (self.ssl.ca_file.is_some() || self.ssl.cert_file.is_some())
         {
-            return bad("kafka.ssl.* is set but kafka.security_protocol is plaintext".into());
+            return bad(format!(
+                "kafka.ssl.* is set but kafka.security_protocol is {}",
+                self.protocol.rdkafka_name()
+            ));
         }
-        Ok(())
+        self.sasl.validate(self.protocol.uses_sasl())
     }
 
-    /// The librdkafka properties for these settings.
-    pub fn rdkafka_properties(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if self.protocol == SecurityProtocol::Ssl {
-            out.push(("security.protocol", "ssl".to_string()));
+    /// The SASL credentials, secrets read from their files; `None` without SASL.
+    pub fn sasl_auth(&self) -> Result<Option<SaslAuth>, crate::Error> {
+        if !self.protocol.uses_sasl() {
+            return Ok(None);
+        }
+        self.sasl.resolve()
+    }
+
+    /// The librdkafka properties for these settings (secrets read from their files), and
+    /// the client context that supplies OAUTHBEARER tokens.
+    pub fn rdkafka_config(
+        &self,
+    ) -> Result<(RdkafkaProperties, KafkaContext), crate::Error> {
+        let mut out = vec![("security.protocol", self.protocol.rdkafka_name().to_string())];
+        let auth = self.sasl_auth()?;
+        if let Some(auth) = &auth {
+            auth.rdkafka_properties(&mut out);
+        }
+        if self.protocol.uses_tls() {
             let path = |p: &PathBuf| p.display().to_string();
             if let Some(ca) = &self.ssl.ca_file {
                 out.push(("ssl.ca.location", path(ca)));
@@ -78,12 +126,12 @@ impl KafkaSecurity {
                 out.push(("ssl.key.location", path(k)));
             }
         }
-        out
+        Ok((out, KafkaContext::new(auth.as_ref())))
     }
 
-    /// The metadata client's TLS connector, for `ssl`.
+    /// The metadata client's TLS connector, for `ssl` and `sasl_ssl`.
     pub fn tls_connector(&self) -> Result<Option<tokio_rustls::TlsConnector>, crate::Error> {
-        if self.protocol != SecurityProtocol::Ssl {
+        if !self.protocol.uses_tls() {
             return Ok(None);
         }
         use rustls::pki_types::pem::PemObject;
@@ -107,7 +155,7 @@ impl KafkaSecurity {
                     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
                 if added == 0 {
                     return Err(cfg_err(
-                        "kafka.security_protocol is ssl, kafka.ssl.ca_file is not set, and no system CA certificates were found".into(),
+                        "kafka.security_protocol uses TLS, kafka.ssl.ca_file is not set, and no system CA certificates were found".into(),
                     ));
                 }
             }

@@ -30,7 +30,6 @@ impl Placement {
         cfg: BalancerConfig,
         metrics: WriteMetrics,
     ) -> Result<Self, ballast_kafka::Error> {
-        let tls = kafka.security().tls_connector()?;
         Ok(Self {
             balancer: Mutex::new(Balancer::new(cfg)),
             client: MetadataClient::new(
@@ -38,7 +37,7 @@ impl Placement {
                 kafka.client_id.clone(),
                 kafka.metadata_timeout,
             )
-            .with_tls(tls),
+            .with_security(&kafka.security())?,
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             reachable: AtomicBool::new(false),
             last_forced_refresh: Mutex::new(None),

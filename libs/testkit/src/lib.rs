@@ -8,7 +8,7 @@
 pub use ballast_kafka::Landed;
 use ballast_proto::ingest::v1 as pb;
 pub mod deps;
-pub mod kafka_tls;
+pub mod kafka_proxy;
 pub mod otlp;
 pub mod postgres;
 pub mod process;

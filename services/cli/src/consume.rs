@@ -20,6 +20,21 @@ pub struct ConsumeArgs {
     pub kafka_tls_cert: Option<std::path::PathBuf>,
     #[arg(long, requires = "kafka_tls_cert")]
     pub kafka_tls_key: Option<std::path::PathBuf>,
+    /// SASL to Kafka: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM
+    /// (over TLS when --kafka-tls-ca is given).
+    #[arg(long, env = "BALLAST_KAFKA_SASL_MECHANISM", value_parser = parse_mechanism)]
+    pub kafka_sasl_mechanism: Option<ballast_kafka::SaslMechanism>,
+    #[arg(long, env = "BALLAST_KAFKA_SASL_USERNAME", requires = "kafka_sasl_mechanism")]
+    pub kafka_sasl_username: Option<String>,
+    /// A file holding the SASL password.
+    #[arg(long, env = "BALLAST_KAFKA_SASL_PASSWORD_FILE", requires = "kafka_sasl_mechanism")]
+    pub kafka_sasl_password_file: Option<std::path::PathBuf>,
+    /// A file holding the OAUTHBEARER token.
+    #[arg(long, env = "BALLAST_KAFKA_SASL_TOKEN_FILE", requires = "kafka_sasl_mechanism")]
+    pub kafka_sasl_token_file: Option<std::path::PathBuf>,
+    /// AWS_MSK_IAM: the cluster's region.
+    #[arg(long, env = "BALLAST_KAFKA_SASL_AWS_REGION", requires = "kafka_sasl_mechanism")]
+    pub kafka_sasl_aws_region: Option<String>,
     #[arg(long)]
     pub topic: String,
     /// The consumer group, also the dedup group.
@@ -57,6 +72,45 @@ pub struct ConsumeArgs {
     pub processed_log: Option<std::path::PathBuf>,
 }
 
+fn parse_mechanism(s: &str) -> Result<ballast_kafka::SaslMechanism, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("{s}: expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM")
+    })
+}
+
+impl ConsumeArgs {
+    /// The Kafka security these flags describe: TLS with `--kafka-tls-ca`, SASL with
+    /// `--kafka-sasl-mechanism`.
+    pub fn kafka_security(&self) -> anyhow::Result<ballast_kafka::KafkaSecurity> {
+        use ballast_kafka::SecurityProtocol::*;
+        let protocol = match (self.kafka_tls_ca.is_some(), self.kafka_sasl_mechanism.is_some()) {
+            (false, false) => Plaintext,
+            (true, false) => Ssl,
+            (false, true) => SaslPlaintext,
+            (true, true) => SaslSsl,
+        };
+        let security = ballast_kafka::KafkaSecurity {
+            protocol,
+            ssl: ballast_kafka::KafkaSsl {
+                ca_file: self.kafka_tls_ca.clone(),
+                cert_file: self.kafka_tls_cert.clone(),
+                key_file: self.kafka_tls_key.clone(),
+            },
+            sasl: ballast_kafka::KafkaSasl {
+                mechanism: self.kafka_sasl_mechanism,
+                username: self.kafka_sasl_username.clone(),
+                password_file: self.kafka_sasl_password_file.clone(),
+                token_file: self.kafka_sasl_token_file.clone(),
+                aws_region: self.kafka_sasl_aws_region.clone(),
+            },
+        };
+        security
+            .validate(&Default::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(security)
+    }
+}
+
 /// What a consumer run saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConsumeCounts {
@@ -74,23 +128,13 @@ pub async fn consume(
     mut progress: impl FnMut(&ConsumeCounts),
 ) -> anyhow::Result<ConsumeCounts> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
-    let security = ballast_kafka::KafkaSecurity {
-        protocol: if args.kafka_tls_ca.is_some() {
-            ballast_kafka::SecurityProtocol::Ssl
-        } else {
-            ballast_kafka::SecurityProtocol::Plaintext
-        },
-        ssl: ballast_kafka::KafkaSsl {
-            ca_file: args.kafka_tls_ca.clone(),
-            cert_file: args.kafka_tls_cert.clone(),
-            key_file: args.kafka_tls_key.clone(),
-        },
-    };
+    let security = args.kafka_security()?;
+    let (properties, context) = security.rdkafka_config()?;
     let mut config = ClientConfig::new();
-    for (k, v) in security.rdkafka_properties() {
+    for (k, v) in properties {
         config.set(k, v);
     }
-    let consumer: StreamConsumer = config
+    let consumer: StreamConsumer<ballast_kafka::KafkaContext> = config
         .set("bootstrap.servers", &args.bootstrap)
         .set("group.id", &args.group)
         .set("auto.offset.reset", "earliest")
@@ -101,7 +145,7 @@ pub async fn consume(
             "session.timeout.ms",
             args.session_timeout.as_millis().to_string(),
         )
-        .create()?;
+        .create_with_context(context)?;
     consumer.subscribe(&[&args.topic])?;
     let dedup = DedupClient::connect_with(
         &crate::endpoint(&args.dedup),

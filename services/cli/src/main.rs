@@ -29,7 +29,7 @@ enum Command {
     /// Inject faults into a running `ballast dev`.
     Chaos(chaos::ChaosArgs),
     /// Read a topic as a consumer group, processing each message id once via dedup.
-    Consume(consume::ConsumeArgs),
+    Consume(Box<consume::ConsumeArgs>),
     /// The failover queue's statistics and dead letters (list, redrive, purge).
     Dlq(dlq::DlqArgs),
     /// Send records through a gateway.
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
-        Command::Consume(args) => consume::run(args).await,
+        Command::Consume(args) => consume::run(*args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Topology(args) => topology::run(args).await,

@@ -335,7 +335,7 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let kafka = ballast_testkit::kafka_tls::TlsKafka::start(false).await?;
+    let kafka = ballast_testkit::kafka_proxy::SecureKafka::tls(false).await?;
     let other = Authority::create(&kafka.dir.join("other"), "not the brokers' CA")?;
     let grpc = ballast_testkit::process::free_port();
     let admin = ballast_testkit::process::free_port();
@@ -380,7 +380,7 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
 /// certificates, on both Kafka paths (here the system store is `SSL_CERT_FILE`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
-    let kafka = ballast_testkit::kafka_tls::TlsKafka::start(false).await?;
+    let kafka = ballast_testkit::kafka_proxy::SecureKafka::tls(false).await?;
     let ca_file = kafka.ca.ca_file.display().to_string();
     let mut svc = ServiceProcess::spawn(
         BIN,

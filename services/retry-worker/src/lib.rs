@@ -2,6 +2,8 @@
 //! topic (STRICT keys to their murmur2 partition, message ids kept), with a delay, backoff,
 //! max attempts and a dead-letter store that operators browse and redrive over
 //! `ballast.retry.v1.RetryAdmin`. Workers keep no state: any number can share a queue.
+// The worker's decide future nests deeply (queue, producer and librdkafka context types).
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod config;

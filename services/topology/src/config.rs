@@ -38,9 +38,11 @@ pub struct KafkaSource {
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
     pub metadata_timeout: Duration,
-    /// `plaintext` or `ssl`, as for the gateway (`kafka.security_protocol`).
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`, as for the gateway
+    /// (`kafka.security_protocol`).
     pub security_protocol: ballast_kafka::SecurityProtocol,
     pub ssl: ballast_kafka::KafkaSsl,
+    pub sasl: ballast_kafka::KafkaSasl,
 }
 
 impl Default for KafkaSource {
@@ -52,6 +54,7 @@ impl Default for KafkaSource {
             metadata_timeout: Duration::from_secs(2),
             security_protocol: ballast_kafka::SecurityProtocol::Plaintext,
             ssl: ballast_kafka::KafkaSsl::default(),
+            sasl: ballast_kafka::KafkaSasl::default(),
         }
     }
 }
@@ -61,6 +64,7 @@ impl KafkaSource {
         ballast_kafka::KafkaSecurity {
             protocol: self.security_protocol,
             ssl: self.ssl.clone(),
+            sasl: self.sasl.clone(),
         }
     }
 

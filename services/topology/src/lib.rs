@@ -36,7 +36,7 @@ pub fn spawn_poller(
         kafka.client_id.clone(),
         kafka.metadata_timeout,
     )
-    .with_tls(kafka.security().tls_connector()?);
+    .with_security(&kafka.security())?;
     let r = registry.sub_registry_with_prefix("ballast_topology");
     let version = Gauge::<i64>::default();
     let draining = Gauge::<i64>::default();
