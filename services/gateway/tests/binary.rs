@@ -411,3 +411,166 @@ async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+/// A wrong Kafka password: the gateway logs an error naming the broker and the mechanism,
+/// and its health stays NOT_SERVING; nothing hangs silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_kafka_password_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
+    use ballast_testkit::kafka_proxy::{Listener, SaslUsers, SecureKafka};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let kafka = SecureKafka::start(Listener {
+        tls: true,
+        sasl: Some(SaslUsers::user("ballast", "correct horse")),
+        ..Listener::default()
+    })
+    .await?;
+    let password = kafka.dir.join("password");
+    std::fs::write(&password, "battery staple\n")?;
+    let grpc = ballast_testkit::process::free_port();
+    let admin = ballast_testkit::process::free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.env("BALLAST_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("BALLAST_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &kafka.proxy.bootstrap)
+        .env("BALLAST_KAFKA__SECURITY_PROTOCOL", "sasl_ssl")
+        .env("BALLAST_KAFKA__SSL__CA_FILE", &kafka.ca.ca_file)
+        .env("BALLAST_KAFKA__SASL__MECHANISM", "SCRAM-SHA-512")
+        .env("BALLAST_KAFKA__SASL__USERNAME", "ballast")
+        .env("BALLAST_KAFKA__SASL__PASSWORD_FILE", &password);
+    let (mut child, logged) = ballast_testkit::process::spawn_until_stderr(
+        cmd,
+        "authentication failed",
+        Duration::from_secs(20),
+    )?;
+    let health = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))?
+            .connect()
+            .await?;
+        let mut c = HealthClient::new(channel);
+        anyhow::Ok(
+            c.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner()
+            .status,
+        )
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged.expect("an error about the failed login within 20 s");
+    assert!(
+        line.contains("SASL SCRAM-SHA-512") && line.contains("127.0.0.1:"),
+        "{line}"
+    );
+    assert!(!line.contains("battery staple"), "{line}");
+    assert_eq!(
+        health?,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    Ok(())
+}
+
+/// AWS_MSK_IAM: tokens signed from the AWS credential chain (here the environment's keys),
+/// presented as OAUTHBEARER on both paths. The broker side checks what MSK checks first: a
+/// presigned `kafka-cluster:Connect` URL for the region, signed with the caller's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msk_iam_tokens_come_from_the_aws_credential_chain() -> anyhow::Result<()> {
+    use base64::Engine;
+    use ballast_testkit::kafka_proxy::{Listener, SaslUsers, SecureKafka};
+
+    let presented = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = presented.clone();
+    let users = SaslUsers {
+        mechanisms: vec!["OAUTHBEARER", "SCRAM-SHA-512"],
+        ..SaslUsers::bearer(move |token| {
+            let url = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .map_err(|e| format!("not base64url: {e}"))?;
+            let url = String::from_utf8(url).map_err(|e| e.to_string())?;
+            let ok = url.starts_with("https://kafka.eu-west-1.amazonaws.com/?")
+                && url.contains("Action=kafka-cluster%3AConnect")
+                && url.contains("X-Amz-Credential=AKIDBALLASTTEST%2F")
+                && url.contains("%2Feu-west-1%2Fkafka-cluster%2Faws4_request")
+                && url.contains("X-Amz-Signature=");
+            if !ok {
+                return Err(format!("not an MSK IAM token: {url}"));
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok("ballast".into())
+        })
+    };
+    let mut users_with_reader = users.clone();
+    users_with_reader
+        .passwords
+        .insert("reader".into(), "reader-secret".into());
+    let kafka = SecureKafka::start(Listener {
+        tls: true,
+        sasl: Some(users_with_reader),
+        ..Listener::default()
+    })
+    .await?;
+    let ca = kafka.ca.ca_file.display().to_string();
+    let mut svc = ServiceProcess::spawn(
+        BIN,
+        &[
+            ("BALLAST_KAFKA__BOOTSTRAP_SERVERS", &kafka.proxy.bootstrap),
+            ("BALLAST_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+            ("BALLAST_KAFKA__SSL__CA_FILE", &ca),
+            ("BALLAST_KAFKA__SASL__MECHANISM", "AWS_MSK_IAM"),
+            ("BALLAST_KAFKA__SASL__AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDBALLASTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "not-a-real-secret"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    )?;
+    wait_serving(svc.grpc).await?;
+    let mut client =
+        ballast_proto::ingest::v1::ingest_client::IngestClient::connect(svc.url()).await?;
+    let results = client
+        .produce(ballast_proto::ingest::v1::ProduceRequest {
+            records: (0..5)
+                .map(|i| record("events", None, &format!("iam-{i}")))
+                .collect(),
+        })
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        results.iter().all(|r| kafka_ack(r).is_some()),
+        "{results:?}"
+    );
+    // The metadata client and the producer each presented a token.
+    assert!(
+        presented.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "tokens presented: {}",
+        presented.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let password = kafka.dir.join("reader-password");
+    std::fs::write(&password, "reader-secret")?;
+    let security = ballast_kafka::KafkaSecurity {
+        protocol: ballast_kafka::SecurityProtocol::SaslSsl,
+        ssl: ballast_kafka::KafkaSsl {
+            ca_file: Some(kafka.ca.ca_file.clone()),
+            ..Default::default()
+        },
+        sasl: ballast_kafka::KafkaSasl {
+            mechanism: Some(ballast_kafka::SaslMechanism::ScramSha512),
+            username: Some("reader".into()),
+            password_file: Some(password),
+            ..Default::default()
+        },
+    };
+    let bootstrap = kafka.proxy.bootstrap.clone();
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_kafka::read_topic_with(&bootstrap, &security, "events", Some(5), Duration::from_secs(30))
+    })
+    .await??;
+    assert_eq!(landed.len(), 5);
+    let status = svc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
