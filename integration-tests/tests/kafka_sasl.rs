@@ -3,8 +3,8 @@
 //! answers SaslHandshake and SaslAuthenticate itself in front of the mock cluster.
 
 use ballast_gateway::{Gateway, GatewayConfig};
-use ballast_kafka::{KafkaSasl, KafkaSecurity, KafkaSsl, MetadataClient, SaslMechanism};
 use ballast_kafka::SecurityProtocol;
+use ballast_kafka::{KafkaSasl, KafkaSecurity, KafkaSsl, MetadataClient, SaslMechanism};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
 use ballast_testkit::kafka_proxy::{Listener, SaslUsers, SecureKafka};
@@ -205,7 +205,10 @@ async fn a_wrong_password_fails_clearly_on_both_paths() -> anyhow::Result<()> {
             headers: &[],
         })
         .await;
-    assert!(refused.is_err(), "a write with a wrong password got through");
+    assert!(
+        refused.is_err(),
+        "a write with a wrong password got through"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // A mechanism the broker does not offer is named too.
@@ -286,7 +289,9 @@ async fn sasl_plaintext_with_plain_and_scram_sha_256() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{mechanism}: {}", e.message))?;
         let landed = read_back(&kafka.proxy.bootstrap, &security, n + 1).await?;
         assert!(
-            landed.iter().any(|l| l.value == mechanism.name().as_bytes()),
+            landed
+                .iter()
+                .any(|l| l.value == mechanism.name().as_bytes()),
             "{mechanism}"
         );
     }
@@ -356,7 +361,8 @@ async fn oauthbearer_tokens_come_from_a_file_and_rotate() -> anyhow::Result<()> 
         .await
         .expect_err("a stale token");
     assert!(
-        e.to_string().contains("SASL OAUTHBEARER authentication failed"),
+        e.to_string()
+            .contains("SASL OAUTHBEARER authentication failed"),
         "{e}"
     );
     std::fs::write(&token_file, "token-two\n")?;

@@ -117,7 +117,10 @@ impl KafkaProducer {
         };
         let mut current = self.current.write().expect("producer lock");
         if Arc::ptr_eq(&current, producer) {
-            match self.config.create_with_context::<_, FutureProducer>(self.context.clone()) {
+            match self
+                .config
+                .create_with_context::<_, FutureProducer>(self.context.clone())
+            {
                 Ok(fresh) => {
                     *current = Arc::new(fresh);
                     self.rebuilds.fetch_add(1, Ordering::Relaxed);

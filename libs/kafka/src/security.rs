@@ -87,8 +87,7 @@ impl KafkaSecurity {
         if self.ssl.cert_file.is_some() != self.ssl.key_file.is_some() {
             return bad("kafka.ssl.cert_file and kafka.ssl.key_file go together".into());
         }
-        if !self.protocol.uses_tls()
-            && (self.ssl.ca_file.is_some() || self.ssl.cert_file.is_some())
+        if !self.protocol.uses_tls() && (self.ssl.ca_file.is_some() || self.ssl.cert_file.is_some())
         {
             return bad(format!(
                 "kafka.ssl.* is set but kafka.security_protocol is {}",
@@ -108,10 +107,11 @@ impl KafkaSecurity {
 
     /// The librdkafka properties for these settings (secrets read from their files), and
     /// the client context that supplies OAUTHBEARER tokens.
-    pub fn rdkafka_config(
-        &self,
-    ) -> Result<(RdkafkaProperties, KafkaContext), crate::Error> {
-        let mut out = vec![("security.protocol", self.protocol.rdkafka_name().to_string())];
+    pub fn rdkafka_config(&self) -> Result<(RdkafkaProperties, KafkaContext), crate::Error> {
+        let mut out = vec![(
+            "security.protocol",
+            self.protocol.rdkafka_name().to_string(),
+        )];
         let auth = self.sasl_auth()?;
         if let Some(auth) = &auth {
             auth.rdkafka_properties(&mut out);

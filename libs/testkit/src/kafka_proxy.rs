@@ -17,9 +17,8 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiVersionsResponse, FindCoordinatorResponse, MetadataResponse, RequestHeader,
-    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    ApiVersionsResponse, FindCoordinatorResponse, MetadataResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use std::collections::HashMap;
@@ -283,15 +282,14 @@ fn respond<T: Encodable + HeaderVersion>(
     Ok(out.to_vec())
 }
 
-fn handshake(
-    users: &SaslUsers,
-    frame: Vec<u8>,
-    version: i16,
-) -> anyhow::Result<(Vec<u8>, Login)> {
+fn handshake(users: &SaslUsers, frame: Vec<u8>, version: i16) -> anyhow::Result<(Vec<u8>, Login)> {
     let mut buf = Bytes::from(frame);
     let header = RequestHeader::decode(&mut buf, SaslHandshakeRequest::header_version(version))?;
     let req = SaslHandshakeRequest::decode(&mut buf, version)?;
-    anyhow::ensure!(version >= 1, "SaslHandshake v0 (unframed SASL) is not served");
+    anyhow::ensure!(
+        version >= 1,
+        "SaslHandshake v0 (unframed SASL) is not served"
+    );
     let chosen = users
         .mechanisms
         .iter()
@@ -322,8 +320,7 @@ fn authenticate(
     version: i16,
 ) -> anyhow::Result<(Vec<u8>, Option<Login>)> {
     let mut buf = Bytes::from(frame);
-    let header =
-        RequestHeader::decode(&mut buf, SaslAuthenticateRequest::header_version(version))?;
+    let header = RequestHeader::decode(&mut buf, SaslAuthenticateRequest::header_version(version))?;
     let req = SaslAuthenticateRequest::decode(&mut buf, version)?;
     let message = String::from_utf8_lossy(&req.auth_bytes).into_owned();
     let answer = |code: i16, error: Option<String>, bytes: String| {

@@ -24,16 +24,32 @@ pub struct ConsumeArgs {
     /// (over TLS when --kafka-tls-ca is given).
     #[arg(long, env = "BALLAST_KAFKA_SASL_MECHANISM", value_parser = parse_mechanism)]
     pub kafka_sasl_mechanism: Option<ballast_kafka::SaslMechanism>,
-    #[arg(long, env = "BALLAST_KAFKA_SASL_USERNAME", requires = "kafka_sasl_mechanism")]
+    #[arg(
+        long,
+        env = "BALLAST_KAFKA_SASL_USERNAME",
+        requires = "kafka_sasl_mechanism"
+    )]
     pub kafka_sasl_username: Option<String>,
     /// A file holding the SASL password.
-    #[arg(long, env = "BALLAST_KAFKA_SASL_PASSWORD_FILE", requires = "kafka_sasl_mechanism")]
+    #[arg(
+        long,
+        env = "BALLAST_KAFKA_SASL_PASSWORD_FILE",
+        requires = "kafka_sasl_mechanism"
+    )]
     pub kafka_sasl_password_file: Option<std::path::PathBuf>,
     /// A file holding the OAUTHBEARER token.
-    #[arg(long, env = "BALLAST_KAFKA_SASL_TOKEN_FILE", requires = "kafka_sasl_mechanism")]
+    #[arg(
+        long,
+        env = "BALLAST_KAFKA_SASL_TOKEN_FILE",
+        requires = "kafka_sasl_mechanism"
+    )]
     pub kafka_sasl_token_file: Option<std::path::PathBuf>,
     /// AWS_MSK_IAM: the cluster's region.
-    #[arg(long, env = "BALLAST_KAFKA_SASL_AWS_REGION", requires = "kafka_sasl_mechanism")]
+    #[arg(
+        long,
+        env = "BALLAST_KAFKA_SASL_AWS_REGION",
+        requires = "kafka_sasl_mechanism"
+    )]
     pub kafka_sasl_aws_region: Option<String>,
     #[arg(long)]
     pub topic: String,
@@ -83,7 +99,10 @@ impl ConsumeArgs {
     /// `--kafka-sasl-mechanism`.
     pub fn kafka_security(&self) -> anyhow::Result<ballast_kafka::KafkaSecurity> {
         use ballast_kafka::SecurityProtocol::*;
-        let protocol = match (self.kafka_tls_ca.is_some(), self.kafka_sasl_mechanism.is_some()) {
+        let protocol = match (
+            self.kafka_tls_ca.is_some(),
+            self.kafka_sasl_mechanism.is_some(),
+        ) {
             (false, false) => Plaintext,
             (true, false) => Ssl,
             (false, true) => SaslPlaintext,

@@ -252,7 +252,14 @@ async fn consume_reads_kafka_over_sasl_ssl() -> anyhow::Result<()> {
     let out = Command::new(BIN)
         .args(["consume", "--bootstrap", &kafka.proxy.bootstrap])
         .args(["--kafka-sasl-mechanism", "SCRAM-SHA-1"])
-        .args(["--topic", "events", "--group", "g", "--dedup", &dev.field("dedup")])
+        .args([
+            "--topic",
+            "events",
+            "--group",
+            "g",
+            "--dedup",
+            &dev.field("dedup"),
+        ])
         .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

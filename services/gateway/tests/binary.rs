@@ -479,8 +479,8 @@ async fn a_wrong_kafka_password_keeps_the_gateway_not_serving() -> anyhow::Resul
 /// presigned `kafka-cluster:Connect` URL for the region, signed with the caller's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msk_iam_tokens_come_from_the_aws_credential_chain() -> anyhow::Result<()> {
-    use base64::Engine;
     use ballast_testkit::kafka_proxy::{Listener, SaslUsers, SecureKafka};
+    use base64::Engine;
 
     let presented = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = presented.clone();
@@ -566,7 +566,13 @@ async fn msk_iam_tokens_come_from_the_aws_credential_chain() -> anyhow::Result<(
     };
     let bootstrap = kafka.proxy.bootstrap.clone();
     let landed = tokio::task::spawn_blocking(move || {
-        ballast_kafka::read_topic_with(&bootstrap, &security, "events", Some(5), Duration::from_secs(30))
+        ballast_kafka::read_topic_with(
+            &bootstrap,
+            &security,
+            "events",
+            Some(5),
+            Duration::from_secs(30),
+        )
     })
     .await??;
     assert_eq!(landed.len(), 5);

@@ -95,15 +95,18 @@ impl KafkaSasl {
             ));
         }
         let (needs, forbids): (&[&str], &[&str]) = match mechanism {
-            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-                (&["username", "password_file"], &["token_file", "aws_region"])
-            }
-            SaslMechanism::OAuthBearer => {
-                (&["token_file"], &["username", "password_file", "aws_region"])
-            }
-            SaslMechanism::AwsMskIam => {
-                (&["aws_region"], &["username", "password_file", "token_file"])
-            }
+            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => (
+                &["username", "password_file"],
+                &["token_file", "aws_region"],
+            ),
+            SaslMechanism::OAuthBearer => (
+                &["token_file"],
+                &["username", "password_file", "aws_region"],
+            ),
+            SaslMechanism::AwsMskIam => (
+                &["aws_region"],
+                &["username", "password_file", "token_file"],
+            ),
         };
         let set = |k: &str| match k {
             "username" => self.username.as_deref().is_some_and(|u| !u.is_empty()),
@@ -112,7 +115,9 @@ impl KafkaSasl {
             _ => self.aws_region.as_deref().is_some_and(|r| !r.is_empty()),
         };
         if let Some(k) = needs.iter().find(|k| !set(k)) {
-            return bad(format!("kafka.sasl.mechanism {mechanism} needs kafka.sasl.{k}"));
+            return bad(format!(
+                "kafka.sasl.mechanism {mechanism} needs kafka.sasl.{k}"
+            ));
         }
         if let Some(k) = forbids.iter().find(|k| set(k)) {
             return bad(format!(
@@ -130,7 +135,9 @@ impl KafkaSasl {
         let user = || self.username.clone().unwrap_or_default();
         let password = || -> Result<String, Error> {
             let path = self.password_file.as_ref().ok_or_else(|| {
-                Error::Config(format!("kafka.sasl.mechanism {mechanism} needs kafka.sasl.password_file"))
+                Error::Config(format!(
+                    "kafka.sasl.mechanism {mechanism} needs kafka.sasl.password_file"
+                ))
             })?;
             read_secret(path, "kafka.sasl.password_file")
         };
@@ -168,7 +175,10 @@ fn read_secret(path: &std::path::Path, key: &str) -> Result<String, Error> {
 /// Resolved SASL credentials. `Debug` never shows a secret.
 #[derive(Clone)]
 pub enum SaslAuth {
-    Plain { user: String, password: String },
+    Plain {
+        user: String,
+        password: String,
+    },
     Scram {
         mechanism: SaslMechanism,
         user: String,
@@ -181,7 +191,9 @@ impl std::fmt::Debug for SaslAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Plain { user, .. } => write!(f, "PLAIN({user})"),
-            Self::Scram { mechanism, user, .. } => write!(f, "{mechanism}({user})"),
+            Self::Scram {
+                mechanism, user, ..
+            } => write!(f, "{mechanism}({user})"),
             Self::Bearer(s) => write!(f, "OAUTHBEARER({s:?})"),
         }
     }

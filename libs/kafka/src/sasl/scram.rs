@@ -79,7 +79,9 @@ impl ScramHash {
 
     /// `H(data)`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        digest::digest(self.digest_algorithm(), data).as_ref().to_vec()
+        digest::digest(self.digest_algorithm(), data)
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -230,7 +232,9 @@ mod tests {
         );
         c.verify_server_final("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=")
             .unwrap();
-        assert!(c.verify_server_final("v=AAAApqV8S7suAoZWja4dJRkFsKQ=").is_err());
+        assert!(c
+            .verify_server_final("v=AAAApqV8S7suAoZWja4dJRkFsKQ=")
+            .is_err());
     }
 
     /// RFC 7677 section 3.
@@ -253,9 +257,13 @@ mod tests {
     #[test]
     fn a_weak_or_foreign_server_first_message_is_refused() {
         let mut c = ScramClient::with_nonce(ScramHash::Sha512, "user", "pencil", "abc");
-        let e = c.client_final("r=abcdef,s=QSXCR+Q6sek8bf92,i=1024").unwrap_err();
+        let e = c
+            .client_final("r=abcdef,s=QSXCR+Q6sek8bf92,i=1024")
+            .unwrap_err();
         assert!(e.0.contains("fewer than 4096"), "{e}");
-        let e = c.client_final("r=xyz123,s=QSXCR+Q6sek8bf92,i=4096").unwrap_err();
+        let e = c
+            .client_final("r=xyz123,s=QSXCR+Q6sek8bf92,i=4096")
+            .unwrap_err();
         assert!(e.0.contains("does not extend"), "{e}");
         let e = c.client_final("e=unknown-user").unwrap_err();
         assert!(e.0.contains("unknown-user"), "{e}");
