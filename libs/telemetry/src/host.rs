@@ -102,6 +102,8 @@ impl Drop for Reloads {
 pub struct Health {
     reporter: HealthReporter,
     service: &'static str,
+    /// Mirrors the status for the admin port's `/readyz`.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Health {
@@ -113,6 +115,8 @@ impl Health {
         };
         self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(self.service, status).await;
+        self.ready
+            .store(serving, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -133,11 +137,13 @@ impl Host {
         let health = Health {
             reporter: HealthReporter::new(),
             service: S::NAME,
+            ready: Arc::default(),
         };
         health.set_serving(false).await;
         let admin = tokio::spawn(crate::serve_admin(
             admin,
             Arc::new(registry),
+            health.ready.clone(),
             fired(stop.clone()),
         ));
         Self {

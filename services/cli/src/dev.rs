@@ -224,6 +224,8 @@ pub struct DevStack {
     pub topology: Arc<TopologyState>,
     /// None when `--failover none`.
     pub retry_addr: Option<SocketAddr>,
+    /// Every service's admin address (`/metrics`, `/healthz`, `/readyz`), by service.
+    pub admin_addrs: Vec<(&'static str, SocketAddr)>,
     tls: Option<DevTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -257,14 +259,17 @@ impl DevStack {
             .await
             .with_context(|| format!("binding dedup address {}", opts.dedup_addr))?;
         let dedup_admin = TcpListener::bind("127.0.0.1:0").await?;
+        let mut admin_addrs = vec![("dedup", dedup_admin.local_addr()?)];
         let topology_listener = TcpListener::bind(opts.topology_addr)
             .await
             .with_context(|| format!("binding topology address {}", opts.topology_addr))?;
         let topology_admin = TcpListener::bind("127.0.0.1:0").await?;
+        admin_addrs.push(("topology", topology_admin.local_addr()?));
         let topology_addr = topology_listener.local_addr()?;
         let dedup_addr = dedup_listener.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
+        admin_addrs.push(("gateway", metrics_addr));
         let control_addr = control_listener.local_addr()?;
 
         let tls = opts
@@ -380,6 +385,7 @@ impl DevStack {
             wcfg.retry.backoff_max = Duration::from_secs(5);
             wcfg.retry.wait_time = Duration::from_millis(500);
             let metrics = TcpListener::bind("127.0.0.1:0").await?;
+            admin_addrs.push(("retry_worker", metrics.local_addr()?));
             tasks.push(tokio::spawn(ballast_retry_worker::run(
                 wcfg,
                 listener,
@@ -414,6 +420,7 @@ impl DevStack {
             topology_addr,
             topology,
             retry_addr,
+            admin_addrs,
             tls,
             stop,
             tasks,
@@ -431,6 +438,9 @@ impl DevStack {
             "topology": self.topology_addr.to_string(),
             "kafka_bootstrap": self.cluster.bootstrap_servers(),
             "metrics": format!("http://{}/metrics", self.metrics_addr),
+            "admin": self.admin_addrs.iter()
+                .map(|(name, addr)| (name.to_string(), serde_json::Value::String(addr.to_string())))
+                .collect::<serde_json::Map<_, _>>(),
             "tls": self.tls.as_ref().map(|t| serde_json::json!({
                 "ca_file": t.ca_file,
                 "client_cert_file": t.client.cert_file,
