@@ -17,6 +17,14 @@ test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
+    just deploy-check
+
+# Everything under deploy/ that can be checked without Docker or a cluster: the image's
+# Rust tag, hadolint, the Helm chart rendered for each ci/ values file and validated
+# against the Kubernetes and CRD schemas, the configs against the services' loaders, and
+# the alert rules with promtool. Needs the debug binaries (`cargo build`).
+deploy-check:
+    bash scripts/deploy-check.sh
 
 # The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c), gateway, retry
 # workers, dedup and topology.

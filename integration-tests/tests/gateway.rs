@@ -276,6 +276,11 @@ async fn inflight_budget_refuses_excess_records_and_keeps_the_rest() -> anyhow::
         metrics.contains("ballast_gateway_inflight_bytes 0"),
         "{metrics}"
     );
+    // The budget itself is exported, so saturation is a ratio of two series.
+    assert!(
+        metrics.contains("ballast_gateway_inflight_bytes_limit 20480"),
+        "{metrics}"
+    );
     Ok(())
 }
 

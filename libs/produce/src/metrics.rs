@@ -35,6 +35,8 @@ pub struct WriteMetrics {
     pub write_failures: Family<FailureLabels, Counter>,
     pub reroutes: Counter,
     pub inflight_bytes: Gauge,
+    /// `limits.inflight_bytes`, so saturation is `inflight_bytes / inflight_bytes_limit`.
+    pub inflight_bytes_limit: Gauge,
     pub metadata_refresh_failures: Counter,
 }
 
@@ -59,6 +61,7 @@ impl WriteMetrics {
             write_failures: Family::default(),
             reroutes: Counter::default(),
             inflight_bytes: Gauge::default(),
+            inflight_bytes_limit: Gauge::default(),
             metadata_refresh_failures: Counter::default(),
         };
         registry.register(
@@ -85,6 +88,11 @@ impl WriteMetrics {
             "inflight_bytes",
             "Record bytes currently held by the write path",
             m.inflight_bytes.clone(),
+        );
+        registry.register(
+            "inflight_bytes_limit",
+            "The in-flight byte budget (limits.inflight_bytes)",
+            m.inflight_bytes_limit.clone(),
         );
         registry.register(
             "metadata_refresh_failures",

@@ -43,6 +43,9 @@ impl Writer {
         failover: Option<Enqueuer>,
     ) -> Result<Self, ballast_kafka::Error> {
         let kafka = KafkaProducer::new(kafka_cfg)?;
+        metrics
+            .inflight_bytes_limit
+            .set(i64::try_from(limits.inflight_bytes).unwrap_or(i64::MAX));
         Ok(Self {
             placement: Arc::new(Placement::new(kafka_cfg, balancer_cfg, metrics.clone())?),
             kafka,
