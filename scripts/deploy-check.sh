@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `just deploy-check` needs (helm-python-sdk, kubernetes-validate, hadolint,
-# promtool, the CRD schema packages), then runs deploy/check/deploy_check.py.
+# promtool and Prometheus, the CRD schema packages), then runs deploy/check/deploy_check.py
+# and deploy/check/live_prometheus.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf 'deploy-check: %s\n' "$*" >&2; }
@@ -37,3 +38,6 @@ fi
 command -v psql >/dev/null || die "psql not found (scripts/dev-deps.sh installs PostgreSQL)"
 
 python3 deploy/check/deploy_check.py
+# Every dashboard panel and alert query against a real Prometheus scraping live stacks.
+command -v redis-server >/dev/null || die "redis-server not found (scripts/dev-deps.sh installs it)"
+python3 deploy/check/live_prometheus.py
