@@ -393,7 +393,10 @@ async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
     )?;
     wait_serving(svc.grpc).await?;
     let ready = ballast_testkit::http_get(svc.admin, "/readyz").await?;
-    assert!(ready.contains(" 200 ") && ready.ends_with("serving"), "{ready}");
+    assert!(
+        ready.contains(" 200 ") && ready.ends_with("serving"),
+        "{ready}"
+    );
     let mut client =
         ballast_proto::ingest::v1::ingest_client::IngestClient::connect(svc.url()).await?;
     let results = client
@@ -462,15 +465,14 @@ async fn a_wrong_kafka_password_keeps_the_gateway_not_serving() -> anyhow::Resul
     }
     .await;
     // The admin port's /readyz, for probes that cannot speak gRPC, agrees.
-    let ready = ballast_testkit::http_get(
-        format!("127.0.0.1:{admin}").parse()?,
-        "/readyz",
-    )
-    .await;
+    let ready = ballast_testkit::http_get(format!("127.0.0.1:{admin}").parse()?, "/readyz").await;
     let _ = child.kill();
     let _ = child.wait();
     let ready = ready?;
-    assert!(ready.contains(" 503 ") && ready.ends_with("not serving"), "{ready}");
+    assert!(
+        ready.contains(" 503 ") && ready.ends_with("not serving"),
+        "{ready}"
+    );
     let line = logged.expect("an error about the failed login within 20 s");
     assert!(
         line.contains("SASL SCRAM-SHA-512") && line.contains("127.0.0.1:"),
