@@ -40,6 +40,9 @@ enum Command {
     Topology(topology::TopologyArgs),
     /// Run the ingest gateway (the same as `ballast-gateway`).
     Gateway(ballast_telemetry::ConfigArgs),
+    /// P8's baseline: a bare rdkafka producer process that reports its own CPU.
+    #[command(hide = true)]
+    BenchProducer(bench::cpu::ProducerArgs),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(*args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchProducer(args) => bench::cpu::producer_process(args).await,
         Command::Topology(args) => topology::run(args).await,
         Command::Gateway(_) => unreachable!("handled before logging starts"),
     }

@@ -79,7 +79,37 @@ fn bench_quick_produces_every_figure() {
             .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
-    for figure in ["P3", "P4", "P5", "P6", "P7"] {
+    // P8: three record sizes and the tls row, each with both processes' CPU measured.
+    let p8 = v["p8_cpu"]["rows"].as_array().expect("p8_cpu.rows");
+    let sizes: Vec<(u64, bool)> = p8
+        .iter()
+        .map(|r| {
+            (
+                r["record_bytes"].as_u64().unwrap(),
+                r["tls"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [(100, false), (1024, false), (16384, false), (1024, true)],
+        "{v}"
+    );
+    for r in p8 {
+        for key in [
+            "gateway_cpu_seconds",
+            "producer_cpu_seconds",
+            "gateway_millicores_per_mb_per_sec",
+            "producer_millicores_per_mb_per_sec",
+            "ratio",
+        ] {
+            let x = r[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} missing: {r}"));
+            assert!(x.is_finite() && x > 0.0, "{key} = {x} in {r}");
+        }
+    }
+    for figure in ["P3", "P4", "P5", "P6", "P7", "P8"] {
         assert!(
             stdout.lines().any(|l| l.starts_with(figure)),
             "{figure} missing:\n{stdout}"

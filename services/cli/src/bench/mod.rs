@@ -4,10 +4,13 @@
 //! P4 (dedup) lives in `dedup.rs`, P5 (failover) in `failover.rs`, and P3 (broker loss),
 //! P6 (overload memory) and P7 (zone locality) in `resilience.rs`.
 //!
+//! P8 (CPU per MB/s, the gateway process against a bare producer process) in `cpu.rs`.
+//!
 //! P1 (gateway): throughput of 1 KiB records in batches of 100 through the gateway, over
 //! gRPC, divided by a direct rdkafka producer (acks=all, idempotence); and the p99 batch
 //! latency each adds at half of the gateway's peak load.
 
+pub mod cpu;
 mod dedup;
 mod failover;
 mod resilience;
@@ -77,6 +80,8 @@ pub enum Suite {
     Overload,
     /// P7
     Locality,
+    /// P8
+    Cpu,
 }
 
 /// Round-robin over several gRPC connections.
@@ -531,6 +536,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             l.local_leader_share * 100.0
         ));
         json["p7_locality"] = serde_json::to_value(&l)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Cpu) {
+        let c = cpu::cpu_per_mb(&args).await?;
+        for r in &c.rows {
+            rows.push(format!(
+                "P8      millicores per MB/s, {:>5} B records{}  {:>10.2}  {:>10.2}  ratio {:.2} (target <= 1.50 at 1 KiB; {:.0} vs {:.0} MB/s)",
+                r.record_bytes,
+                if r.tls { ", tls" } else { "     " },
+                r.gateway_millicores_per_mb_per_sec,
+                r.producer_millicores_per_mb_per_sec,
+                r.ratio,
+                r.gateway_mb_per_sec,
+                r.producer_mb_per_sec
+            ));
+        }
+        json["p8_cpu"] = serde_json::to_value(&c)?;
     }
     println!("figure  measure                                  ballast      baseline     result");
     for r in rows {

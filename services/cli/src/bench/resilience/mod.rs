@@ -15,6 +15,7 @@ mod overload;
 pub use broker_loss::broker_loss;
 pub use locality::locality;
 pub use overload::overload;
+pub(super) use overload::GatewayProcess;
 
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};

@@ -48,16 +48,16 @@ pub struct LargeFigures {
 }
 
 /// A gateway process on free ports, killed on drop.
-struct GatewayProcess {
+pub(in crate::bench) struct GatewayProcess {
     child: Child,
-    pid: u32,
+    pub(in crate::bench) pid: u32,
     addr: String,
     dir: std::path::PathBuf,
 }
 
 impl GatewayProcess {
     /// Starts `ballast gateway` with `config` (YAML after the listen addresses).
-    async fn start(name: &str, config: &str) -> anyhow::Result<Self> {
+    pub(in crate::bench) async fn start(name: &str, config: &str) -> anyhow::Result<Self> {
         let port = || -> anyhow::Result<u16> {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
@@ -90,11 +90,22 @@ impl GatewayProcess {
     }
 
     /// A new connection to it (waits up to 30 s for the process to listen).
-    async fn connect(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+    pub(in crate::bench) async fn connect(
+        &self,
+    ) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
+        self.connect_with(&ballast_security::ClientSecurity::default())
+            .await
+    }
+
+    /// A new connection as `security` says (TLS when it has a CA).
+    pub(in crate::bench) async fn connect_with(
+        &self,
+        security: &ballast_security::ClientSecurity,
+    ) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(c) = IngestClient::connect(self.addr.clone()).await {
-                return Ok(c
+            if let Ok(channel) = security.endpoint(&self.addr)?.connect().await {
+                return Ok(IngestClient::new(channel)
                     .max_decoding_message_size(64 * 1024 * 1024)
                     .max_encoding_message_size(64 * 1024 * 1024));
             }

@@ -1,0 +1,223 @@
+//! P8: CPU per MB/s. The gateway runs as its own process, and a bare rdkafka producer
+//! (the same librdkafka, acks=all, idempotence, linger 2 ms) runs as another, each writing
+//! the same bytes to the same embedded cluster in the same run. Each process's CPU comes
+//! from `/proc/<pid>/stat` (user + system, every thread) over the phase; the cost is
+//! millicores per MB/s, which is CPU-seconds per MB × 1000 whatever the rate.
+
+use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, BATCH, TOPIC};
+use anyhow::Context;
+use ballast_proto::ingest::v1 as pb;
+use std::sync::Arc;
+
+/// Linux reports utime and stime in USER_HZ ticks, 100 per second on every architecture
+/// the kernel exports to user space.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Record sizes measured, with the records per phase (about 20 MB, 200 MB and 200 MB).
+const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 200_000), (16 * 1024, 12_500)];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuRow {
+    pub record_bytes: usize,
+    pub records: usize,
+    pub tls: bool,
+    pub gateway_cpu_seconds: f64,
+    pub gateway_mb_per_sec: f64,
+    pub gateway_millicores_per_mb_per_sec: f64,
+    pub producer_cpu_seconds: f64,
+    pub producer_mb_per_sec: f64,
+    pub producer_millicores_per_mb_per_sec: f64,
+    /// gateway ÷ producer millicores per MB/s; the target is ≤ 1.5 at 1 KiB.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuFigures {
+    pub rows: Vec<CpuRow>,
+}
+
+/// CPU seconds `pid` has used so far, all threads, user and system.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc stat")?
+            .parse::<f64>()
+            .context("bad /proc stat field")?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// `ballast bench-producer`: the baseline process. Writes `records` records of
+/// `record_bytes` to `topic` and prints its own CPU and elapsed time as one JSON line.
+#[derive(Debug, clap::Args)]
+pub struct ProducerArgs {
+    #[arg(long)]
+    pub bootstrap: String,
+    #[arg(long)]
+    pub records: usize,
+    #[arg(long)]
+    pub record_bytes: usize,
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+pub async fn producer_process(args: ProducerArgs) -> anyhow::Result<()> {
+    let producer = direct_producer(&args.bootstrap)?;
+    let value = Arc::new(vec![b'x'; args.record_bytes]);
+    // Connect and learn the topic before the clock starts, as the gateway has.
+    direct_batch(producer.clone(), value.clone()).await?;
+    let pid = std::process::id();
+    let cpu0 = cpu_seconds(pid)?;
+    let (p, v) = (producer.clone(), value.clone());
+    let elapsed = closed_loop(args.records.div_ceil(BATCH), args.concurrency, move || {
+        direct_batch(p.clone(), v.clone())
+    })
+    .await?;
+    let cpu = cpu_seconds(pid)? - cpu0;
+    println!(
+        "{}",
+        serde_json::json!({"cpu_seconds": cpu, "elapsed_seconds": elapsed.as_secs_f64()})
+    );
+    Ok(())
+}
+
+async fn gateway_batch(client: ClientPool, value: Arc<Vec<u8>>) -> anyhow::Result<()> {
+    let records = (0..BATCH)
+        .map(|_| pb::Record {
+            topic: TOPIC.into(),
+            value: value.as_ref().clone(),
+            ..Default::default()
+        })
+        .collect();
+    let resp = client
+        .next()
+        .produce(pb::ProduceRequest { records })
+        .await?
+        .into_inner();
+    let acked = resp
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Kafka(_))))
+        .count();
+    anyhow::ensure!(
+        acked == BATCH,
+        "only {acked} of {BATCH} records acknowledged"
+    );
+    Ok(())
+}
+
+pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
+    let cluster = super::resilience::cluster()?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let scale = if args.quick { 10 } else { 1 };
+    let workers = args.concurrency.max(1);
+
+    let pki_dir = std::env::temp_dir().join(format!("ballast-bench-cpu-{}", std::process::id()));
+    let ca = ballast_security::pki::Authority::create(&pki_dir, "bench CA")?;
+    let server = ca.issue(
+        "server",
+        "bench",
+        &[ballast_security::pki::Name::Ip(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ]))],
+    )?;
+    let config = format!(
+        "rack: az-a\nkafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 10s\nlimits:\n  record_deadline: 30s\n"
+    );
+    let tls_config = format!(
+        "{config}tls:\n  cert_file: {}\n  key_file: {}\n",
+        server.cert_file.display(),
+        server.key_file.display()
+    );
+    let mut rows = Vec::new();
+    let mut cases: Vec<(usize, usize, bool)> =
+        SIZES.iter().map(|&(b, n)| (b, n / scale, false)).collect();
+    cases.push((1024, SIZES[1].1 / scale, true));
+    for (record_bytes, records, tls) in cases {
+        let name = format!(
+            "ballast-bench-cpu-{}-{record_bytes}-{tls}",
+            std::process::id()
+        );
+        let gateway = super::resilience::GatewayProcess::start(
+            &name,
+            if tls { &tls_config } else { &config },
+        )
+        .await?;
+        let mut clients = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            clients.push(if tls {
+                let security = ballast_security::ClientSecurity {
+                    ca_file: Some(ca.ca_file.clone()),
+                    ..Default::default()
+                };
+                gateway.connect_with(&security).await?
+            } else {
+                gateway.connect().await?
+            });
+        }
+        let pool = ClientPool::new(clients);
+        let value = Arc::new(vec![b'x'; record_bytes]);
+        // Warm up: metadata, connections, the producer.
+        for _ in 0..4 {
+            gateway_batch(pool.clone(), value.clone()).await?;
+        }
+        eprintln!(
+            "bench: P8 gateway process, {records} records of {record_bytes} B{}",
+            if tls { " over tls" } else { "" }
+        );
+        let cpu0 = cpu_seconds(gateway.pid)?;
+        let (p, v) = (pool.clone(), value.clone());
+        let elapsed = closed_loop(records.div_ceil(BATCH), workers, move || {
+            gateway_batch(p.clone(), v.clone())
+        })
+        .await?;
+        let gateway_cpu = cpu_seconds(gateway.pid)? - cpu0;
+        drop(pool);
+        drop(gateway);
+
+        eprintln!("bench: P8 bare producer process, {records} records of {record_bytes} B");
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["bench-producer", "--bootstrap", &bootstrap])
+            .args(["--records", &records.to_string()])
+            .args(["--record-bytes", &record_bytes.to_string()])
+            .args(["--concurrency", &workers.to_string()])
+            .stderr(std::process::Stdio::inherit());
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await?
+            .context("running the bare producer process")?;
+        anyhow::ensure!(out.status.success(), "the bare producer process failed");
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
+        let producer_cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
+        let producer_secs = report["elapsed_seconds"]
+            .as_f64()
+            .context("elapsed_seconds")?;
+        let mb = (records * record_bytes) as f64 / 1e6;
+        let per = |cpu: f64| cpu * 1000.0 / mb;
+        rows.push(CpuRow {
+            record_bytes,
+            records,
+            tls,
+            gateway_cpu_seconds: gateway_cpu,
+            gateway_mb_per_sec: mb / elapsed.as_secs_f64(),
+            gateway_millicores_per_mb_per_sec: per(gateway_cpu),
+            producer_cpu_seconds: producer_cpu,
+            producer_mb_per_sec: mb / producer_secs,
+            producer_millicores_per_mb_per_sec: per(producer_cpu),
+            ratio: per(gateway_cpu) / per(producer_cpu),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&pki_dir);
+    drop(cluster);
+    Ok(CpuFigures { rows })
+}
