@@ -106,10 +106,13 @@ impl Attempts<'_> {
                 local = pick.local,
                 error = tracing::field::Empty,
             );
-            let result = match tokio::time::timeout(budget, write)
-                .instrument(span.clone())
-                .await
-            {
+            let timed = tokio::time::timeout(budget, write);
+            let timed = if span.is_disabled() {
+                timed.await
+            } else {
+                timed.instrument(span.clone()).await
+            };
+            let result = match timed {
                 Ok(r) => r,
                 Err(_) => Err(WriteError {
                     kind: FailureKind::Timeout,

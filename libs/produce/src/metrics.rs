@@ -1,17 +1,24 @@
 //! The write path's metrics. The caller registers them under its own prefix, so the
 //! gateway exports `ballast_gateway_*` and a retry worker `ballast_retry_*`.
 
-use ballast_balancer::PartitionStatus;
+use ballast_balancer::{BreakerState, PartitionStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
     pub topic: String,
     pub partition: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,7 +34,13 @@ pub struct FailureLabels {
 
 #[derive(Debug, Clone)]
 pub struct WriteMetrics {
+    /// Per partition, only while its breaker is not closed: a cluster of 50k partitions
+    /// does not become 50k series per writer.
     pub breaker_state: Family<PartitionLabels, Gauge>,
+    /// Partitions by breaker state, over every topic.
+    pub breakers: Family<StateLabels, Gauge>,
+    /// The partitions `breaker_state` holds a series for.
+    exported: Arc<Mutex<HashSet<(String, i32)>>>,
     pub bytes: Family<LocalityLabels, Counter>,
     /// Handles into `bytes`, looked up once.
     pub bytes_local: Counter,
@@ -55,6 +68,8 @@ impl WriteMetrics {
         let (bytes_local, bytes_cross_az) = (locality("local"), locality("cross_az"));
         let m = Self {
             breaker_state: Family::default(),
+            breakers: Family::default(),
+            exported: Arc::default(),
             bytes,
             bytes_local,
             bytes_cross_az,
@@ -66,8 +81,13 @@ impl WriteMetrics {
         };
         registry.register(
             "breaker_state",
-            "Circuit breaker state per partition: 0 closed, 1 half-open, 2 open",
+            "Circuit breaker state of each partition whose breaker is not closed: 1 half-open, 2 open",
             m.breaker_state.clone(),
+        );
+        registry.register(
+            "breakers",
+            "Partitions by circuit breaker state (closed, half_open, open)",
+            m.breakers.clone(),
         );
         registry.register(
             "bytes",
@@ -102,14 +122,44 @@ impl WriteMetrics {
         m
     }
 
-    pub(crate) fn publish_breakers(&self, topic: &str, status: &[PartitionStatus]) {
-        for s in status {
-            self.breaker_state
-                .get_or_create(&PartitionLabels {
-                    topic: topic.to_string(),
+    /// Publishes every topic's breakers: totals by state, and a series per partition
+    /// whose breaker is not closed (removed once it closes).
+    pub(crate) fn publish_breakers(&self, topics: &[(String, Vec<PartitionStatus>)]) {
+        let mut counts = [0i64; 3];
+        let mut exported = self.exported.lock().expect("breaker series lock");
+        for (topic, status) in topics {
+            for s in status {
+                counts[s.state.as_gauge() as usize] += 1;
+                let closed = s.state == BreakerState::Closed;
+                let key = (topic.clone(), s.partition);
+                if closed && !exported.contains(&key) {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
                     partition: s.partition.to_string(),
+                };
+                if closed {
+                    self.breaker_state.remove(&labels);
+                    exported.remove(&key);
+                } else {
+                    self.breaker_state
+                        .get_or_create(&labels)
+                        .set(s.state.as_gauge());
+                    exported.insert(key);
+                }
+            }
+        }
+        for state in [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ] {
+            self.breakers
+                .get_or_create(&StateLabels {
+                    state: state.label().to_string(),
                 })
-                .set(s.state.as_gauge());
+                .set(counts[state.as_gauge() as usize]);
         }
     }
 
@@ -117,5 +167,62 @@ impl WriteMetrics {
         self.write_failures
             .get_or_create(&FailureLabels { kind: kind.into() })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(partition: i32, state: BreakerState) -> PartitionStatus {
+        PartitionStatus {
+            partition,
+            leader: Some(1),
+            leader_rack: None,
+            state,
+            in_flight: 0,
+            draining: false,
+        }
+    }
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn only_breakers_that_are_not_closed_get_a_series_and_totals_count_every_state() {
+        let mut registry = Registry::default();
+        let m = WriteMetrics::register(registry.sub_registry_with_prefix("w"));
+        let closed: Vec<_> = (0..1000).map(|p| status(p, BreakerState::Closed)).collect();
+        m.publish_breakers(&[("big".into(), closed.clone())]);
+        let t = text(&registry);
+        assert!(!t.contains("w_breaker_state{"), "{t}");
+        assert!(t.contains("w_breakers{state=\"closed\"} 1000"), "{t}");
+
+        let mut some_open = closed.clone();
+        some_open[7] = status(7, BreakerState::Open);
+        some_open[9] = status(9, BreakerState::HalfOpen);
+        m.publish_breakers(&[("big".into(), some_open)]);
+        let t = text(&registry);
+        assert!(
+            t.contains("w_breaker_state{topic=\"big\",partition=\"7\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("w_breaker_state{topic=\"big\",partition=\"9\"} 1"),
+            "{t}"
+        );
+        assert_eq!(t.matches("w_breaker_state{").count(), 2, "{t}");
+        assert!(t.contains("w_breakers{state=\"open\"} 1"), "{t}");
+        assert!(t.contains("w_breakers{state=\"half_open\"} 1"), "{t}");
+        assert!(t.contains("w_breakers{state=\"closed\"} 998"), "{t}");
+
+        // Closed again: the series go.
+        m.publish_breakers(&[("big".into(), closed)]);
+        let t = text(&registry);
+        assert!(!t.contains("w_breaker_state{"), "{t}");
+        assert!(t.contains("w_breakers{state=\"open\"} 0"), "{t}");
     }
 }

@@ -107,7 +107,9 @@ impl Placement {
             }
             *last = Some(Instant::now());
         }
-        if let Err(e) = self.refresh().await {
+        // Boxed: the metadata fetch (connect, TLS, SASL) is a large future, and inlining it
+        // would make every record's write future carry it.
+        if let Err(e) = Box::pin(self.refresh()).await {
             tracing::debug!(error = %e, "forced metadata refresh failed");
         }
     }
@@ -162,10 +164,12 @@ impl Placement {
     fn publish_breakers(&self) {
         let now = Instant::now();
         let b = self.balancer();
-        let topics: Vec<String> = b.topics().map(str::to_string).collect();
-        for t in topics {
-            self.metrics.publish_breakers(&t, &b.status(&t, now));
-        }
+        let topics: Vec<(String, Vec<PartitionStatus>)> = b
+            .topics()
+            .map(|t| (t.to_string(), b.status(t, now)))
+            .collect();
+        drop(b);
+        self.metrics.publish_breakers(&topics);
     }
 }
 

@@ -154,10 +154,13 @@ impl Writer {
             outcome = tracing::field::Empty,
         );
         let topic = rec.topic.clone();
-        let outcome = self
-            .write_inner(rec, &message_id, started)
-            .instrument(span.clone())
-            .await;
+        let write = self.write_inner(rec, &message_id, started);
+        // Spans are DEBUG: off by default, and then not worth a wrapper per record.
+        let outcome = if span.is_disabled() {
+            write.await
+        } else {
+            write.instrument(span.clone()).await
+        };
         span.record(
             "outcome",
             match &outcome {
@@ -197,7 +200,8 @@ impl Writer {
         match attempts.write(&rec, message_id, size, started).await {
             // Kafka cannot take it now: the failover queue may.
             Err(e) if e.code == Unavailable => match &self.failover {
-                Some(queue) => failover::fail_over(queue, rec, message_id, &e).await,
+                // Boxed, as the rare path: the record's future stays small.
+                Some(queue) => Box::pin(failover::fail_over(queue, rec, message_id, &e)).await,
                 None => Err(e),
             },
             other => other,

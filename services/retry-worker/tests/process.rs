@@ -99,7 +99,7 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
     );
     for series in [
         "ballast_retry_bytes_total{locality=",
-        "ballast_retry_breaker_state{topic=\"events\"",
+        "ballast_retry_breakers{state=\"closed\"}",
         "ballast_retry_inflight_bytes",
         "ballast_retry_metadata_refresh_failures_total",
     ] {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// the kernel exports to user space.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Record sizes measured, with the records per phase (about 20 MB, 200 MB and 200 MB).
+/// Record sizes measured, with the records per phase (about 20 MB, 200 MB and 200 MB;
+/// `--records` sets the 1 KiB count and scales the others to its bytes).
 const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 200_000), (16 * 1024, 12_500)];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -140,9 +141,16 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         server.key_file.display()
     );
     let mut rows = Vec::new();
-    let mut cases: Vec<(usize, usize, bool)> =
-        SIZES.iter().map(|&(b, n)| (b, n / scale, false)).collect();
-    cases.push((1024, SIZES[1].1 / scale, true));
+    // `--records` sets the 1 KiB phase; the others keep its bytes (100 B: its count).
+    let count = |bytes: usize, default: usize| match args.records {
+        Some(n) => (n * 1024 / bytes).min(n).max(BATCH),
+        None => default / scale,
+    };
+    let mut cases: Vec<(usize, usize, bool)> = SIZES
+        .iter()
+        .map(|&(b, n)| (b, count(b, n), false))
+        .collect();
+    cases.push((1024, count(1024, SIZES[1].1), true));
     for (record_bytes, records, tls) in cases {
         let name = format!(
             "ballast-bench-cpu-{}-{record_bytes}-{tls}",
