@@ -49,11 +49,11 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
     let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
+        fields
             .get(i)
             .context("short /proc stat")?
             .parse::<f64>()
-            .context("bad /proc stat field")?)
+            .context("bad /proc stat field")
     };
     Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
