@@ -123,6 +123,8 @@ pub struct MetadataClient {
     correlation: AtomicI32,
     tls: Option<tokio_rustls::TlsConnector>,
     sasl: Option<SaslAuth>,
+    /// Response bytes read from brokers, for the cost of keeping metadata fresh.
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for MetadataClient {
@@ -144,7 +146,13 @@ impl MetadataClient {
             correlation: AtomicI32::new(1),
             tls: None,
             sasl: None,
+            received: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Response bytes read from brokers so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Reaches the brokers as `security` says: TLS and SASL, secrets read from their files.
@@ -421,6 +429,7 @@ impl MetadataClient {
         }
         let mut buf = vec![0u8; len as usize];
         conn.stream.read_exact(&mut buf).await.map_err(io)?;
+        self.received.fetch_add(len as u64 + 4, Ordering::Relaxed);
         let mut buf = bytes::Bytes::from(buf);
         let rh = ResponseHeader::decode(&mut buf, Resp::header_version(version))
             .map_err(|e| Error::Metadata(format!("decode header: {e}")))?;

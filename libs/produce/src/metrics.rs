@@ -51,6 +51,8 @@ pub struct WriteMetrics {
     /// `limits.inflight_bytes`, so saturation is `inflight_bytes / inflight_bytes_limit`.
     pub inflight_bytes_limit: Gauge,
     pub metadata_refresh_failures: Counter,
+    /// Metadata response bytes read from brokers.
+    pub metadata_bytes: Counter,
 }
 
 impl WriteMetrics {
@@ -77,6 +79,7 @@ impl WriteMetrics {
             reroutes: Counter::default(),
             inflight_bytes: Gauge::default(),
             inflight_bytes_limit: Gauge::default(),
+            metadata_bytes: Counter::default(),
             metadata_refresh_failures: Counter::default(),
         };
         registry.register(
@@ -118,6 +121,11 @@ impl WriteMetrics {
             "metadata_refresh_failures",
             "Failed cluster metadata refreshes",
             m.metadata_refresh_failures.clone(),
+        );
+        registry.register(
+            "metadata_bytes",
+            "Metadata response bytes read from brokers",
+            m.metadata_bytes.clone(),
         );
         m
     }

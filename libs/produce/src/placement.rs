@@ -22,6 +22,8 @@ pub(crate) struct Placement {
     reachable: AtomicBool,
     last_forced_refresh: Mutex<Option<Instant>>,
     metrics: WriteMetrics,
+    /// The metadata client's byte count already added to `metrics.metadata_bytes`.
+    counted_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Placement {
@@ -42,6 +44,7 @@ impl Placement {
             reachable: AtomicBool::new(false),
             last_forced_refresh: Mutex::new(None),
             metrics,
+            counted_bytes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -52,7 +55,13 @@ impl Placement {
     /// Fetches metadata and installs it in the balancer: leaderless partitions are held
     /// open before any record fails on them.
     pub(crate) async fn refresh(&self) -> Result<(), ballast_kafka::Error> {
-        let md = match self.client.fetch().await {
+        let fetched = self.client.fetch().await;
+        let total = self.client.bytes_received();
+        let before = self.counted_bytes.swap(total, Ordering::Relaxed);
+        self.metrics
+            .metadata_bytes
+            .inc_by(total.saturating_sub(before));
+        let md = match fetched {
             Ok(md) => md,
             Err(e) => {
                 self.metrics.metadata_refresh_failures.inc();

@@ -8,6 +8,7 @@ use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, B
 use anyhow::Context;
 use ballast_proto::ingest::v1 as pb;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Linux reports utime and stime in USER_HZ ticks, 100 per second on every architecture
 /// the kernel exports to user space.
@@ -35,6 +36,19 @@ pub struct CpuRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CpuFigures {
     pub rows: Vec<CpuRow>,
+    /// An idle gateway's cost of keeping metadata fresh, by cluster size.
+    pub idle: Vec<IdleRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleRow {
+    pub topics: usize,
+    pub partitions: usize,
+    /// Topics the gateway has written to.
+    pub topics_in_use: usize,
+    pub seconds: f64,
+    pub idle_millicores: f64,
+    pub metadata_bytes_per_sec: f64,
 }
 
 /// CPU seconds `pid` has used so far, all threads, user and system.
@@ -227,5 +241,100 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
     }
     let _ = std::fs::remove_dir_all(&pki_dir);
     drop(cluster);
-    Ok(CpuFigures { rows })
+    let idle = idle_cost(args).await?;
+    Ok(CpuFigures { rows, idle })
+}
+
+/// A counter's value in a Prometheus text page (0 when absent).
+fn counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// An idle gateway process on clusters of 1 and 500 topics (6 partitions each; 50 with
+/// `--quick`), with one
+/// topic in use and with all of them: its CPU and the metadata bytes it reads per second.
+async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
+    let window = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let mut out = Vec::new();
+    // 500 topics take the mock cluster a while to create; a smoke run uses 50.
+    let many = if args.quick { 50 } else { 500 };
+    for (topics, in_use) in [(1usize, 1usize), (many, 1), (many, many)] {
+        let cluster =
+            ballast_kafka::EmbeddedCluster::start(ballast_kafka::EmbeddedClusterConfig {
+                topics: (0..topics)
+                    .map(|i| ballast_kafka::TopicSpec {
+                        name: format!("idle-{i}"),
+                        partitions: 6,
+                        replication_factor: 3,
+                    })
+                    .collect(),
+                ..Default::default()
+            })?;
+        let name = format!(
+            "ballast-bench-idle-{}-{topics}-{in_use}",
+            std::process::id()
+        );
+        let gateway = super::resilience::GatewayProcess::start(
+            &name,
+            &format!(
+                "rack: az-a\nkafka:\n  bootstrap_servers: {}\n",
+                cluster.bootstrap_servers()
+            ),
+        )
+        .await?;
+        let mut client = gateway.connect().await?;
+        for i in 0..in_use {
+            let resp = client
+                .produce(pb::ProduceRequest {
+                    records: vec![pb::Record {
+                        topic: format!("idle-{i}"),
+                        value: b"x".to_vec(),
+                        ..Default::default()
+                    }],
+                })
+                .await?
+                .into_inner();
+            anyhow::ensure!(
+                matches!(
+                    resp.results.first().and_then(|r| r.outcome.as_ref()),
+                    Some(pb::record_result::Outcome::Kafka(_))
+                ),
+                "idle-{i} was not written: {resp:?}"
+            );
+        }
+        eprintln!(
+            "bench: P8 idle gateway, {topics} topics ({} partitions), {in_use} in use, {window:?}",
+            topics * 6
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let metric = "ballast_gateway_metadata_bytes_total";
+        let bytes0 = counter(&scrape(gateway.admin).await?, metric);
+        let cpu0 = cpu_seconds(gateway.pid)?;
+        let started = Instant::now();
+        tokio::time::sleep(window).await;
+        let cpu = cpu_seconds(gateway.pid)? - cpu0;
+        let bytes = counter(&scrape(gateway.admin).await?, metric) - bytes0;
+        let secs = started.elapsed().as_secs_f64();
+        out.push(IdleRow {
+            topics,
+            partitions: topics * 6,
+            topics_in_use: in_use,
+            seconds: secs,
+            idle_millicores: cpu * 1000.0 / secs,
+            metadata_bytes_per_sec: bytes / secs,
+        });
+    }
+    Ok(out)
 }

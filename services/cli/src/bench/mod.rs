@@ -551,6 +551,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 r.producer_mb_per_sec
             ));
         }
+        for r in &c.idle {
+            rows.push(format!(
+                "P8      idle gateway, {:>3} topics ({:>4} partitions), {:>3} in use: {:>6.1} millicores, {:>9.0} metadata bytes/s",
+                r.topics, r.partitions, r.topics_in_use, r.idle_millicores, r.metadata_bytes_per_sec
+            ));
+        }
         json["p8_cpu"] = serde_json::to_value(&c)?;
     }
     println!("figure  measure                                  ballast      baseline     result");

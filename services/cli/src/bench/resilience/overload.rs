@@ -52,6 +52,8 @@ pub(in crate::bench) struct GatewayProcess {
     child: Child,
     pub(in crate::bench) pid: u32,
     addr: String,
+    /// The admin (metrics) address.
+    pub(in crate::bench) admin: std::net::SocketAddr,
     dir: std::path::PathBuf,
 }
 
@@ -85,6 +87,7 @@ impl GatewayProcess {
             child,
             pid,
             addr: format!("http://127.0.0.1:{grpc}"),
+            admin: std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
             dir,
         })
     }
