@@ -444,3 +444,55 @@ async fn shutdown_drains_in_flight_requests_and_reports_metrics() -> anyhow::Res
     );
     Ok(())
 }
+
+/// Between full refreshes the gateway asks only for the topics it writes: a leader move on
+/// a topic in use shows within a few refreshes, the other topics keep the view of the last
+/// full refresh, and each periodic refresh reads a fraction of a full answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_metadata_refreshes_ask_only_for_topics_in_use() -> anyhow::Result<()> {
+    let topics: Vec<(String, i32)> = (0..40).map(|i| (format!("t{i}"), 6)).collect();
+    let specs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let stack = GatewayStack::start(&specs, |c| {
+        c.kafka.metadata_refresh_interval = Duration::from_millis(200);
+        c.kafka.metadata_full_refresh_interval = Duration::from_secs(3600);
+    })
+    .await?;
+    let results = stack.produce(vec![record("t0", None, "in use")]).await?;
+    assert!(kafka_ack(&results[0]).is_some(), "{results:?}");
+
+    let bytes = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("ballast_gateway_metadata_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    // One explicit (full) refresh: what a full answer costs.
+    let before = bytes(&stack.metrics_text().await?);
+    stack.handle.refresh_metadata().await?;
+    let full = bytes(&stack.metrics_text().await?) - before;
+
+    // Periodic refreshes for 1 s (about five of them).
+    let before = bytes(&stack.metrics_text().await?);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let periodic = bytes(&stack.metrics_text().await?) - before;
+    assert!(
+        periodic > 0.0 && periodic < full,
+        "five sparse refreshes read {periodic} bytes; one full answer is {full}"
+    );
+
+    // A leader move on the topic in use is seen by the sparse refreshes.
+    let old = stack.leader_of("t0", 0).expect("a leader");
+    let new = if old == 1 { 2 } else { 1 };
+    stack.cluster.partition_leader("t0", 0, Some(new)).await?;
+    let end = Instant::now() + Duration::from_secs(5);
+    while stack.leader_of("t0", 0) != Some(new) {
+        assert!(Instant::now() < end, "the leader move on t0 was not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every topic is still known, from the last full refresh.
+    let md = stack.handle.metadata();
+    for (name, _) in &topics {
+        assert!(md.topic(name).is_some(), "{name} dropped from the view");
+    }
+    Ok(())
+}

@@ -139,6 +139,8 @@ pub struct Balancer {
     cursor: usize,
     /// Per topic: the sticky partition for unkeyed records and how many more it takes.
     sticky: HashMap<String, (usize, u32)>,
+    /// Topics records have been written to (see [`Balancer::touch`]).
+    used: HashSet<String>,
 }
 
 impl Balancer {
@@ -206,6 +208,22 @@ impl Balancer {
     pub fn remove_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
         self.sticky.remove(topic);
+        self.used.remove(topic);
+    }
+
+    /// Marks `topic` as in use and returns its partition count; `None` (and nothing
+    /// marked) when the topic is unknown.
+    pub fn touch(&mut self, topic: &str) -> Option<usize> {
+        let n = self.topics.get(topic)?.len();
+        if !self.used.contains(topic) {
+            self.used.insert(topic.to_string());
+        }
+        Some(n)
+    }
+
+    /// The known topics records have been written to.
+    pub fn topics_in_use(&self) -> impl Iterator<Item = &str> {
+        self.used.iter().map(String::as_str)
     }
 
     /// Sets the brokers that are about to go away. Partitions they lead are held open at once.

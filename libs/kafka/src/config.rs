@@ -22,6 +22,13 @@ pub struct KafkaConfig {
     /// How often leader and rack metadata is refreshed.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh_interval: Duration,
+    /// How often metadata for every topic is fetched, to discover topics and drop deleted
+    /// ones. Between these, each refresh asks only for the topics in use, so a large
+    /// cluster costs the gateway and the brokers no more than the topics it writes. Never
+    /// shorter than `metadata_refresh_interval` (a shorter value acts as it). Explicit
+    /// refreshes (startup, an unknown topic) always fetch every topic.
+    #[serde(with = "humantime_serde")]
+    pub metadata_full_refresh_interval: Duration,
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
     pub metadata_timeout: Duration,
@@ -46,6 +53,7 @@ impl Default for KafkaConfig {
             write_timeout: Duration::from_secs(1),
             linger: Duration::from_millis(2),
             metadata_refresh_interval: Duration::from_secs(1),
+            metadata_full_refresh_interval: Duration::from_secs(30),
             metadata_timeout: Duration::from_secs(2),
             security_protocol: SecurityProtocol::Plaintext,
             ssl: KafkaSsl::default(),

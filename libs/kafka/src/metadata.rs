@@ -177,6 +177,13 @@ impl MetadataClient {
     /// Metadata for every topic. Tries the current connection, then every bootstrap and
     /// previously seen broker in turn.
     pub async fn fetch(&self) -> Result<ClusterMetadata, Error> {
+        self.fetch_topics(None).await
+    }
+
+    /// Metadata for `topics` only (every topic with `None`), as [`Self::fetch`]. Brokers
+    /// and racks come with every answer; a requested topic the cluster does not have is
+    /// listed with its error code.
+    pub async fn fetch_topics(&self, topics: Option<&[String]>) -> Result<ClusterMetadata, Error> {
         let mut guard = self.conn.lock().await;
         if guard
             .as_ref()
@@ -186,7 +193,7 @@ impl MetadataClient {
             *guard = None;
         }
         if let Some(conn) = guard.as_mut() {
-            match tokio::time::timeout(self.timeout, self.metadata(conn)).await {
+            match tokio::time::timeout(self.timeout, self.metadata(conn, topics)).await {
                 Ok(Ok(md)) => return Ok(self.remember(md)),
                 Ok(Err(e)) => tracing::debug!(error = %e, "metadata connection failed"),
                 Err(_) => tracing::debug!("metadata request timed out"),
@@ -203,7 +210,7 @@ impl MetadataClient {
         for addr in candidates {
             let attempt = async {
                 let mut conn = self.connect(&addr).await?;
-                let md = self.metadata(&mut conn).await?;
+                let md = self.metadata(&mut conn, topics).await?;
                 Ok::<_, Error>((conn, md))
             };
             match tokio::time::timeout(self.timeout, attempt).await {
@@ -387,10 +394,25 @@ impl MetadataClient {
         Ok(())
     }
 
-    async fn metadata(&self, conn: &mut Conn) -> Result<ClusterMetadata, Error> {
+    async fn metadata(
+        &self,
+        conn: &mut Conn,
+        topics: Option<&[String]>,
+    ) -> Result<ClusterMetadata, Error> {
         let version = conn.metadata_version;
+        let topics = topics.map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(kafka_protocol::messages::TopicName(
+                            StrBytes::from_string(n.clone()),
+                        )))
+                })
+                .collect()
+        });
         let req = MetadataRequest::default()
-            .with_topics(None)
+            .with_topics(topics)
             .with_allow_auto_topic_creation(false);
         let resp: MetadataResponse = self.call(conn, ApiKey::Metadata, version, &req).await?;
         Ok(convert(resp))

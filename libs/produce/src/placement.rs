@@ -21,6 +21,9 @@ pub(crate) struct Placement {
     /// Whether the last metadata refresh reached the cluster.
     reachable: AtomicBool,
     last_forced_refresh: Mutex<Option<Instant>>,
+    /// When every topic was last fetched, and how often that is due.
+    last_full_refresh: Mutex<Option<Instant>>,
+    full_refresh_every: Duration,
     metrics: WriteMetrics,
     /// The metadata client's byte count already added to `metrics.metadata_bytes`.
     counted_bytes: std::sync::atomic::AtomicU64,
@@ -43,6 +46,10 @@ impl Placement {
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             reachable: AtomicBool::new(false),
             last_forced_refresh: Mutex::new(None),
+            last_full_refresh: Mutex::new(None),
+            full_refresh_every: kafka
+                .metadata_full_refresh_interval
+                .max(kafka.metadata_refresh_interval),
             metrics,
             counted_bytes: std::sync::atomic::AtomicU64::new(0),
         })
@@ -52,16 +59,37 @@ impl Placement {
         self.balancer.lock().expect("balancer lock")
     }
 
-    /// Fetches metadata and installs it in the balancer: leaderless partitions are held
-    /// open before any record fails on them.
+    /// Fetches metadata for every topic and installs it in the balancer: leaderless
+    /// partitions are held open before any record fails on them.
     pub(crate) async fn refresh(&self) -> Result<(), ballast_kafka::Error> {
-        let fetched = self.client.fetch().await;
+        self.refresh_with(true).await
+    }
+
+    /// The periodic refresh: only the topics in use, and every topic when a full refresh
+    /// is due (`kafka.metadata_full_refresh_interval`).
+    pub(crate) async fn refresh_periodic(&self) -> Result<(), ballast_kafka::Error> {
+        let due = self
+            .last_full_refresh
+            .lock()
+            .expect("refresh lock")
+            .is_none_or(|t| t.elapsed() >= self.full_refresh_every);
+        self.refresh_with(due).await
+    }
+
+    async fn refresh_with(&self, full: bool) -> Result<(), ballast_kafka::Error> {
+        let in_use: Option<Vec<String>> = (!full).then(|| {
+            self.balancer()
+                .topics_in_use()
+                .map(str::to_string)
+                .collect()
+        });
+        let fetched = self.client.fetch_topics(in_use.as_deref()).await;
         let total = self.client.bytes_received();
         let before = self.counted_bytes.swap(total, Ordering::Relaxed);
         self.metrics
             .metadata_bytes
             .inc_by(total.saturating_sub(before));
-        let md = match fetched {
+        let mut md = match fetched {
             Ok(md) => md,
             Err(e) => {
                 self.metrics.metadata_refresh_failures.inc();
@@ -71,20 +99,26 @@ impl Placement {
                 return Err(e);
             }
         };
+        if full {
+            *self.last_full_refresh.lock().expect("refresh lock") = Some(Instant::now());
+        }
         {
             let mut b = self.balancer();
             b.set_cluster_reachable(true);
-            // A topic leaves only when the cluster, answering, no longer lists it. A topic
-            // listed with an error (LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION while
-            // partitions move) keeps its last good view: the error is transient.
-            let listed: HashSet<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
-            let gone: Vec<String> = b
-                .topics()
-                .filter(|t| !listed.contains(t))
-                .map(str::to_string)
-                .collect();
-            for t in gone {
-                b.remove_topic(&t);
+            // A topic leaves only when the cluster, answering a full refresh, no longer
+            // lists it. A topic listed with an error (LEADER_NOT_AVAILABLE,
+            // UNKNOWN_TOPIC_OR_PARTITION while partitions move) keeps its last good view:
+            // the error is transient.
+            if full {
+                let listed: HashSet<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
+                let gone: Vec<String> = b
+                    .topics()
+                    .filter(|t| !listed.contains(t))
+                    .map(str::to_string)
+                    .collect();
+                for t in gone {
+                    b.remove_topic(&t);
+                }
             }
             for t in md.topics.iter() {
                 if t.internal {
@@ -97,6 +131,19 @@ impl Placement {
                 }
             }
         }
+        if !full {
+            // The topics not asked for keep their view from the last full refresh.
+            let previous = self.metadata();
+            let asked: HashSet<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
+            let kept: Vec<_> = previous
+                .topics
+                .iter()
+                .filter(|t| !asked.contains(t.name.as_str()))
+                .cloned()
+                .collect();
+            md.topics.extend(kept);
+            md.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        }
         *self.metadata.write().expect("metadata lock") = Arc::new(md);
         self.reachable.store(true, Ordering::Relaxed);
         self.publish_breakers();
@@ -106,7 +153,8 @@ impl Placement {
     /// Refreshes metadata for a topic the balancer does not know, at most once per
     /// `FORCED_REFRESH_MIN_GAP`.
     pub(crate) async fn learn_topic(&self, topic: &str) {
-        if self.balancer().partition_count(topic).is_some() {
+        // Known topics are marked in use: the periodic refresh asks for them.
+        if self.balancer().touch(topic).is_some() {
             return;
         }
         {
@@ -118,9 +166,10 @@ impl Placement {
         }
         // Boxed: the metadata fetch (connect, TLS, SASL) is a large future, and inlining it
         // would make every record's write future carry it.
-        if let Err(e) = Box::pin(self.refresh()).await {
+        if let Err(e) = Box::pin(self.refresh_with(true)).await {
             tracing::debug!(error = %e, "forced metadata refresh failed");
         }
+        self.balancer().touch(topic);
     }
 
     pub(crate) fn metadata(&self) -> Arc<ClusterMetadata> {
@@ -194,7 +243,7 @@ pub(crate) fn spawn_refresher(
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = placement.refresh().await {
+            if let Err(e) = placement.refresh_periodic().await {
                 tracing::warn!(error = %e, "metadata refresh failed; keeping the last view");
             }
         }
