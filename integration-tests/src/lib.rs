@@ -104,3 +104,38 @@ impl GatewayStack {
         http_get(self.admin_addr, "/metrics").await
     }
 }
+
+/// Runs the topology service with `config` until its state shows the cluster reachable
+/// with `brokers` brokers (within 10 s), then stops it.
+pub async fn topology_sees_brokers(
+    config: ballast_topology::TopologyConfig,
+    brokers: usize,
+) -> anyhow::Result<()> {
+    let state = Arc::new(ballast_topology::TopologyState::new(
+        std::time::Duration::from_secs(60),
+    ));
+    let (grpc, admin) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    );
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(ballast_topology::run_with_state(
+        config,
+        state.clone(),
+        grpc,
+        admin,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut watch = state.subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        watch.wait_for(|s| s.kafka_reachable && s.brokers.len() == brokers),
+    )
+    .await??;
+    drop(watch);
+    let _ = stop.send(());
+    served.await??;
+    Ok(())
+}

@@ -138,32 +138,7 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     topology.kafka.bootstrap_servers = proxy.bootstrap.clone();
     topology.kafka.security_protocol = SecurityProtocol::Ssl;
     topology.kafka.ssl = ssl.clone();
-    let state = std::sync::Arc::new(ballast_topology::TopologyState::new(Duration::from_secs(
-        60,
-    )));
-    let (grpc, admin) = (
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(ballast_topology::run_with_state(
-        topology,
-        state.clone(),
-        grpc,
-        admin,
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let mut watch = state.subscribe();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        watch.wait_for(|s| s.kafka_reachable && s.brokers.len() == 3),
-    )
-    .await??;
-    drop(watch);
-    let _ = stop.send(());
-    served.await??;
+    ballast_integration_tests::topology_sees_brokers(topology, 3).await?;
 
     local.stop().await?;
     Ok(())

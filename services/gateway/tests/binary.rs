@@ -327,13 +327,27 @@ async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow
     Ok(())
 }
 
+/// The gRPC health status of the server on `port`.
+async fn health_status(port: u16) -> anyhow::Result<i32> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    Ok(HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status)
+}
+
 /// A broker certificate the gateway does not trust: the gateway logs an error naming the
 /// broker and the TLS failure, and its health stays NOT_SERVING; nothing hangs silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
     use ballast_security::pki::Authority;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
 
     let kafka = ballast_testkit::kafka_proxy::SecureKafka::tls(false).await?;
     let other = Authority::create(&kafka.dir.join("other"), "not the brokers' CA")?;
@@ -350,21 +364,7 @@ async fn an_untrusted_broker_certificate_keeps_the_gateway_not_serving() -> anyh
         "tls handshake failed",
         Duration::from_secs(20),
     )?;
-    let health = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))?
-            .connect()
-            .await?;
-        let mut c = HealthClient::new(channel);
-        anyhow::Ok(
-            c.check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?
-            .into_inner()
-            .status,
-        )
-    }
-    .await;
+    let health = health_status(grpc).await;
     let _ = child.kill();
     let _ = child.wait();
     let line = logged.expect("an error about the broker's certificate within 20 s");
@@ -422,8 +422,6 @@ async fn ssl_without_a_ca_file_trusts_the_system_store() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_kafka_password_keeps_the_gateway_not_serving() -> anyhow::Result<()> {
     use ballast_testkit::kafka_proxy::{Listener, SaslUsers, SecureKafka};
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
 
     let kafka = SecureKafka::start(Listener {
         tls: true,
@@ -449,21 +447,7 @@ async fn a_wrong_kafka_password_keeps_the_gateway_not_serving() -> anyhow::Resul
         "authentication failed",
         Duration::from_secs(20),
     )?;
-    let health = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))?
-            .connect()
-            .await?;
-        let mut c = HealthClient::new(channel);
-        anyhow::Ok(
-            c.check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?
-            .into_inner()
-            .status,
-        )
-    }
-    .await;
+    let health = health_status(grpc).await;
     // The admin port's /readyz, for probes that cannot speak gRPC, agrees.
     let ready = ballast_testkit::http_get(format!("127.0.0.1:{admin}").parse()?, "/readyz").await;
     let _ = child.kill();

@@ -4,7 +4,7 @@
 //! from `/proc/<pid>/stat` (user + system, every thread) over the phase; the cost is
 //! millicores per MB/s, which is CPU-seconds per MB × 1000 whatever the rate.
 
-use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, BATCH, TOPIC};
+use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, BATCH};
 use anyhow::Context;
 use ballast_proto::ingest::v1 as pb;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Record sizes measured, with the records per phase (about 20 MB, 200 MB and 200 MB;
-/// `--records` sets the 1 KiB count and scales the others to its bytes).
+/// `--records` can raise the 1 KiB count, and the others follow its bytes).
 const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 200_000), (16 * 1024, 12_500)];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -106,31 +106,6 @@ pub async fn producer_process(args: ProducerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn gateway_batch(client: ClientPool, value: Arc<Vec<u8>>) -> anyhow::Result<()> {
-    let records = (0..BATCH)
-        .map(|_| pb::Record {
-            topic: TOPIC.into(),
-            value: value.as_ref().clone(),
-            ..Default::default()
-        })
-        .collect();
-    let resp = client
-        .next()
-        .produce(pb::ProduceRequest { records })
-        .await?
-        .into_inner();
-    let acked = resp
-        .results
-        .iter()
-        .filter(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Kafka(_))))
-        .count();
-    anyhow::ensure!(
-        acked == BATCH,
-        "only {acked} of {BATCH} records acknowledged"
-    );
-    Ok(())
-}
-
 pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
     let cluster = super::resilience::cluster()?;
     let bootstrap = cluster.bootstrap_servers().to_string();
@@ -155,10 +130,15 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         server.key_file.display()
     );
     let mut rows = Vec::new();
-    // `--records` sets the 1 KiB phase; the others keep its bytes (100 B: its count).
-    let count = |bytes: usize, default: usize| match args.records {
-        Some(n) => (n * 1024 / bytes).min(n).max(BATCH),
-        None => default / scale,
+    // `--records` raises the 1 KiB phase; the others keep its bytes (100 B: its count).
+    // Never fewer than the defaults (a tenth with `--quick`): CPU comes in 10 ms ticks,
+    // and a shorter phase would measure nothing.
+    let count = |bytes: usize, default: usize| {
+        let floor = default / scale;
+        match args.records {
+            Some(n) => (n * 1024 / bytes).min(n).max(floor),
+            None => floor,
+        }
     };
     let mut cases: Vec<(usize, usize, bool)> = SIZES
         .iter()
@@ -191,7 +171,7 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         let value = Arc::new(vec![b'x'; record_bytes]);
         // Warm up: metadata, connections, the producer.
         for _ in 0..4 {
-            gateway_batch(pool.clone(), value.clone()).await?;
+            super::gateway_batch(pool.next(), value.clone()).await?;
         }
         eprintln!(
             "bench: P8 gateway process, {records} records of {record_bytes} B{}",
@@ -200,7 +180,7 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         let cpu0 = cpu_seconds(gateway.pid)?;
         let (p, v) = (pool.clone(), value.clone());
         let elapsed = closed_loop(records.div_ceil(BATCH), workers, move || {
-            gateway_batch(p.clone(), v.clone())
+            super::gateway_batch(p.next(), v.clone())
         })
         .await?;
         let gateway_cpu = cpu_seconds(gateway.pid)? - cpu0;
