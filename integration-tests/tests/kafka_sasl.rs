@@ -37,6 +37,45 @@ fn metadata(bootstrap: &str, security: &KafkaSecurity) -> anyhow::Result<Metadat
     .with_security(security)?)
 }
 
+/// SASL over TLS to `kafka`, trusting its CA.
+fn sasl_ssl(kafka: &SecureKafka, sasl: KafkaSasl) -> KafkaSecurity {
+    KafkaSecurity {
+        protocol: SecurityProtocol::SaslSsl,
+        ssl: KafkaSsl {
+            ca_file: Some(kafka.ca.ca_file.clone()),
+            ..KafkaSsl::default()
+        },
+        sasl,
+    }
+}
+
+/// Writes `value` to events/0 with a producer that reaches `bootstrap` as `security` says.
+async fn write_one(
+    bootstrap: &str,
+    security: &KafkaSecurity,
+    write_timeout: Duration,
+    value: &[u8],
+) -> Result<ballast_kafka::Written, ballast_kafka::WriteError> {
+    let producer = ballast_kafka::KafkaProducer::new(&ballast_kafka::KafkaConfig {
+        bootstrap_servers: bootstrap.to_string(),
+        security_protocol: security.protocol,
+        ssl: security.ssl.clone(),
+        sasl: security.sasl.clone(),
+        write_timeout,
+        ..Default::default()
+    })
+    .expect("a valid producer config");
+    producer
+        .send(ballast_kafka::OutgoingRecord {
+            topic: "events",
+            partition: 0,
+            key: None,
+            value,
+            headers: &[],
+        })
+        .await
+}
+
 async fn read_back(
     bootstrap: &str,
     security: &KafkaSecurity,
@@ -69,14 +108,7 @@ async fn a_gateway_on_sasl_ssl_with_scram_sha_512_writes_and_a_consumer_reads_ba
     .await?;
     let proxy = &kafka.proxy;
     let secret = password_file(&kafka.dir, "password", "correct horse");
-    let security = KafkaSecurity {
-        protocol: SecurityProtocol::SaslSsl,
-        ssl: KafkaSsl {
-            ca_file: Some(kafka.ca.ca_file.clone()),
-            ..KafkaSsl::default()
-        },
-        sasl: scram(SaslMechanism::ScramSha512, &secret),
-    };
+    let security = sasl_ssl(&kafka, scram(SaslMechanism::ScramSha512, &secret));
 
     let mut cfg = GatewayConfig {
         rack: Some("az-a".into()),
@@ -142,14 +174,7 @@ async fn a_wrong_password_fails_clearly_on_both_paths() -> anyhow::Result<()> {
     })
     .await?;
     let wrong = password_file(&kafka.dir, "wrong", "battery staple");
-    let security = KafkaSecurity {
-        protocol: SecurityProtocol::SaslSsl,
-        ssl: KafkaSsl {
-            ca_file: Some(kafka.ca.ca_file.clone()),
-            ..KafkaSsl::default()
-        },
-        sasl: scram(SaslMechanism::ScramSha512, &wrong),
-    };
+    let security = sasl_ssl(&kafka, scram(SaslMechanism::ScramSha512, &wrong));
     let e = metadata(&kafka.proxy.bootstrap, &security)?
         .fetch()
         .await
@@ -162,24 +187,14 @@ async fn a_wrong_password_fails_clearly_on_both_paths() -> anyhow::Result<()> {
         "{msg}"
     );
 
-    let producer = ballast_kafka::KafkaProducer::new(&ballast_kafka::KafkaConfig {
-        bootstrap_servers: kafka.proxy.bootstrap.clone(),
-        security_protocol: SecurityProtocol::SaslSsl,
-        ssl: security.ssl.clone(),
-        sasl: security.sasl.clone(),
-        write_timeout: Duration::from_secs(2),
-        ..Default::default()
-    })?;
     let started = std::time::Instant::now();
-    let refused = producer
-        .send(ballast_kafka::OutgoingRecord {
-            topic: "events",
-            partition: 0,
-            key: None,
-            value: b"wrong password",
-            headers: &[],
-        })
-        .await;
+    let refused = write_one(
+        &kafka.proxy.bootstrap,
+        &security,
+        Duration::from_secs(2),
+        b"wrong password",
+    )
+    .await;
     assert!(
         refused.is_err(),
         "a write with a wrong password got through"
@@ -245,23 +260,14 @@ async fn sasl_plaintext_with_plain_and_scram_sha_256() -> anyhow::Result<()> {
         };
         let md = metadata(&kafka.proxy.bootstrap, &security)?.fetch().await?;
         assert_eq!(md.brokers.len(), 3, "{mechanism}");
-        let producer = ballast_kafka::KafkaProducer::new(&ballast_kafka::KafkaConfig {
-            bootstrap_servers: kafka.proxy.bootstrap.clone(),
-            security_protocol: SecurityProtocol::SaslPlaintext,
-            sasl: security.sasl.clone(),
-            write_timeout: Duration::from_secs(5),
-            ..Default::default()
-        })?;
-        producer
-            .send(ballast_kafka::OutgoingRecord {
-                topic: "events",
-                partition: 0,
-                key: None,
-                value: mechanism.name().as_bytes(),
-                headers: &[],
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("{mechanism}: {}", e.message))?;
+        write_one(
+            &kafka.proxy.bootstrap,
+            &security,
+            Duration::from_secs(5),
+            mechanism.name().as_bytes(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{mechanism}: {}", e.message))?;
         let landed = read_back(&kafka.proxy.bootstrap, &security, n + 1).await?;
         assert!(
             landed
@@ -294,38 +300,24 @@ async fn oauthbearer_tokens_come_from_a_file_and_rotate() -> anyhow::Result<()> 
     })
     .await?;
     let token_file = password_file(&kafka.dir, "token", "token-one");
-    let security = KafkaSecurity {
-        protocol: SecurityProtocol::SaslSsl,
-        ssl: KafkaSsl {
-            ca_file: Some(kafka.ca.ca_file.clone()),
-            ..KafkaSsl::default()
-        },
-        sasl: KafkaSasl {
+    let security = sasl_ssl(
+        &kafka,
+        KafkaSasl {
             mechanism: Some(SaslMechanism::OAuthBearer),
             token_file: Some(token_file.clone()),
             ..KafkaSasl::default()
         },
-    };
+    );
     let md = metadata(&kafka.proxy.bootstrap, &security)?.fetch().await?;
     assert_eq!(md.brokers.len(), 3);
-    let producer = ballast_kafka::KafkaProducer::new(&ballast_kafka::KafkaConfig {
-        bootstrap_servers: kafka.proxy.bootstrap.clone(),
-        security_protocol: SecurityProtocol::SaslSsl,
-        ssl: security.ssl.clone(),
-        sasl: security.sasl.clone(),
-        write_timeout: Duration::from_secs(5),
-        ..Default::default()
-    })?;
-    producer
-        .send(ballast_kafka::OutgoingRecord {
-            topic: "events",
-            partition: 0,
-            key: None,
-            value: b"bearer",
-            headers: &[],
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    write_one(
+        &kafka.proxy.bootstrap,
+        &security,
+        Duration::from_secs(5),
+        b"bearer",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let landed = read_back(&kafka.proxy.bootstrap, &security, 1).await?;
     assert_eq!(landed[0].value, b"bearer");
 

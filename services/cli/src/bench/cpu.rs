@@ -113,14 +113,7 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
     let workers = args.concurrency.max(1);
 
     let pki_dir = std::env::temp_dir().join(format!("ballast-bench-cpu-{}", std::process::id()));
-    let ca = ballast_security::pki::Authority::create(&pki_dir, "bench CA")?;
-    let server = ca.issue(
-        "server",
-        "bench",
-        &[ballast_security::pki::Name::Ip(std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ]))],
-    )?;
+    let (ca, server) = super::bench_pki(&pki_dir)?;
     let config = format!(
         "rack: az-a\nkafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 10s\nlimits:\n  record_deadline: 30s\n"
     );

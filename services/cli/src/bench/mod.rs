@@ -266,6 +266,24 @@ async fn inprocess_batch(
     Ok(())
 }
 
+/// A throwaway CA in `dir` and a server certificate for 127.0.0.1, for the TLS rows.
+fn bench_pki(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    ballast_security::pki::Authority,
+    ballast_security::pki::Issued,
+)> {
+    let ca = ballast_security::pki::Authority::create(dir, "bench CA")?;
+    let server = ca.issue(
+        "server",
+        "bench",
+        &[ballast_security::pki::Name::Ip(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ]))],
+    )?;
+    Ok((ca, server))
+}
+
 /// The bench gateways' Kafka settings: the cluster, and a generous write timeout.
 fn bench_gateway_config(bootstrap: &str) -> GatewayConfig {
     let mut cfg = GatewayConfig {
@@ -317,14 +335,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
 
     // The same gateway with TLS on the client hop, certificates from a throwaway CA.
     let pki_dir = std::env::temp_dir().join(format!("ballast-bench-tls-{}", std::process::id()));
-    let ca = ballast_security::pki::Authority::create(&pki_dir, "bench CA")?;
-    let server = ca.issue(
-        "server",
-        "bench",
-        &[ballast_security::pki::Name::Ip(std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ]))],
-    )?;
+    let (ca, server) = bench_pki(&pki_dir)?;
     let mut tls_cfg = bench_gateway_config(&bootstrap);
     tls_cfg.tls.cert_file = Some(server.cert_file);
     tls_cfg.tls.key_file = Some(server.key_file);
