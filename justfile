@@ -18,6 +18,7 @@ test: deps
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
     just deploy-check
+    just model-check
 
 # Everything under deploy/ that can be checked without Docker or a cluster: the image's
 # Rust tag, hadolint, the Helm chart rendered for each ci/ values file and validated
@@ -25,6 +26,12 @@ test: deps
 # the alert rules with promtool. Needs the debug binaries (`cargo build`).
 deploy-check:
     bash scripts/deploy-check.sh
+
+# The delivery protocol as a Promela model, checked with spin: every property holds and
+# every deliberately broken variant is rejected. `just model-check --deep` raises the
+# Kafka fault bound to 2 (about a minute and 2 GiB per property).
+model-check *ARGS:
+    bash integration-tests/model/check.sh {{ARGS}}
 
 # The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c), gateway, retry
 # workers, dedup and topology.
