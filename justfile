@@ -33,6 +33,13 @@ deploy-check:
 model-check *ARGS:
     bash integration-tests/model/check.sh {{ARGS}}
 
+# Fuzz one target for SECONDS with cargo-fuzz (needs a nightly toolchain; installs
+# cargo-fuzz): envelope, ingest, config, planner or scram. New inputs land in
+# integration-tests/fuzz/corpus/TARGET, which `just test` replays on stable.
+fuzz TARGET SECONDS="600":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cargo +nightly fuzz run --fuzz-dir integration-tests/fuzz -s none {{TARGET}} -- -max_total_time={{SECONDS}} -rss_limit_mb=4096
+
 # The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c), gateway, retry
 # workers, dedup and topology.
 dev *ARGS:

@@ -1,6 +1,8 @@
 //! Stacks of Ballast services for the end-to-end tests in `tests/`: a mock Kafka cluster
 //! with an in-process gateway on free ports.
 
+pub mod fuzz;
+
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::ingest::v1 as pb;

@@ -47,7 +47,7 @@ pub fn record_size(rec: &Record) -> usize {
 }
 
 /// Checks a record and returns its size.
-pub(crate) fn validate(
+pub fn validate(
     rec: &Record,
     message_id: &str,
     limits: &WriteLimits,

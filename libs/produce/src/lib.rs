@@ -19,7 +19,7 @@ mod placement;
 mod record;
 mod writer;
 
-pub use admit::{record_size, WriteLimits};
+pub use admit::{record_size, validate, WriteLimits};
 pub use ballast_balancer::KeyPolicy;
 pub use metrics::WriteMetrics;
 pub use record::{key_policy_from_wire, key_policy_to_wire, Acked, Header, Produced, Record};

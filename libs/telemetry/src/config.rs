@@ -56,6 +56,18 @@ pub trait ServiceConfig: Serialize + serde::de::DeserializeOwned + Default {
         Ok(cfg)
     }
 
+    /// Defaults, then `yaml`, then validation: a config file's text, without the
+    /// environment.
+    fn from_yaml(yaml: &str) -> anyhow::Result<Self> {
+        use figment::providers::{Format, Serialized, Yaml};
+        let cfg: Self = figment::Figment::from(Serialized::defaults(Self::default()))
+            .merge(Yaml::string(yaml))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// The effective config as YAML, secrets redacted (see [`redact`]).
     fn to_yaml(&self) -> String {
         match serde_yaml::to_value(self) {

@@ -7,7 +7,7 @@ use ballast_proto::ingest::v1 as pb;
 
 /// The write-path record of a proto record, or the answer for one that is malformed on
 /// the wire (an unknown key policy).
-pub(crate) fn record(rec: pb::Record) -> Result<Record, Box<Produced>> {
+pub fn record(rec: pb::Record) -> Result<Record, Box<Produced>> {
     let Some(key_policy) = key_policy_from_wire(rec.key_policy) else {
         let message_id = if rec.message_id.is_empty() {
             new_message_id()
@@ -39,7 +39,7 @@ pub(crate) fn record(rec: pb::Record) -> Result<Record, Box<Produced>> {
 }
 
 /// The per-record result of an outcome.
-pub(crate) fn result(p: Produced) -> pb::RecordResult {
+pub fn result(p: Produced) -> pb::RecordResult {
     use pb::record_result::Outcome;
     let outcome = match p.outcome {
         Ok(Acked::Kafka { partition, offset }) => {

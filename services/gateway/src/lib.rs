@@ -9,7 +9,7 @@
 //! of gateways can run side by side.
 
 pub mod config;
-mod convert;
+pub mod convert;
 pub mod metrics;
 mod server;
 mod service;
