@@ -50,6 +50,11 @@ dev *ARGS:
 bench *ARGS:
     cargo run --release -p ballast -- bench --json target/ballast-bench.json {{ARGS}}
 
+# The whole system as separate processes under seeded faults, then the delivery
+# invariants checked: `just torture --records 1000000 --seed 42`.
+torture *ARGS:
+    cargo run --release -p ballast -- torture {{ARGS}}
+
 # The spot-interruption demo with its audit and HTML report.
 demo *ARGS:
     cargo run --release -p ballast -- demo {{ARGS}}

@@ -86,6 +86,24 @@ pub struct ConsumeArgs {
     /// Append each message id to this file when its processing is committed.
     #[arg(long)]
     pub processed_log: Option<std::path::PathBuf>,
+    /// Append each message id to this file when dedup reports it already processed.
+    #[arg(long)]
+    pub duplicates_log: Option<std::path::PathBuf>,
+}
+
+fn append_log(
+    path: &Option<std::path::PathBuf>,
+    flag: &str,
+) -> anyhow::Result<Option<std::fs::File>> {
+    path.as_ref()
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+        })
+        .transpose()
 }
 
 fn parse_mechanism(s: &str) -> Result<ballast_kafka::SaslMechanism, String> {
@@ -172,16 +190,8 @@ pub async fn consume(
         &args.client.security(),
     )
     .await?;
-    let mut log = match &args.processed_log {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| anyhow::anyhow!("--processed-log {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut log = append_log(&args.processed_log, "--processed-log")?;
+    let mut dup_log = append_log(&args.duplicates_log, "--duplicates-log")?;
     let mut counts = ConsumeCounts::default();
     let mut ids = HashSet::new();
     let mut done = false;
@@ -199,13 +209,24 @@ pub async fn consume(
         };
         match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) => break,
-            Ok(m) => batch.push(m?.detach()),
+            Ok(m) => {
+                if let Some(m) = transient(m)? {
+                    batch.push(m)
+                }
+            }
         }
         while batch.len() < args.batch && remaining(counts.read, batch.len()) > 0 {
             match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
                 Err(_) => break,
-                Ok(m) => batch.push(m?.detach()),
+                Ok(m) => {
+                    if let Some(m) = transient(m)? {
+                        batch.push(m)
+                    }
+                }
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let batch_ids: Vec<String> = batch
             .iter()
@@ -252,7 +273,13 @@ pub async fn consume(
                             writeln!(f, "{id}")?;
                         }
                     }
-                    BatchOutcome::Duplicate(_) => counts.duplicates += 1,
+                    BatchOutcome::Duplicate(_) => {
+                        counts.duplicates += 1;
+                        if let Some(f) = dup_log.as_mut() {
+                            use std::io::Write;
+                            writeln!(f, "{id}")?;
+                        }
+                    }
                     BatchOutcome::InProgress => {
                         tracing::info!(%id, "held by another consumer; waiting");
                         still.push(id);
@@ -272,6 +299,22 @@ pub async fn consume(
     }
     counts.unique_ids = ids.len() as u64;
     Ok(counts)
+}
+
+/// A record, or None for a consumption error librdkafka recovers from by itself (a broker
+/// down, the whole cluster out): the consumer waits it out. Only a fatal error stops it.
+fn transient(
+    m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+) -> anyhow::Result<Option<rdkafka::message::OwnedMessage>> {
+    use rdkafka::error::KafkaError;
+    match m {
+        Ok(m) => Ok(Some(m.detach())),
+        Err(e @ KafkaError::MessageConsumptionFatal(_)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka consumption error; waiting for the cluster");
+            Ok(None)
+        }
+    }
 }
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {

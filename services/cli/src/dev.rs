@@ -86,6 +86,10 @@ pub struct DevOptions {
     /// printed in the ready line. Plaintext without it.
     #[arg(long)]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// Run only the mock cluster and DevControl (for services run as their own
+    /// processes, as `ballast torture` does); the ready line names those two.
+    #[arg(long)]
+    pub cluster_only: bool,
 }
 
 /// The files `--tls-dir` generated.
@@ -206,6 +210,7 @@ impl Default for DevOptions {
             redis_url: "redis://127.0.0.1:6379".into(),
             write_timeout: Duration::from_secs(1),
             tls_dir: None,
+            cluster_only: false,
         }
     }
 }
@@ -462,8 +467,51 @@ impl DevStack {
 
 /// Runs `ballast dev` until a shutdown signal.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    if opts.cluster_only {
+        return run_cluster_only(opts).await;
+    }
     let stack = DevStack::start(opts).await?;
     println!("{}", stack.ready_line());
     ballast_telemetry::shutdown_signal().await;
     stack.stop().await
+}
+
+/// `ballast dev --cluster-only`: the mock cluster and DevControl, until a shutdown signal.
+async fn run_cluster_only(opts: DevOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.tls_dir.is_none(),
+        "--cluster-only serves DevControl in plaintext; drop --tls-dir"
+    );
+    let topics = if opts.topics.is_empty() {
+        EmbeddedClusterConfig::default().topics
+    } else {
+        opts.topics.clone()
+    };
+    let cluster = Arc::new(
+        EmbeddedCluster::start(EmbeddedClusterConfig {
+            brokers: opts.brokers,
+            racks: opts.racks.clone(),
+            topics,
+        })
+        .context("starting the mock kafka cluster")?,
+    );
+    let control_listener = TcpListener::bind(opts.control_addr)
+        .await
+        .with_context(|| format!("binding control address {}", opts.control_addr))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "ready": true,
+            "control": control_listener.local_addr()?.to_string(),
+            "kafka_bootstrap": cluster.bootstrap_servers(),
+        })
+    );
+    tonic::transport::Server::builder()
+        .add_service(DevControlServer::new(DevControlService::new(cluster)))
+        .serve_with_incoming_shutdown(
+            ballast_telemetry::incoming(control_listener, None, None),
+            ballast_telemetry::shutdown_signal(),
+        )
+        .await
+        .context("dev control server")
 }

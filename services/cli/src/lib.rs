@@ -11,6 +11,7 @@ pub mod dev;
 pub mod dlq;
 pub mod produce;
 pub mod topology;
+pub mod torture;
 
 /// Turns `host:port` into a gRPC endpoint URI.
 pub mod secure;

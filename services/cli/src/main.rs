@@ -1,6 +1,6 @@
 //! `ballast`: the all-in-one CLI.
 
-use ballast::{bench, chaos, consume, demo, dev, dlq, produce, topology};
+use ballast::{bench, chaos, consume, demo, dev, dlq, produce, topology, torture};
 use clap::{Parser, Subcommand};
 
 // Many small per-record allocations on the produce path; mimalloc handles them with less
@@ -40,6 +40,15 @@ enum Command {
     Topology(topology::TopologyArgs),
     /// Run the ingest gateway (the same as `ballast-gateway`).
     Gateway(ballast_telemetry::ConfigArgs),
+    /// Run the retry worker (the same as `ballast-retry-worker`).
+    RetryWorker(ballast_telemetry::ConfigArgs),
+    /// Run the dedup service (the same as `ballast-dedup`).
+    Dedup(ballast_telemetry::ConfigArgs),
+    /// Run the topology service (the same as `ballast-topology`).
+    TopologyService(ballast_telemetry::ConfigArgs),
+    /// The whole system as separate processes under seeded faults, then the delivery
+    /// invariants checked.
+    Torture(torture::TortureArgs),
     /// P8's baseline: a bare rdkafka producer process that reports its own CPU.
     #[command(hide = true)]
     BenchProducer(bench::cpu::ProducerArgs),
@@ -48,8 +57,30 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Gateway(args) = &cli.command {
-        return run_gateway(args).await;
+    match &cli.command {
+        Command::Gateway(args) => return run_gateway(args).await,
+        Command::RetryWorker(args) => {
+            return ballast_telemetry::run_service::<ballast_retry_worker::WorkerConfig, _, _>(
+                args,
+                ballast_retry_worker::run,
+            )
+            .await
+        }
+        Command::Dedup(args) => {
+            return ballast_telemetry::run_service::<ballast_dedup_service::DedupConfig, _, _>(
+                args,
+                ballast_dedup_service::run,
+            )
+            .await
+        }
+        Command::TopologyService(args) => {
+            return ballast_telemetry::run_service::<ballast_topology::TopologyConfig, _, _>(
+                args,
+                ballast_topology::run,
+            )
+            .await
+        }
+        _ => {}
     }
     // The demo draws progress bars and breaks things on purpose: only errors interrupt it.
     let log_level = match cli.command {
@@ -72,7 +103,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchProducer(args) => bench::cpu::producer_process(args).await,
         Command::Topology(args) => topology::run(args).await,
-        Command::Gateway(_) => unreachable!("handled before logging starts"),
+        Command::Torture(args) => torture::run(args).await,
+        Command::Gateway(_)
+        | Command::RetryWorker(_)
+        | Command::Dedup(_)
+        | Command::TopologyService(_) => unreachable!("handled before logging starts"),
     }
 }
 

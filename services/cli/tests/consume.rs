@@ -266,3 +266,91 @@ async fn consume_reads_kafka_over_sasl_ssl() -> anyhow::Result<()> {
     assert!(err.contains("expected PLAIN, SCRAM-SHA-256"), "{err}");
     Ok(())
 }
+
+/// Found by `ballast torture`: the consumer stopped on the transport errors librdkafka
+/// reports while the whole cluster is out, instead of waiting for it to return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
+    use std::time::Duration;
+    let dev = ReadyProcess::spawn(
+        BIN,
+        &[
+            "dev",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--topic",
+            "outage:2",
+        ],
+    );
+    let gateway = dev.field("gateway");
+    wait_serving(gateway.parse()?).await?;
+    let mut client = IngestClient::connect(format!("http://{gateway}")).await?;
+    let send = |from: usize| {
+        (from..from + 20)
+            .map(|i| {
+                let mut r = record("outage", None, &format!("v{i}"));
+                r.message_id = format!("o-{i}");
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    let results = client
+        .produce(pb::ProduceRequest { records: send(0) })
+        .await?
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| kafka_ack(r).is_some()));
+    let consumer = Command::new(BIN)
+        .args(["consume", "--bootstrap", &dev.field("kafka_bootstrap")])
+        .args([
+            "--topic",
+            "outage",
+            "--group",
+            "g",
+            "--dedup",
+            &dev.field("dedup"),
+        ])
+        .args(["--idle-exit", "15s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let chaos = |action: &str| {
+        Command::new(BIN)
+            .args(["chaos", "--control", &dev.field("control"), action])
+            .output()
+    };
+    assert!(chaos("outage")?.status.success());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(chaos("recover")?.status.success());
+    let mut results = Vec::new();
+    for _ in 0..50 {
+        results = client
+            .produce(pb::ProduceRequest { records: send(20) })
+            .await?
+            .into_inner()
+            .results;
+        if results.iter().all(|r| kafka_ack(r).is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        results.iter().all(|r| kafka_ack(r).is_some()),
+        "{results:?}"
+    );
+    let out = tokio::task::spawn_blocking(move || consumer.wait_with_output()).await??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = counts(&text);
+    // Records read before the outage may come again (their offsets were not committed
+    // yet); each id is processed once.
+    assert!(c["read"] >= 40, "{text}");
+    assert_eq!(c["unique ids seen"], 40, "{text}");
+    assert_eq!(c["processed (unique)"], 40, "{text}");
+    Ok(())
+}

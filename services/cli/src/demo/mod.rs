@@ -9,7 +9,7 @@
 //! reads the topic, and the run is written up as a self-contained HTML report with an SVG
 //! timeline.
 
-mod report;
+pub(crate) mod report;
 
 use crate::consume::{ConsumeArgs, ConsumeCounts};
 use crate::dev::{DevOptions, DevStack};
@@ -212,7 +212,7 @@ async fn load(
     }
 }
 
-fn percentile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -413,6 +413,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             session_timeout: Duration::from_secs(10),
             work_delay: Duration::ZERO,
             processed_log: None,
+            duplicates_log: None,
         },
         |c: &ConsumeCounts| {
             pb.set_position(c.read);

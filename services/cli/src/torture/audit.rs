@@ -1,0 +1,390 @@
+//! After the load: the failover queue drains, the consumer group catches up, and then
+//! every invariant is checked and the run is written up per fault kind.
+
+use super::faults::{Episode, Kind};
+use super::load::{record_number, value, Ledger, Outcome};
+use super::system::{System, GROUP, TOPIC};
+use crate::demo::percentile;
+use crate::demo::report::{Phase, Report, Sample};
+use ballast_kafka::Landed;
+use ballast_proto::dedup::v1 as dpb;
+use ballast_proto::dedup::v1::dedup_client::DedupClient;
+use ballast_proto::retry::v1 as rpb;
+use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Waits for the failover queue to drain and the group to process everything in Kafka;
+/// returns what Kafka holds.
+pub async fn settle(sys: &mut System, timeout: Duration) -> anyhow::Result<Vec<Landed>> {
+    let end = Instant::now() + timeout;
+    let mut last = u64::MAX;
+    loop {
+        sys.supervise().await?;
+        let depth = match RetryAdminClient::connect(format!("http://{}", sys.workers[0])).await {
+            Ok(mut c) => c
+                .stats(rpb::StatsRequest {})
+                .await
+                .ok()
+                .map(|s| s.into_inner().depth),
+            Err(_) => None,
+        };
+        if depth == Some(0) {
+            break;
+        }
+        if depth.is_some_and(|d| d != last) {
+            eprintln!(
+                "torture: failover queue depth {}",
+                depth.unwrap_or_default()
+            );
+            last = depth.unwrap_or_default();
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "the failover queue still holds {depth:?} records after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let bootstrap = sys.bootstrap.clone();
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_kafka::read_topic(&bootstrap, TOPIC, None, Duration::from_secs(120))
+    })
+    .await??;
+    let in_kafka: HashSet<&str> = landed
+        .iter()
+        .filter_map(|l| l.message_id.as_deref())
+        .collect();
+    eprintln!(
+        "torture: kafka holds {} records, {} unique ids; waiting for the consumer group",
+        landed.len(),
+        in_kafka.len()
+    );
+    let mut dedup = DedupClient::connect(format!("http://{}", sys.dedup)).await?;
+    let mut shown = usize::MAX;
+    loop {
+        sys.supervise().await?;
+        let processed: HashSet<String> = sys.consumer_logs("processed")?.into_iter().collect();
+        let mut missing: Vec<&str> = in_kafka
+            .iter()
+            .filter(|id| !processed.contains(**id))
+            .copied()
+            .collect();
+        if missing.len() <= 2000 && !missing.is_empty() {
+            // Committed by a consumer killed before it logged the id: DONE in dedup.
+            let done = done_in_dedup(&mut dedup, &missing)
+                .await
+                .unwrap_or_default();
+            missing.retain(|id| !done.contains(*id));
+        }
+        if missing.is_empty() {
+            break;
+        }
+        if missing.len() != shown {
+            eprintln!("torture: {} ids in kafka not yet processed", missing.len());
+            shown = missing.len();
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "{} ids in kafka were not processed within {timeout:?}, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(landed)
+}
+
+async fn done_in_dedup(
+    dedup: &mut DedupClient<tonic::transport::Channel>,
+    ids: &[&str],
+) -> anyhow::Result<HashSet<String>> {
+    let mut done = HashSet::new();
+    for chunk in ids.chunks(500) {
+        let r = dedup
+            .check(dpb::CheckRequest {
+                group: GROUP.into(),
+                ids: chunk.iter().map(|s| s.to_string()).collect(),
+            })
+            .await?
+            .into_inner();
+        done.extend(
+            r.results
+                .into_iter()
+                .filter(|c| c.state == dpb::ClaimState::Done as i32)
+                .map(|c| c.id),
+        );
+    }
+    Ok(done)
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    sent: usize,
+    kafka: usize,
+    failover: usize,
+    given_up: usize,
+    retryable: usize,
+    ack_ms: Vec<f64>,
+    dup_kafka: usize,
+    dup_skipped: usize,
+}
+
+pub async fn check(
+    sys: &System,
+    ledger: &Ledger,
+    landed: &[Landed],
+    episodes: &[Episode],
+    samples: &[Sample],
+    end: f64,
+    report: &std::path::Path,
+) -> anyhow::Result<()> {
+    let seed = ledger.seed;
+    let entries = ledger.entries.lock().expect("ledger lock");
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for l in landed {
+        if let Some(id) = &l.message_id {
+            *copies.entry(id.as_str()).or_default() += 1;
+        }
+    }
+    let by_place: HashMap<(i32, i64), &Landed> = landed
+        .iter()
+        .map(|l| ((l.partition, l.offset), l))
+        .collect();
+    let processed = sys.consumer_logs("processed")?;
+    let skipped = sys.consumer_logs("duplicates")?;
+    let mut processed_count: HashMap<&str, usize> = HashMap::new();
+    for id in &processed {
+        *processed_count.entry(id.as_str()).or_default() += 1;
+    }
+    let mut dedup = DedupClient::connect(format!("http://{}", sys.dedup)).await?;
+
+    let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut flag =
+        |what: &'static str, detail: String| violations.entry(what).or_default().push(detail);
+    // 2 and 3: processed ids were sent; none twice.
+    for (id, n) in &processed_count {
+        if record_number(seed, id).is_none_or(|i| i >= entries.len()) {
+            flag("processed but never sent", id.to_string());
+        }
+        if *n > 1 {
+            flag("processed twice in the group", format!("{id} x{n}"));
+        }
+    }
+    // 1, 4 and 5, record by record.
+    let mut unlogged = Vec::new();
+    let mut rows: BTreeMap<Kind, Row> = BTreeMap::new();
+    let mut total = Row::default();
+    for (n, e) in entries.iter().enumerate() {
+        let id = ledger.id(n);
+        let row = rows.entry(Kind::from_index(e.fault)).or_default();
+        let in_kafka = copies.get(id.as_str()).copied().unwrap_or(0);
+        for r in [&mut *row, &mut total] {
+            r.sent += 1;
+            r.retryable += e.retryable_errors as usize;
+            r.dup_kafka += in_kafka.saturating_sub(1);
+        }
+        if e.extra_outcomes > 0 {
+            flag(
+                "more than one final outcome",
+                format!("{id} +{}", e.extra_outcomes),
+            );
+        }
+        let acked = match e.outcome {
+            None => {
+                flag("no final outcome", id.clone());
+                false
+            }
+            Some(Outcome::Kafka { partition, offset }) => {
+                row.kafka += 1;
+                total.kafka += 1;
+                let ok = by_place.get(&(partition, offset)).is_some_and(|l| {
+                    l.message_id.as_deref() == Some(id.as_str()) && l.value == value(n)
+                });
+                if !ok {
+                    flag(
+                        "acknowledged by kafka but not there",
+                        format!("{id} at {partition}/{offset}"),
+                    );
+                }
+                true
+            }
+            Some(Outcome::Failover) => {
+                row.failover += 1;
+                total.failover += 1;
+                if in_kafka == 0 {
+                    flag("acknowledged via failover but not in kafka", id.clone());
+                }
+                true
+            }
+            Some(Outcome::GivenUp | Outcome::Refused) => {
+                row.given_up += 1;
+                total.given_up += 1;
+                false
+            }
+        };
+        if acked {
+            row.ack_ms.push(e.ack_ms);
+            total.ack_ms.push(e.ack_ms);
+            if !processed_count.contains_key(id.as_str()) {
+                unlogged.push(id.clone());
+            }
+        }
+        if matches!(e.outcome, Some(Outcome::Refused)) {
+            flag("refused with a non-retryable error", id);
+        }
+    }
+    // Acknowledged ids without a processed line: committed (DONE) by a consumer that was
+    // killed before it wrote the line, or a broken invariant.
+    let unlogged_refs: Vec<&str> = unlogged.iter().map(String::as_str).collect();
+    let done = done_in_dedup(&mut dedup, &unlogged_refs).await?;
+    for id in &unlogged {
+        if !done.contains(id) {
+            flag("acknowledged but never processed", id.clone());
+        }
+    }
+    for id in &skipped {
+        if let Some(n) = record_number(seed, id).filter(|n| *n < entries.len()) {
+            rows.entry(Kind::from_index(entries[n].fault))
+                .or_default()
+                .dup_skipped += 1;
+            total.dup_skipped += 1;
+        }
+    }
+    drop(entries);
+
+    // The table per fault kind.
+    let counts: HashMap<Kind, usize> = episodes.iter().fold(HashMap::new(), |mut m, e| {
+        *m.entry(e.kind).or_default() += 1;
+        m
+    });
+    println!();
+    println!(
+        "{:<22} {:>5} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10} {:>10}",
+        "fault (records first sent during it)",
+        "times",
+        "sent",
+        "kafka",
+        "failover",
+        "gave up",
+        "retryable",
+        "p99 ms",
+        "dup kafka",
+        "dup skip"
+    );
+    let line = |name: &str, times: String, r: &Row| {
+        println!(
+            "{:<22} {:>5} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8.0} {:>10} {:>10}",
+            name,
+            times,
+            r.sent,
+            r.kafka,
+            r.failover,
+            r.given_up,
+            r.retryable,
+            percentile(&r.ack_ms, 0.99),
+            r.dup_kafka,
+            r.dup_skipped
+        )
+    };
+    for (kind, r) in &rows {
+        let times = if *kind == Kind::Calm {
+            "-".into()
+        } else {
+            counts.get(kind).copied().unwrap_or(0).to_string()
+        };
+        line(kind.label(), times, r);
+    }
+    line("total", episodes.len().to_string(), &total);
+    let unique = copies.len();
+    println!();
+    println!("kafka: {} records, {unique} unique ids", landed.len());
+    println!(
+        "consumer group: {} processed, {} duplicates skipped by dedup, {} committed by a consumer killed before its log line",
+        processed.len(),
+        skipped.len(),
+        done.len()
+    );
+    println!(
+        "client: {} transport errors (gateway gone or shedding), {} retryable record errors",
+        ledger
+            .transport_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        ledger.retryable.load(std::sync::atomic::Ordering::Relaxed)
+    );
+
+    let phases: Vec<Phase> = episodes
+        .iter()
+        .map(|e| Phase {
+            name: format!(
+                "{} ({}, {:.1} s)",
+                e.kind.label(),
+                e.detail,
+                e.end - e.start
+            ),
+            start: e.start,
+            sent: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        })
+        .collect();
+    let mut summary: Vec<(String, String)> = vec![
+        ("seed".into(), seed.to_string()),
+        ("sent".into(), total.sent.to_string()),
+        ("acked via kafka".into(), total.kafka.to_string()),
+        ("acked via failover".into(), total.failover.to_string()),
+        ("given up after retries".into(), total.given_up.to_string()),
+        ("retryable errors".into(), total.retryable.to_string()),
+        (
+            "p99 ack latency ms".into(),
+            format!("{:.0}", percentile(&total.ack_ms, 0.99)),
+        ),
+        ("kafka records".into(), landed.len().to_string()),
+        ("kafka unique ids".into(), unique.to_string()),
+        ("duplicates in kafka".into(), total.dup_kafka.to_string()),
+        ("processed by the group".into(), processed.len().to_string()),
+        (
+            "duplicates skipped by dedup".into(),
+            total.dup_skipped.to_string(),
+        ),
+        ("faults".into(), episodes.len().to_string()),
+    ];
+    for (k, r) in &rows {
+        summary.push((
+            format!("  {}: sent / kafka / failover / p99 ms", k.label()),
+            format!(
+                "{} / {} / {} / {:.0}",
+                r.sent,
+                r.kafka,
+                r.failover,
+                percentile(&r.ack_ms, 0.99)
+            ),
+        ));
+    }
+    let broken: usize = violations.values().map(Vec::len).sum();
+    summary.push(("broken invariants".into(), broken.to_string()));
+    let page = crate::demo::report::html(&Report {
+        rows: summary,
+        lost: broken,
+        phases,
+        samples: samples.to_vec(),
+        end,
+    });
+    std::fs::write(report, page)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", report.display()))?;
+    println!("report: {}", report.display());
+
+    if broken > 0 {
+        for (what, ids) in &violations {
+            eprintln!(
+                "torture: BROKEN: {what}: {} e.g. {:?}",
+                ids.len(),
+                &ids[..ids.len().min(5)]
+            );
+        }
+        anyhow::bail!("{broken} broken invariant(s) with seed {seed}");
+    }
+    println!(
+        "torture: every invariant holds (seed {seed}): acknowledged => in kafka; processed => sent; none processed twice; acknowledged => processed; one final outcome per record"
+    );
+    Ok(())
+}
