@@ -86,6 +86,9 @@ pub struct ConsumeArgs {
     /// Append each message id to this file when its processing is committed.
     #[arg(long)]
     pub processed_log: Option<std::path::PathBuf>,
+    /// How long dedup may keep failing before the consumer gives up (it retries meanwhile).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub dedup_retry_for: Duration,
     /// Append each message id to this file when dedup reports it already processed.
     #[arg(long)]
     pub duplicates_log: Option<std::path::PathBuf>,
@@ -249,9 +252,10 @@ pub async fn consume(
         // offset of the batch is stored: an id another consumer still holds is waited
         // for, never skipped.
         let mut pending: Vec<&String> = batch_ids.iter().collect();
+        let mut dedup_down_since: Option<std::time::Instant> = None;
         while !pending.is_empty() {
             // The work of this example is counting; a real consumer does its processing here.
-            let outcomes = dedup
+            let outcomes = match dedup
                 .process_batch_once(
                     &args.group,
                     pending.iter().map(|id| id.to_string()).collect(),
@@ -262,7 +266,23 @@ pub async fn consume(
                     },
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("dedup failed: {e}"))?;
+            {
+                Ok(o) => o,
+                // Dedup (or its Redis) is away: the batch is tried again. Claims this
+                // attempt made stay IN_PROGRESS until their lease ends, then come back NEW.
+                Err(e) => {
+                    let since = *dedup_down_since.get_or_insert_with(std::time::Instant::now);
+                    anyhow::ensure!(
+                        since.elapsed() < args.dedup_retry_for,
+                        "dedup failed for {:?} (--dedup-retry-for): {e}",
+                        args.dedup_retry_for
+                    );
+                    tracing::warn!(error = %e, "dedup failed; trying the batch again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            dedup_down_since = None;
             let mut still = Vec::new();
             for (id, o) in pending.into_iter().zip(outcomes) {
                 match o {

@@ -414,6 +414,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             work_delay: Duration::ZERO,
             processed_log: None,
             duplicates_log: None,
+            dedup_retry_for: Duration::from_secs(60),
         },
         |c: &ConsumeCounts| {
             pb.set_position(c.read);

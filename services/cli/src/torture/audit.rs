@@ -3,9 +3,10 @@
 
 use super::faults::{Episode, Kind};
 use super::load::{record_number, value, Ledger, Outcome};
+use super::report::{KindRow, TortureReport};
 use super::system::{System, GROUP, TOPIC};
 use crate::demo::percentile;
-use crate::demo::report::{Phase, Report, Sample};
+use crate::demo::report::Sample;
 use ballast_kafka::Landed;
 use ballast_proto::dedup::v1 as dpb;
 use ballast_proto::dedup::v1::dedup_client::DedupClient;
@@ -257,116 +258,106 @@ pub async fn check(
         *m.entry(e.kind).or_default() += 1;
         m
     });
-    println!();
-    println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10} {:>10}",
-        "fault (records first sent during it)",
+    const HEADER: [&str; 10] = [
+        "fault",
         "times",
         "sent",
-        "kafka",
-        "failover",
+        "acked kafka",
+        "acked failover",
         "gave up",
-        "retryable",
-        "p99 ms",
-        "dup kafka",
-        "dup skip"
-    );
-    let line = |name: &str, times: String, r: &Row| {
-        println!(
-            "{:<22} {:>5} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8.0} {:>10} {:>10}",
-            name,
+        "retryable errors",
+        "p99 ack ms",
+        "dup in kafka",
+        "dup skipped",
+    ];
+    let cells = |times: String, r: &Row| {
+        vec![
             times,
-            r.sent,
-            r.kafka,
-            r.failover,
-            r.given_up,
-            r.retryable,
-            percentile(&r.ack_ms, 0.99),
-            r.dup_kafka,
-            r.dup_skipped
-        )
+            r.sent.to_string(),
+            r.kafka.to_string(),
+            r.failover.to_string(),
+            r.given_up.to_string(),
+            r.retryable.to_string(),
+            format!("{:.0}", percentile(&r.ack_ms, 0.99)),
+            r.dup_kafka.to_string(),
+            r.dup_skipped.to_string(),
+        ]
     };
-    for (kind, r) in &rows {
-        let times = if *kind == Kind::Calm {
-            "-".into()
-        } else {
-            counts.get(kind).copied().unwrap_or(0).to_string()
-        };
-        line(kind.label(), times, r);
-    }
-    line("total", episodes.len().to_string(), &total);
-    let unique = copies.len();
-    println!();
-    println!("kafka: {} records, {unique} unique ids", landed.len());
-    println!(
-        "consumer group: {} processed, {} duplicates skipped by dedup, {} committed by a consumer killed before its log line",
-        processed.len(),
-        skipped.len(),
-        done.len()
-    );
-    println!(
-        "client: {} transport errors (gateway gone or shedding), {} retryable record errors",
-        ledger
-            .transport_errors
-            .load(std::sync::atomic::Ordering::Relaxed),
-        ledger.retryable.load(std::sync::atomic::Ordering::Relaxed)
-    );
-
-    let phases: Vec<Phase> = episodes
+    let mut kinds: Vec<KindRow> = rows
         .iter()
-        .map(|e| Phase {
-            name: format!(
-                "{} ({}, {:.1} s)",
-                e.kind.label(),
-                e.detail,
-                e.end - e.start
+        .map(|(kind, r)| KindRow {
+            kind: kind.label().to_string(),
+            cells: cells(
+                if *kind == Kind::Calm {
+                    "-".into()
+                } else {
+                    counts.get(kind).copied().unwrap_or(0).to_string()
+                },
+                r,
             ),
-            start: e.start,
-            sent: 0,
-            p50_ms: 0.0,
-            p99_ms: 0.0,
         })
         .collect();
-    let mut summary: Vec<(String, String)> = vec![
+    kinds.push(KindRow {
+        kind: "total".into(),
+        cells: cells(episodes.len().to_string(), &total),
+    });
+    println!();
+    println!("| {} |", HEADER.join(" | "));
+    println!("|{}", "---|".repeat(HEADER.len()));
+    for k in &kinds {
+        println!("| {} | {} |", k.kind, k.cells.join(" | "));
+    }
+    let unique = copies.len();
+    let totals: Vec<(String, String)> = vec![
         ("seed".into(), seed.to_string()),
-        ("sent".into(), total.sent.to_string()),
-        ("acked via kafka".into(), total.kafka.to_string()),
-        ("acked via failover".into(), total.failover.to_string()),
-        ("given up after retries".into(), total.given_up.to_string()),
-        ("retryable errors".into(), total.retryable.to_string()),
+        ("records sent".into(), total.sent.to_string()),
+        ("faults played".into(), episodes.len().to_string()),
+        ("kafka: records".into(), landed.len().to_string()),
+        ("kafka: unique ids".into(), unique.to_string()),
+        ("group: processed".into(), processed.len().to_string()),
         (
-            "p99 ack latency ms".into(),
-            format!("{:.0}", percentile(&total.ack_ms, 0.99)),
+            "group: duplicates skipped by dedup".into(),
+            skipped.len().to_string(),
         ),
-        ("kafka records".into(), landed.len().to_string()),
-        ("kafka unique ids".into(), unique.to_string()),
-        ("duplicates in kafka".into(), total.dup_kafka.to_string()),
-        ("processed by the group".into(), processed.len().to_string()),
         (
-            "duplicates skipped by dedup".into(),
-            total.dup_skipped.to_string(),
+            "group: committed by a consumer killed before its log line".into(),
+            done.len().to_string(),
         ),
-        ("faults".into(), episodes.len().to_string()),
+        (
+            "client: transport errors (gateway gone or shedding)".into(),
+            ledger
+                .transport_errors
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
+            "client: retryable record errors".into(),
+            total.retryable.to_string(),
+        ),
+        (
+            "broken invariants".into(),
+            violations.values().map(Vec::len).sum::<usize>().to_string(),
+        ),
     ];
-    for (k, r) in &rows {
-        summary.push((
-            format!("  {}: sent / kafka / failover / p99 ms", k.label()),
-            format!(
-                "{} / {} / {} / {:.0}",
-                r.sent,
-                r.kafka,
-                r.failover,
-                percentile(&r.ack_ms, 0.99)
-            ),
-        ));
+    println!();
+    for (k, v) in &totals {
+        println!("{k:<58} {v:>12}");
     }
     let broken: usize = violations.values().map(Vec::len).sum();
-    summary.push(("broken invariants".into(), broken.to_string()));
-    let page = crate::demo::report::html(&Report {
-        rows: summary,
-        lost: broken,
-        phases,
-        samples: samples.to_vec(),
+    let page = super::report::html(&TortureReport {
+        seed,
+        header: &HEADER,
+        kinds,
+        totals,
+        faults: episodes
+            .iter()
+            .map(|e| (e.start, e.end, e.kind.label().to_string(), e.detail.clone()))
+            .collect(),
+        violations: violations
+            .iter()
+            .map(|(what, ids)| format!("{what}: {} e.g. {:?}", ids.len(), &ids[..ids.len().min(5)]))
+            .collect(),
+        samples,
         end,
     });
     std::fs::write(report, page)

@@ -143,6 +143,21 @@ async fn control(sys: &System) -> anyhow::Result<DevControlClient<tonic::transpo
     Ok(DevControlClient::connect(crate::endpoint(&sys.control)).await?)
 }
 
+/// The topology service, which may have just been restarted: tried for up to 15 s.
+async fn topology(sys: &System) -> anyhow::Result<TopologyClient<tonic::transport::Channel>> {
+    let mut last = None;
+    for _ in 0..60 {
+        match TopologyClient::connect(format!("http://{}", sys.topology)).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(anyhow::anyhow!(
+        "topology service unreachable for 15 s: {last:?}"
+    ))
+}
+
 /// Starts a fault; returns what it did and how to undo it.
 pub async fn inject(
     kind: Kind,
@@ -247,7 +262,7 @@ pub async fn inject(
         Kind::SpotNotice => {
             // The notice first; the broker dies halfway through the hold, as spot does.
             let deadline = std::time::SystemTime::now() + hold;
-            let mut topo = TopologyClient::connect(format!("http://{}", sys.topology)).await?;
+            let mut topo = topology(sys).await?;
             topo.mark_broker_draining(tpb::MarkBrokerDrainingRequest {
                 broker_id: broker,
                 deadline_unix_ms: Some(
@@ -314,8 +329,7 @@ pub async fn undo(undo: Undo, sys: &mut System) -> anyhow::Result<()> {
                 .broker_up(dpb::BrokerRequest { broker_id: b })
                 .await?;
             // The topology service may itself be restarting; the mark lapses anyway.
-            if let Ok(mut topo) = TopologyClient::connect(format!("http://{}", sys.topology)).await
-            {
+            if let Ok(mut topo) = topology(sys).await {
                 let _ = topo
                     .clear_broker_draining(tpb::ClearBrokerDrainingRequest { broker_id: b })
                     .await;

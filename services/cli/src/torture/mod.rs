@@ -14,6 +14,7 @@
 mod audit;
 mod faults;
 mod load;
+mod report;
 mod system;
 
 use faults::{Episode, Kind, Schedule};
