@@ -234,10 +234,12 @@ impl EmbeddedCluster {
         cfg: &EmbeddedClusterConfig,
     ) -> Result<MockCluster<'static, impl rdkafka::ClientContext>, Error> {
         let cluster = MockCluster::new(cfg.brokers)?;
-        // The mock's Produce v10+ handler dereferences a NULL leader when it answers
-        // NOT_LEADER for a leaderless partition (librdkafka 2.12 rdkafka_mock_handlers.c,
-        // CurrentLeader tag) and crashes the process. v9 has no such tag.
+        // The mock's Produce v10+ and Fetch v12+ handlers dereference a NULL leader when
+        // they answer NOT_LEADER for a leaderless partition (librdkafka 2.12
+        // rdkafka_mock_handlers.c, the CurrentLeader tag) and crash the process. Produce
+        // v9 and Fetch v11 have no such tag (tests/leaderless_fetch.rs).
         cluster.apiversion(RDKafkaApiKey::Produce, Some(0), Some(9))?;
+        cluster.apiversion(RDKafkaApiKey::Fetch, Some(0), Some(11))?;
         if !cfg.racks.is_empty() {
             for id in 1..=cfg.brokers {
                 let rack = &cfg.racks[(id - 1) as usize % cfg.racks.len()];

@@ -247,9 +247,9 @@ impl System {
                 "--topic",
                 &format!("{TOPIC}:{PARTITIONS}:3"),
             ])
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn,librdkafka=off,rdkafka=off")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("logs").join("cluster.log"))?)
             .kill_on_drop(true)
             .spawn()
             .context("starting the mock cluster")?;
