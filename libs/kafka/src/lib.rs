@@ -34,4 +34,6 @@ pub enum Error {
     Embedded(String),
     #[error("invalid config: {0}")]
     Config(String),
+    #[error("reading a topic: {0}")]
+    Read(String),
 }

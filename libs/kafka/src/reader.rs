@@ -32,7 +32,9 @@ impl Landed {
 }
 
 /// Reads every record of `topic` from the beginning up to the high watermarks seen at the
-/// start (or until `expected` records, when given), within `timeout`.
+/// start (or until `expected` records, when given), within `timeout`. Without `expected`,
+/// a read the timeout cuts short is an error, never a partial answer; with it, the caller
+/// gets what arrived and checks the count.
 pub fn read_topic(
     bootstrap: &str,
     topic: &str,
@@ -135,6 +137,13 @@ pub fn read_topic_with(
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }
+    }
+    if expected.is_none() && !remaining.is_empty() {
+        return Err(crate::Error::Read(format!(
+            "{topic}: read {} records in {timeout:?}; partitions {:?} did not reach the high watermark seen at the start",
+            out.len(),
+            remaining.keys().collect::<std::collections::BTreeSet<_>>()
+        )));
     }
     Ok(out)
 }

@@ -23,6 +23,10 @@ pub enum ScramHash {
 
 /// The fewest PBKDF2 iterations a client accepts (RFC 7677 asks for at least 4096).
 pub const MIN_ITERATIONS: u32 = 4096;
+/// The most PBKDF2 iterations a client computes: Kafka's own ceiling for SCRAM
+/// credentials. A server asking for more would have the client spend minutes of CPU per
+/// login (i=4294967295 is hours of HMAC-SHA-512).
+pub const MAX_ITERATIONS: u32 = 16384;
 
 impl ScramHash {
     fn hmac_algorithm(self) -> hmac::Algorithm {
@@ -163,6 +167,11 @@ impl ScramClient {
                 "the server asks for {iterations} iterations, fewer than {MIN_ITERATIONS}"
             )));
         }
+        if iterations > MAX_ITERATIONS {
+            return Err(ScramError(format!(
+                "the server asks for {iterations} iterations, more than {MAX_ITERATIONS} (Kafka's ceiling)"
+            )));
+        }
         let salted = self.hash.salted_password(
             &self.password,
             &salt,
@@ -261,6 +270,12 @@ mod tests {
             .client_final("r=abcdef,s=QSXCR+Q6sek8bf92,i=1024")
             .unwrap_err();
         assert!(e.0.contains("fewer than 4096"), "{e}");
+        // Found by the scram fuzz target (i=5090974 ran past its 10 s timeout): a huge
+        // count was minutes to hours of CPU per login, not an error.
+        let e = c
+            .client_final("r=abcdef,s=QSXCR+Q6sek8bf92,i=4294967295")
+            .unwrap_err();
+        assert!(e.0.contains("more than 16384"), "{e}");
         let e = c
             .client_final("r=xyz123,s=QSXCR+Q6sek8bf92,i=4096")
             .unwrap_err();

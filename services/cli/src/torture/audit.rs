@@ -47,10 +47,28 @@ pub async fn settle(sys: &mut System, timeout: Duration) -> anyhow::Result<Vec<L
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let bootstrap = sys.bootstrap.clone();
+    eprintln!("torture: reading the topic back from kafka");
+    let read_for = end.saturating_duration_since(Instant::now());
     let landed = tokio::task::spawn_blocking(move || {
-        ballast_kafka::read_topic(&bootstrap, TOPIC, None, Duration::from_secs(120))
+        ballast_kafka::read_topic(&bootstrap, TOPIC, None, read_for)
     })
     .await??;
+    // The mock keeps at most 5 MiB per partition and drops the oldest records past that;
+    // a partition that no longer starts at offset 0 cannot be audited.
+    let mut first: HashMap<i32, i64> = HashMap::new();
+    for l in &landed {
+        let f = first.entry(l.partition).or_insert(l.offset);
+        *f = (*f).min(l.offset);
+    }
+    let evicted: Vec<i32> = first
+        .iter()
+        .filter(|(_, o)| **o > 0)
+        .map(|(p, _)| *p)
+        .collect();
+    anyhow::ensure!(
+        evicted.is_empty(),
+        "the mock cluster dropped the oldest records of partitions {evicted:?} (it keeps 5 MiB per partition); run with more --partitions"
+    );
     let in_kafka: HashSet<&str> = landed
         .iter()
         .filter_map(|l| l.message_id.as_deref())

@@ -2,7 +2,7 @@
 //! once, in a seeded order, before kinds repeat at random; one fault is active at a time,
 //! then recovered, then a calm gap.
 
-use super::system::{System, PARTITIONS, TOPIC};
+use super::system::{System, TOPIC};
 use ballast_proto::dev::v1 as dpb;
 use ballast_proto::dev::v1::dev_control_client::DevControlClient;
 use ballast_proto::topology::v1 as tpb;
@@ -177,7 +177,7 @@ pub async fn inject(
             (format!("broker {broker}"), Undo::BrokerUp(broker))
         }
         Kind::LeaderMove => {
-            let p = sched.pick(PARTITIONS as usize) as i32;
+            let p = sched.pick(sys.partitions as usize) as i32;
             control(sys)
                 .await?
                 .set_partition_leader(dpb::SetPartitionLeaderRequest {
@@ -189,7 +189,7 @@ pub async fn inject(
             (format!("partition {p} to broker {broker}"), Undo::Nothing)
         }
         Kind::Leaderless => {
-            let p = sched.pick(PARTITIONS as usize) as i32;
+            let p = sched.pick(sys.partitions as usize) as i32;
             control(sys)
                 .await?
                 .set_partition_leader(dpb::SetPartitionLeaderRequest {

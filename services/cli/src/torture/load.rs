@@ -95,9 +95,9 @@ pub fn record_number(seed: u64, id: &str) -> Option<usize> {
     id.strip_prefix(&format!("t{seed}-"))?.parse().ok()
 }
 
-/// Record `n`'s value: its number, padded to about 100 bytes.
+/// Record `n`'s value: its number, padded to 40 bytes.
 pub fn value(n: usize) -> Vec<u8> {
-    format!("{n:09} {}", "x".repeat(90)).into_bytes()
+    format!("{n:09} {}", "x".repeat(30)).into_bytes()
 }
 
 fn record(ledger: &Ledger, n: usize) -> pb::Record {

@@ -46,6 +46,11 @@ pub struct TortureArgs {
     /// Sends of one record (the first and its retries) before the client gives it up.
     #[arg(long, default_value_t = 60)]
     pub max_sends: u32,
+    /// Partitions of the topic. Default: one per 15,000 records, at least 12: the mock
+    /// cluster keeps at most 5 MiB per partition and drops older records past that, as
+    /// retention would (the run checks that nothing was dropped).
+    #[arg(long)]
+    pub partitions: Option<i32>,
     /// Consumers in the dedup-guarded group.
     #[arg(long, default_value_t = 2)]
     pub consumers: usize,
@@ -103,6 +108,10 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
         "--clients and --batch must be positive"
     );
     anyhow::ensure!(args.consumers >= 1, "--consumers must be at least 1");
+    anyhow::ensure!(
+        args.partitions.is_none_or(|p| p >= 1),
+        "--partitions must be at least 1"
+    );
     anyhow::ensure!(args.max_sends >= 1, "--max-sends must be at least 1");
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -132,6 +141,9 @@ async fn torture(args: &TortureArgs, seed: u64, dir: PathBuf) -> anyhow::Result<
         database_url: args.database_url.clone(),
         queue: format!("torture-{seed}-{}", std::process::id()),
         consumers: args.consumers,
+        partitions: args
+            .partitions
+            .unwrap_or_else(|| (args.records / 15_000).clamp(12, 256) as i32),
     })
     .await?;
     eprintln!(

@@ -17,7 +17,6 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 pub const TOPIC: &str = "torture";
-pub const PARTITIONS: i32 = 12;
 pub const GROUP: &str = "torture";
 
 /// How to start one process again after it dies.
@@ -162,6 +161,7 @@ pub struct System {
     pub topology: SocketAddr,
     pub proxy: CutProxy,
     pub consumers: usize,
+    pub partitions: i32,
     pub supervising: Arc<AtomicBool>,
 }
 
@@ -183,6 +183,7 @@ pub struct Plan {
     pub database_url: String,
     pub queue: String,
     pub consumers: usize,
+    pub partitions: i32,
 }
 
 impl System {
@@ -245,7 +246,7 @@ impl System {
                 "dev",
                 "--cluster-only",
                 "--topic",
-                &format!("{TOPIC}:{PARTITIONS}:3"),
+                &format!("{TOPIC}:{}:3", plan.partitions),
             ])
             .env("RUST_LOG", "warn,librdkafka=off,rdkafka=off")
             .stdout(Stdio::piped())
@@ -393,6 +394,7 @@ impl System {
             topology,
             proxy,
             consumers: plan.consumers,
+            partitions: plan.partitions,
             supervising: Arc::new(AtomicBool::new(true)),
         };
         system.proc("redis").start().await?;
