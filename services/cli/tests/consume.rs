@@ -354,3 +354,58 @@ async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
     assert_eq!(c["processed (unique)"], 40, "{text}");
     Ok(())
 }
+
+/// Found by `ballast torture`: after a rebalance moved a partition away mid-batch, storing
+/// its offset failed with librdkafka's "Erroneous state" and the consumer exited. Offsets
+/// of partitions it no longer owns are skipped; the others are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_partitions_no_longer_owned_are_skipped_not_fatal() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let cluster = ballast_kafka::EmbeddedCluster::start(ballast_kafka::EmbeddedClusterConfig {
+        brokers: 1,
+        racks: vec![],
+        topics: vec![ballast_kafka::TopicSpec {
+            name: "moved".into(),
+            partitions: 2,
+            replication_factor: 1,
+        }],
+    })?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "g")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    // This consumer owned both partitions; then partition 1 went elsewhere.
+    let mut both = TopicPartitionList::new();
+    both.add_partition_offset("moved", 0, Offset::Beginning)?;
+    both.add_partition_offset("moved", 1, Offset::Beginning)?;
+    consumer.assign(&both)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("moved", 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    // Assignments take effect as the consumer is polled.
+    for _ in 0..10 {
+        let _ = consumer.poll(std::time::Duration::from_millis(100));
+    }
+    // The error the consumer used to exit on.
+    let refused = consumer.store_offset("moved", 1, 5).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            rdkafka::error::KafkaError::StoreOffset(rdkafka::error::RDKafkaErrorCode::State)
+        ),
+        "{refused:?}"
+    );
+    let skipped = ballast::consume::store_offsets(&consumer, [("moved", 0, 3), ("moved", 1, 5)])?;
+    assert_eq!(skipped, 1);
+    consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
+    let committed = consumer.committed(std::time::Duration::from_secs(5))?;
+    let p0 = committed.find_partition("moved", 0).expect("partition 0");
+    assert_eq!(
+        p0.offset(),
+        Offset::Offset(4),
+        "the owned partition's offset is stored"
+    );
+    Ok(())
+}
