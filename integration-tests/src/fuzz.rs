@@ -11,8 +11,11 @@ use ballast_telemetry::ServiceConfig;
 use prost::Message;
 use std::time::Instant;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("envelope", envelope),
     ("ingest", ingest),
     ("config", config),

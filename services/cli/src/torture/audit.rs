@@ -158,7 +158,8 @@ pub async fn check(
     report: &std::path::Path,
 ) -> anyhow::Result<()> {
     let seed = ledger.seed;
-    let entries = ledger.entries.lock().expect("ledger lock");
+    // The load is over: the ledger is read without holding its lock across awaits.
+    let entries = std::mem::take(&mut *ledger.entries.lock().expect("ledger lock"));
     let mut copies: HashMap<&str, usize> = HashMap::new();
     for l in landed {
         if let Some(id) = &l.message_id {

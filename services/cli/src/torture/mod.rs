@@ -242,6 +242,7 @@ async fn torture(args: &TortureArgs, seed: u64, dir: PathBuf) -> anyhow::Result<
     idle(&mut sys, Duration::from_millis(500)).await?;
     let settled = audit::settle(&mut sys, args.settle_timeout).await;
     sampler.abort();
+    let samples = samples.lock().expect("samples").clone();
     let end = begin.elapsed().as_secs_f64();
     let result = match settled {
         Ok(landed) => {
@@ -250,7 +251,7 @@ async fn torture(args: &TortureArgs, seed: u64, dir: PathBuf) -> anyhow::Result<
                 &ledger,
                 &landed,
                 &episodes,
-                &samples.lock().expect("samples"),
+                &samples,
                 end,
                 &args.report,
             )
