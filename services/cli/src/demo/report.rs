@@ -218,16 +218,22 @@ pub fn timeline_svg(r: &Report) -> String {
 }
 
 /// The whole report as one HTML document with no external resources.
-pub fn html(r: &Report) -> String {
-    let mut rows = String::new();
-    for (k, v) in &r.rows {
+/// Table rows of a name and a right-aligned figure.
+pub(crate) fn figure_rows(rows: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in rows {
         let _ = write!(
-            rows,
+            out,
             "<tr><td>{}</td><td class=n>{}</td></tr>",
             esc(k),
             esc(v)
         );
     }
+    out
+}
+
+pub fn html(r: &Report) -> String {
+    let rows = figure_rows(&r.rows);
     let mut phases = String::new();
     for p in &r.phases {
         let _ = write!(

@@ -143,6 +143,31 @@ async fn control(sys: &System) -> anyhow::Result<DevControlClient<tonic::transpo
     Ok(DevControlClient::connect(crate::endpoint(&sys.control)).await?)
 }
 
+/// Takes a broker down, or brings it back.
+async fn set_broker(sys: &System, id: i32, up: bool) -> anyhow::Result<()> {
+    let mut c = control(sys).await?;
+    let req = dpb::BrokerRequest { broker_id: id };
+    if up {
+        c.broker_up(req).await?;
+    } else {
+        c.broker_down(req).await?;
+    }
+    Ok(())
+}
+
+/// Gives a partition of the topic a leader, or none.
+async fn set_leader(sys: &System, partition: i32, broker: Option<i32>) -> anyhow::Result<()> {
+    control(sys)
+        .await?
+        .set_partition_leader(dpb::SetPartitionLeaderRequest {
+            topic: TOPIC.into(),
+            partition,
+            broker_id: broker,
+        })
+        .await?;
+    Ok(())
+}
+
 /// The topology service, which may have just been restarted: tried for up to 15 s.
 async fn topology(sys: &System) -> anyhow::Result<TopologyClient<tonic::transport::Channel>> {
     let mut last = None;
@@ -170,34 +195,17 @@ pub async fn inject(
     Ok(match kind {
         Kind::Calm => (String::new(), Undo::Nothing),
         Kind::BrokerDown => {
-            control(sys)
-                .await?
-                .broker_down(dpb::BrokerRequest { broker_id: broker })
-                .await?;
+            set_broker(sys, broker, false).await?;
             (format!("broker {broker}"), Undo::BrokerUp(broker))
         }
         Kind::LeaderMove => {
             let p = sched.pick(sys.partitions as usize) as i32;
-            control(sys)
-                .await?
-                .set_partition_leader(dpb::SetPartitionLeaderRequest {
-                    topic: TOPIC.into(),
-                    partition: p,
-                    broker_id: Some(broker),
-                })
-                .await?;
+            set_leader(sys, p, Some(broker)).await?;
             (format!("partition {p} to broker {broker}"), Undo::Nothing)
         }
         Kind::Leaderless => {
             let p = sched.pick(sys.partitions as usize) as i32;
-            control(sys)
-                .await?
-                .set_partition_leader(dpb::SetPartitionLeaderRequest {
-                    topic: TOPIC.into(),
-                    partition: p,
-                    broker_id: None,
-                })
-                .await?;
+            set_leader(sys, p, None).await?;
             (format!("partition {p}"), Undo::Leader(p, broker))
         }
         Kind::RttSpike => {
@@ -221,10 +229,7 @@ pub async fn inject(
         Kind::FailoverUnreachable => {
             // With a broker down too, so the gateways need the queue they cannot reach.
             sys.proxy.set_cut(true);
-            control(sys)
-                .await?
-                .broker_down(dpb::BrokerRequest { broker_id: broker })
-                .await?;
+            set_broker(sys, broker, false).await?;
             (
                 format!("postgres cut, broker {broker} down"),
                 Undo::ProxyAndBroker(broker),
@@ -272,10 +277,7 @@ pub async fn inject(
             })
             .await?;
             tokio::time::sleep(hold / 2).await;
-            control(sys)
-                .await?
-                .broker_down(dpb::BrokerRequest { broker_id: broker })
-                .await?;
+            set_broker(sys, broker, false).await?;
             (format!("broker {broker}"), Undo::Spot(broker))
         }
     })
@@ -291,20 +293,10 @@ pub async fn undo(undo: Undo, sys: &mut System) -> anyhow::Result<()> {
                 .await?;
         }
         Undo::BrokerUp(b) => {
-            control(sys)
-                .await?
-                .broker_up(dpb::BrokerRequest { broker_id: b })
-                .await?;
+            set_broker(sys, b, true).await?;
         }
         Undo::Leader(p, b) => {
-            control(sys)
-                .await?
-                .set_partition_leader(dpb::SetPartitionLeaderRequest {
-                    topic: TOPIC.into(),
-                    partition: p,
-                    broker_id: Some(b),
-                })
-                .await?;
+            set_leader(sys, p, Some(b)).await?;
         }
         Undo::Rtt(b) => {
             control(sys)
@@ -318,16 +310,10 @@ pub async fn undo(undo: Undo, sys: &mut System) -> anyhow::Result<()> {
         Undo::Restart(name) => sys.restart(&name).await?,
         Undo::ProxyAndBroker(b) => {
             sys.proxy.set_cut(false);
-            control(sys)
-                .await?
-                .broker_up(dpb::BrokerRequest { broker_id: b })
-                .await?;
+            set_broker(sys, b, true).await?;
         }
         Undo::Spot(b) => {
-            control(sys)
-                .await?
-                .broker_up(dpb::BrokerRequest { broker_id: b })
-                .await?;
+            set_broker(sys, b, true).await?;
             // The topology service may itself be restarting; the mark lapses anyway.
             if let Ok(mut topo) = topology(sys).await {
                 let _ = topo

@@ -2,7 +2,7 @@
 //! demo's SVG: acknowledgement rates with each fault as a band), the table per fault kind
 //! and the list of faults as played.
 
-use crate::demo::report::{esc, timeline_svg, Phase, Report, Sample};
+use crate::demo::report::{esc, figure_rows, timeline_svg, Phase, Report, Sample};
 use std::fmt::Write;
 
 /// One row of the table per fault kind, already formatted.
@@ -64,15 +64,7 @@ pub fn html(r: &TortureReport<'_>) -> String {
         }
         kinds.push_str("</tr>");
     }
-    let mut totals = String::new();
-    for (k, v) in &r.totals {
-        let _ = write!(
-            totals,
-            "<tr><td>{}</td><td class=n>{}</td></tr>",
-            esc(k),
-            esc(v)
-        );
-    }
+    let totals = figure_rows(&r.totals);
     let mut faults = String::new();
     for (start, end, kind, detail) in &r.faults {
         let _ = write!(
