@@ -29,7 +29,7 @@ deploy-check:
 
 # The delivery protocol as a Promela model, checked with spin: every property holds and
 # every deliberately broken variant is rejected. `just model-check --deep` raises the
-# Kafka fault bound to 2 (about a minute and 2 GiB per property).
+# Kafka fault bound to 2 (minutes and about 2 GiB per property).
 model-check *ARGS:
     bash integration-tests/model/check.sh {{ARGS}}
 

@@ -4,7 +4,7 @@
 # that is there to catch it. Prints spin's state counts per run.
 #
 #   check.sh           the default fault bounds (seconds)
-#   check.sh --deep    KAFKA_FAULTS=2 as well (about a minute and 2 GiB per property)
+#   check.sh --deep    KAFKA_FAULTS=2 as well (minutes and about 2 GiB per property)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 model="$here/ballast.pml"
