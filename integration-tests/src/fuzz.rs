@@ -3,7 +3,7 @@
 //! replays every committed corpus file through them on stable Rust, so CI keeps what
 //! the fuzzers found without a nightly toolchain.
 
-use ballast_balancer::{Balancer, BalancerConfig, KeyPolicy, PartitionMeta, PickRequest};
+use ballast_balancer::{Balancer, BalancerConfig, KeyPolicy, PartitionMeta};
 use ballast_core::ErrorCode;
 use ballast_produce::{record_size, WriteLimits};
 use ballast_proto::ingest::v1 as pb;
@@ -102,15 +102,7 @@ pub fn ingest(data: &[u8]) {
                 continue;
             }
         }
-        let req = PickRequest {
-            topic: &rec.topic,
-            key: rec.key.as_deref(),
-            policy: rec.key_policy,
-            partition: rec.partition,
-            exclude: &[],
-            allow_probe: true,
-        };
-        if let Ok(pick) = balancer.pick(&req, now) {
+        if let Ok(pick) = balancer.pick(&rec.pick_request(&[], true), now) {
             assert!((0..5).contains(&pick.partition), "a pick has a leader");
             if let Some(p) = rec.partition {
                 assert_eq!(pick.partition, p, "a pinned record goes where it is pinned");

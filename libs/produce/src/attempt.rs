@@ -6,7 +6,7 @@ use crate::admit::WriteLimits;
 use crate::metrics::WriteMetrics;
 use crate::placement::Placement;
 use crate::record::{Acked, Record};
-use ballast_balancer::{FailureKind, PickError, PickRequest};
+use ballast_balancer::{FailureKind, PickError};
 use ballast_core::{ErrorCode, RecordError, MESSAGE_ID_HEADER};
 use ballast_kafka::{KafkaProducer, OutgoingRecord, WriteError};
 use ballast_telemetry::trace::{self, TRACEPARENT};
@@ -54,14 +54,7 @@ impl Attempts<'_> {
             if attempt > 0 && now >= deadline {
                 break;
             }
-            let req = PickRequest {
-                topic: &rec.topic,
-                key: rec.key.as_deref(),
-                policy: rec.key_policy,
-                partition: rec.partition,
-                exclude: &tried,
-                allow_probe: attempt == 0,
-            };
+            let req = rec.pick_request(&tried, attempt == 0);
             let pick = match self.placement.pick(&req, now) {
                 Ok(p) => p,
                 Err(PickError::UnknownTopic) if self.placement.topic_absent(&rec.topic) => {

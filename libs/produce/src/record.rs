@@ -1,6 +1,6 @@
 //! The write path's domain types: a record in, its outcome out.
 
-use ballast_balancer::KeyPolicy;
+use ballast_balancer::{KeyPolicy, PickRequest};
 use ballast_core::{ErrorCode, RecordError};
 use ballast_proto::ingest::v1 as wire;
 use std::time::Duration;
@@ -30,6 +30,19 @@ impl Record {
     /// partition.
     pub fn pinned(&self) -> bool {
         self.partition.is_some() || (self.key.is_some() && self.key_policy == KeyPolicy::Strict)
+    }
+
+    /// What the balancer is asked to place for this record, leaving out the partitions
+    /// already `tried`.
+    pub fn pick_request<'a>(&'a self, tried: &'a [i32], allow_probe: bool) -> PickRequest<'a> {
+        PickRequest {
+            topic: &self.topic,
+            key: self.key.as_deref(),
+            policy: self.key_policy,
+            partition: self.partition,
+            exclude: tried,
+            allow_probe,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::failover;
 use crate::metrics::WriteMetrics;
 use crate::placement::{self, Placement};
 use crate::record::{Acked, Produced, Record};
-use ballast_balancer::{BalancerConfig, PartitionStatus, PickRequest};
+use ballast_balancer::{BalancerConfig, PartitionStatus};
 use ballast_core::{new_message_id, ErrorCode, RecordError};
 use ballast_failover::Enqueuer;
 use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer};
@@ -97,15 +97,7 @@ impl Writer {
     /// partition it may use (its STRICT key's, its explicit one, or any for the others) is
     /// healthy.
     pub fn record_writable(&self, rec: &Record) -> bool {
-        let req = PickRequest {
-            topic: &rec.topic,
-            key: rec.key.as_deref(),
-            policy: rec.key_policy,
-            partition: rec.partition,
-            exclude: &[],
-            allow_probe: true,
-        };
-        self.cluster_reachable() && self.placement.could_place(&req)
+        self.cluster_reachable() && self.placement.could_place(&rec.pick_request(&[], true))
     }
 
     /// Whether the cluster says `topic` does not exist (on a healthy metadata answer).

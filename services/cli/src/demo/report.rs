@@ -218,6 +218,15 @@ pub fn timeline_svg(r: &Report) -> String {
 }
 
 /// The whole report as one HTML document with no external resources.
+/// The stylesheet every report page shares.
+pub(crate) const STYLE: &str = "<style>
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #2e7d32; font-weight: bold; } .bad { color: #c62828; font-weight: bold; }
+</style>";
+
 /// Table rows of a name and a right-aligned figure.
 pub(crate) fn figure_rows(rows: &[(String, String)]) -> String {
     let mut out = String::new();
@@ -257,13 +266,7 @@ pub fn html(r: &Report) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Ballast demo report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.ok {{ color: #2e7d32; font-weight: bold; }} .bad {{ color: #c62828; font-weight: bold; }}
-</style></head><body>
+{STYLE}</head><body>
 <h1>Ballast demo</h1>
 <p>A 3-broker mock Kafka cluster (racks az-a, az-b, az-c) under mixed keyed and unkeyed load
 while a spot interruption plays out: a draining notice, the broker dies, a partition loses

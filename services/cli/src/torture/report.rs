@@ -2,7 +2,7 @@
 //! demo's SVG: acknowledgement rates with each fault as a band), the table per fault kind
 //! and the list of faults as played.
 
-use crate::demo::report::{esc, figure_rows, timeline_svg, Phase, Report, Sample};
+use crate::demo::report::{esc, figure_rows, timeline_svg, Phase, Report, Sample, STYLE};
 use std::fmt::Write;
 
 /// One row of the table per fault kind, already formatted.
@@ -89,13 +89,7 @@ pub fn html(r: &TortureReport<'_>) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Ballast torture run, seed {seed}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.ok {{ color: #2e7d32; font-weight: bold; }} .bad {{ color: #c62828; font-weight: bold; }}
-</style></head><body>
+{STYLE}</head><body>
 <h1>Ballast torture run, seed {seed}</h1>
 <p>Every service as its own process (mock cluster, two gateways in az-a and az-b, two retry
 workers on PostgreSQL behind a cuttable proxy, dedup on redis-server with an append-only
