@@ -434,3 +434,74 @@ async fn large_records_fail_over_through_s3_and_their_objects_go_once_delivered(
     }
     Ok(())
 }
+
+/// The highest `in_flight` (leased) count seen over `window`.
+async fn most_leased(q: &dyn ballast_failover::FailoverQueue, window: Duration) -> u64 {
+    let end = Instant::now() + window;
+    let mut most = 0;
+    while Instant::now() < end {
+        most = most.max(q.stats().await.map(|s| s.in_flight).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    most
+}
+
+/// `retry.pipeline_depth`: while Kafka is slow to acknowledge, a drain loop with depth 1
+/// holds one batch at a time, and with depth 3 it leases the next batches while the first
+/// is still in Kafka. Everything is delivered either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_loop_leases_the_next_batch_while_kafka_holds_the_last() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    let stack = gateway_with(cfg.clone()).await?;
+    let queue = cfg.open().await?.expect("a queue");
+    let n = 300;
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            ballast_failover::envelope::encode(&ballast_failover::envelope::Envelope {
+                topic: "fo".into(),
+                value: format!("p-{i}").into_bytes(),
+                message_id: format!("pipe-{i}"),
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })
+        })
+        .collect();
+    queue.enqueue(&bodies, Duration::ZERO).await?;
+    for broker in 1..=3 {
+        stack
+            .cluster
+            .broker_rtt(broker, Duration::from_millis(300))
+            .await?;
+    }
+    let one_loop = |depth: usize| {
+        move |w: &mut WorkerConfig| {
+            w.retry.runner_count = 1;
+            w.retry.max_number_of_messages = 10;
+            w.retry.pipeline_depth = depth;
+        }
+    };
+    let flat = start_worker(&stack, cfg.clone(), one_loop(1)).await?;
+    let most = most_leased(queue.as_ref(), Duration::from_secs(3)).await;
+    assert!(
+        (1..=10).contains(&most),
+        "depth 1 holds one batch of 10 at a time, and holds one: at most {most} leased"
+    );
+    drop(flat);
+    let _piped = start_worker(&stack, cfg, one_loop(3)).await?;
+    let most = most_leased(queue.as_ref(), Duration::from_secs(3)).await;
+    assert!(
+        most > 20,
+        "depth 3 leases a third batch while two are in Kafka: at most {most} leased"
+    );
+    for broker in 1..=3 {
+        stack.cluster.broker_rtt(broker, Duration::ZERO).await?;
+    }
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_unique(&bootstrap, "fo", n, Duration::from_secs(60))
+    })
+    .await??;
+    assert_eq!(landed.len(), n);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

@@ -239,15 +239,18 @@ impl FailoverQueue for SqlQueue {
         lease: Duration,
     ) -> Result<Vec<Leased>, QueueError> {
         let end = tokio::time::Instant::now() + wait;
+        // Due first, in enqueue order among equals: a range scan of the ready index
+        // (queue, visible_at, id) that stops at `max`, however many entries wait for a
+        // later retry.
         let sql = if self.postgres {
             "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
              WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
-             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             ORDER BY visible_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING id, body, deliveries, enqueued_at"
         } else {
             "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
              WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
-             ORDER BY id LIMIT $5) \
+             ORDER BY visible_at, id LIMIT $5) \
              RETURNING id, body, deliveries, enqueued_at"
         };
         loop {
@@ -285,18 +288,37 @@ impl FailoverQueue for SqlQueue {
         }
     }
 
+    /// Deletes in bulk: one statement per lease (a receive leases its batch under one
+    /// token) and per 500 ids, in one transaction.
     async fn ack(&self, entries: &[Leased]) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut by_lease: Vec<(&str, Vec<i64>)> = Vec::new();
         for e in entries {
             let Some((id, token)) = Self::parse_receipt(&e.receipt) else {
                 continue;
             };
-            sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
-                .bind(id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            match by_lease.iter_mut().find(|(t, _)| *t == token) {
+                Some((_, ids)) => ids.push(id),
+                None => by_lease.push((token, vec![id])),
+            }
+        }
+        if by_lease.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for (token, ids) in &by_lease {
+            for chunk in ids.chunks(500) {
+                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                // Only placeholders are spliced in; every value is bound.
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM ballast_failover_entries WHERE lease_token = $1 AND id IN ({})",
+                    marks.join(",")
+                ));
+                let mut q = sqlx::query(sql).bind(*token);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx).await.map_err(unavailable)?;
+            }
         }
         tx.commit().await.map_err(unavailable)
     }

@@ -223,6 +223,56 @@ async fn postgres_queue_conforms_and_workers_never_share_a_lease() {
     assert_eq!((total, all.len()), (n, n), "every entry once");
 }
 
+/// A bulk ack deletes every entry it names under the lease that is still held, across
+/// several leases and past one statement's 500 ids, and nothing whose lease has passed to
+/// another receiver.
+async fn bulk_ack(q: &SqlQueue) {
+    let n = 1_100;
+    q.enqueue(&(0..n).map(body).collect::<Vec<_>>(), Duration::ZERO)
+        .await
+        .unwrap();
+    let short = Duration::from_millis(300);
+    let lost = q.receive(100, Duration::ZERO, short).await.unwrap();
+    assert_eq!(lost.len(), 100);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first 100 come back under new leases; ack them all, plus the stale receipts.
+    let mut held = Vec::new();
+    while held.len() < n {
+        let got = q
+            .receive(700, Duration::ZERO, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "only {} of {n} leased", held.len());
+        held.extend(got);
+    }
+    let (keep, ack) = held.split_at(3);
+    let mut receipts = ack.to_vec();
+    receipts.extend(lost.iter().cloned());
+    q.ack(&receipts).await.expect("bulk ack");
+    assert_eq!(
+        q.stats().await.unwrap().depth,
+        3,
+        "only the 3 not acked remain"
+    );
+    // The stale receipts of the 3 kept entries (in `lost`) did not delete them: they are
+    // still leased to their new holder, who deletes them now.
+    q.ack(keep).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().depth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_bulk_ack_spans_leases_and_honours_them() {
+    let dir = std::env::temp_dir().join(unique("ballast-bulk-ack"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    bulk_ack(&SqlQueue::connect(&url, "bulk", 4).await.unwrap()).await;
+    std::fs::remove_dir_all(&dir).ok();
+    let pg = SqlQueue::connect(&require_postgres(), &unique("bulk"), 4)
+        .await
+        .expect("postgres");
+    bulk_ack(&pg).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_queue_conforms_on_moto() {
     let moto = Moto::start();

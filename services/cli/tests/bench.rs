@@ -19,6 +19,7 @@ fn bench_quick_produces_every_figure() {
             "4",
         ])
         .args(["--sqs-endpoint", &moto.endpoint()])
+        .args(["--database-url", &ballast_testkit::deps::require_postgres()])
         .arg("--json")
         .arg(&json)
         .output()
@@ -68,16 +69,32 @@ fn bench_quick_produces_every_figure() {
     }
     assert_eq!(p1["records"], 2000);
     let p5 = &v["p5_failover"];
-    for key in [
-        "raw_read_delete_per_sec",
-        "worker_drain_per_sec",
-        "drain_ratio",
-        "sqs_requests_per_1000",
-    ] {
-        let x = p5[key]
+    assert!(
+        p5["sqs_requests_per_1000"]
             .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {v}"));
-        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+            .is_some_and(|x| x > 0.0),
+        "{p5}"
+    );
+    let backends: Vec<&str> = p5["backends"]
+        .as_array()
+        .expect("p5_failover.backends")
+        .iter()
+        .map(|b| b["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(backends, ["sqlite", "postgresql"], "{p5}");
+    for b in p5["backends"].as_array().unwrap() {
+        for key in [
+            "raw_read_delete_per_sec",
+            "worker_drain_per_sec",
+            "drain_ratio",
+            "unpipelined_drain_per_sec",
+            "unpipelined_ratio",
+        ] {
+            let x = b[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} missing: {b}"));
+            assert!(x.is_finite() && x > 0.0, "{key} = {x} in {b}");
+        }
     }
     // P8: three record sizes and the tls row, each with both processes' CPU measured.
     let p8 = v["p8_cpu"]["rows"].as_array().expect("p8_cpu.rows");

@@ -25,6 +25,9 @@ pub struct RetrySettings {
     pub wait_time: Duration,
     /// Concurrent receive-and-publish loops per worker.
     pub runner_count: usize,
+    /// Leased batches each loop holds at once: the next batch is leased while earlier ones
+    /// are being written to Kafka. 1 handles one batch at a time.
+    pub pipeline_depth: usize,
     /// How long a leased entry stays hidden from other workers; a worker that dies returns
     /// its entries when this runs out.
     #[serde(with = "humantime_serde")]
@@ -50,6 +53,7 @@ impl Default for RetrySettings {
             max_number_of_messages: 10,
             wait_time: Duration::from_secs(1),
             runner_count: 2,
+            pipeline_depth: 2,
             lease: Duration::from_secs(30),
             backoff_base: Duration::from_secs(1),
             backoff_multiplier: 2.0,
@@ -139,6 +143,10 @@ impl WorkerConfig {
             "retry.max_number_of_messages must be between 1 and 10000"
         );
         anyhow::ensure!(r.runner_count > 0, "retry.runner_count must be positive");
+        anyhow::ensure!(
+            (1..=64).contains(&r.pipeline_depth),
+            "retry.pipeline_depth must be between 1 and 64"
+        );
         anyhow::ensure!(!r.lease.is_zero(), "retry.lease must be positive");
         anyhow::ensure!(
             r.backoff_multiplier >= 1.0 && r.backoff_multiplier.is_finite(),

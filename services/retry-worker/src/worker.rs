@@ -7,6 +7,7 @@ use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{DeadInfo, FailoverQueue, Leased};
 use ballast_produce::{failover::record_of, Acked, Writer};
 use ballast_telemetry::trace;
+use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -120,31 +121,57 @@ impl Worker {
         }
     }
 
-    /// One receive-and-publish loop, until `stop` turns true. A batch in progress is
-    /// finished first; entries never handled go back to the queue when their lease ends.
+    /// One receive-and-publish loop, until `stop` turns true. Up to
+    /// `retry.pipeline_depth` leased batches are in hand at once: the next batch is leased
+    /// while earlier ones are in Kafka. At stop, batches in hand are finished first;
+    /// entries never handled go back to the queue when their lease ends.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let depth = self.settings.pipeline_depth.max(1);
+        let mut in_hand = FuturesUnordered::new();
         while !*stop.borrow() {
+            if in_hand.len() >= depth {
+                in_hand.next().await;
+                continue;
+            }
             // The health gate: during a cluster outage, leave the queue alone.
             if !self.writer.cluster_reachable() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.health_gate_delay) => {}
-                    _ = stop.changed() => {}
+                let pause = tokio::time::sleep(self.settings.health_gate_delay);
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        _ = stop.changed() => break,
+                        Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
+                    }
                 }
                 continue;
             }
-            let received = tokio::select! {
-                r = self.queue.receive(self.settings.max_number_of_messages, self.settings.wait_time, self.settings.lease) => r,
-                _ = stop.changed() => break,
+            // Batches in hand go on while the next receive waits; a finished batch never
+            // cancels a receive (that would strand its leased entries until the lease ends).
+            let receive = self.queue.receive(
+                self.settings.max_number_of_messages,
+                self.settings.wait_time,
+                self.settings.lease,
+            );
+            tokio::pin!(receive);
+            let received = loop {
+                tokio::select! {
+                    r = &mut receive => break Some(r),
+                    _ = stop.changed() => break None,
+                    Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
+                }
             };
             match received {
-                Ok(batch) if !batch.is_empty() => self.handle(batch).await,
-                Ok(_) => {}
-                Err(e) => {
+                None => break,
+                Some(Ok(batch)) if !batch.is_empty() => in_hand.push(self.handle(batch)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "receive from the failover queue failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+        while in_hand.next().await.is_some() {}
     }
 
     async fn handle(&self, batch: Vec<Leased>) {

@@ -219,13 +219,13 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
 }
 
 /// A counter's value in a Prometheus text page (0 when absent).
-fn counter(page: &str, name: &str) -> f64 {
+pub(super) fn counter(page: &str, name: &str) -> f64 {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+pub(super) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())

@@ -56,6 +56,13 @@ pub struct BenchArgs {
     /// An SQS endpoint for the failover figure (P5); default: a moto_server started here.
     #[arg(long)]
     pub sqs_endpoint: Option<String>,
+    /// The PostgreSQL used by the failover figure (P5).
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        env = "BALLAST_BENCH_DATABASE_URL"
+    )]
+    pub database_url: String,
     /// The Redis used by the dedup figure (P4).
     #[arg(
         long,
@@ -491,10 +498,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::All | Suite::Failover) {
         let f = failover::suite(&args).await?;
-        rows.push(format!(
-            "P5      retry drain, records/s (sqlite -> kafka)   {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80)",
-            f.worker_drain_per_sec, f.raw_read_delete_per_sec, f.drain_ratio
-        ));
+        for b in &f.backends {
+            rows.push(format!(
+                "P5      retry drain, records/s ({:<10} -> kafka) {:>10.0}  {:>10.0}  ratio {:.2} (target >= 0.80); pipeline_depth 1: {:.0}, ratio {:.2}",
+                b.backend, b.worker_drain_per_sec, b.raw_read_delete_per_sec, b.drain_ratio,
+                b.unpipelined_drain_per_sec, b.unpipelined_ratio
+            ));
+        }
+        if f.postgres_not_measured.is_some() {
+            rows.push(
+                "P5      retry drain on postgresql                 not measured (reason on stderr)"
+                    .into(),
+            );
+        }
         rows.push(match f.sqs_requests_per_1000 {
             // No baseline column: an unbatched gateway makes one call per record by
             // construction, so the figure is checked against its bound instead.
