@@ -366,11 +366,13 @@ async fn retry_admin_and_topology_enforce_read_and_write() -> anyhow::Result<()>
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     assert!(e.message().contains("retry: write"), "{e}");
     let mut reader_topo = topo(pki.client(Some("reader-token"), None)).await?;
-    reader_topo.get_topology(tpb::GetTopologyRequest {}).await?;
+    reader_topo
+        .get_topology(tpb::GetTopologyRequest::default())
+        .await?;
     let e = reader_topo.mark_broker_draining(drain()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     let snapshot = reader_topo
-        .get_topology(tpb::GetTopologyRequest {})
+        .get_topology(tpb::GetTopologyRequest::default())
         .await?
         .into_inner();
     assert!(

@@ -60,7 +60,7 @@ impl Topology {
         Ok(self
             .client()
             .await?
-            .get_topology(pb::GetTopologyRequest {})
+            .get_topology(pb::GetTopologyRequest::default())
             .await?
             .into_inner())
     }
@@ -191,7 +191,7 @@ async fn watch_sends_the_current_snapshot_then_each_change_in_order() -> anyhow:
     .await?;
     let mut client = topo.client().await?;
     let mut stream = client
-        .watch_topology(pb::WatchTopologyRequest {})
+        .watch_topology(pb::WatchTopologyRequest::default())
         .await?
         .into_inner();
     let first = next(&mut stream).await?;
@@ -247,11 +247,93 @@ async fn watch_sends_the_current_snapshot_then_each_change_in_order() -> anyhow:
 
     // A second watcher joining now starts from the newest snapshot.
     let mut late = client
-        .watch_topology(pb::WatchTopologyRequest {})
+        .watch_topology(pb::WatchTopologyRequest::default())
         .await?
         .into_inner();
     let now = next(&mut late).await?;
     assert_eq!((now.version, now.draining_brokers.clone()), (last, vec![2]));
+    topo.stop().await
+}
+
+/// A watcher that selects topics gets only those, and no snapshot for a change elsewhere;
+/// broker marks still come. GetTopology selects the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_some_topics_hears_only_of_them() -> anyhow::Result<()> {
+    let c = cluster("mine", 3)?;
+    c.create_topic(TopicSpec {
+        name: "other".into(),
+        partitions: 3,
+        replication_factor: 3,
+    })
+    .await?;
+    let topo = Topology::start(
+        c.bootstrap_servers(),
+        TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    topo.wait_for(|s| s.topics.len() == 2, "both topics listed")
+        .await?;
+    let mine = || {
+        Some(pb::TopicSelection {
+            names: vec!["mine".into(), "absent".into()],
+        })
+    };
+    let mut client = topo.client().await?;
+    let got = client
+        .get_topology(pb::GetTopologyRequest { topics: mine() })
+        .await?
+        .into_inner();
+    let names: Vec<&str> = got.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["mine"]);
+    assert_eq!(got.brokers.len(), 3);
+    let none = client
+        .get_topology(pb::GetTopologyRequest {
+            topics: Some(pb::TopicSelection::default()),
+        })
+        .await?
+        .into_inner();
+    assert!(
+        none.topics.is_empty() && none.brokers.len() == 3,
+        "{none:?}"
+    );
+
+    let mut stream = client
+        .watch_topology(pb::WatchTopologyRequest { topics: mine() })
+        .await?
+        .into_inner();
+    let first = next(&mut stream).await?;
+    assert_eq!(first.topics.len(), 1);
+    let leader = partition(&first, "mine", 0).leader;
+
+    // A leader move on the other topic: the service publishes it, this watcher hears nothing.
+    let other = partition(&topo.get().await?, "other", 0).leader;
+    let moved_to = (other % 3) + 1;
+    c.partition_leader("other", 0, Some(moved_to)).await?;
+    let published = topo
+        .wait_for(
+            |s| partition(s, "other", 0).leader == moved_to,
+            "other's leader moved",
+        )
+        .await?;
+    assert!(published.version > first.version);
+    let quiet = tokio::time::timeout(Duration::from_secs(1), stream.message()).await;
+    assert!(quiet.is_err(), "no snapshot for another topic: {quiet:?}");
+
+    // A move on the selected topic comes, as does a draining mark.
+    let to = (leader % 3) + 1;
+    c.partition_leader("mine", 0, Some(to)).await?;
+    let snap = next(&mut stream).await?;
+    assert_eq!(partition(&snap, "mine", 0).leader, to);
+    assert!(snap.version > published.version);
+    client
+        .mark_broker_draining(pb::MarkBrokerDrainingRequest {
+            broker_id: 2,
+            deadline_unix_ms: None,
+            reason: "test".into(),
+        })
+        .await?;
+    let marked = next(&mut stream).await?;
+    assert_eq!(marked.draining_brokers, [2]);
     topo.stop().await
 }
 

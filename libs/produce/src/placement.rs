@@ -76,13 +76,15 @@ impl Placement {
         self.refresh_with(due).await
     }
 
+    pub(crate) fn topics_in_use(&self) -> Vec<String> {
+        self.balancer()
+            .topics_in_use()
+            .map(str::to_string)
+            .collect()
+    }
+
     async fn refresh_with(&self, full: bool) -> Result<(), ballast_kafka::Error> {
-        let in_use: Option<Vec<String>> = (!full).then(|| {
-            self.balancer()
-                .topics_in_use()
-                .map(str::to_string)
-                .collect()
-        });
+        let in_use: Option<Vec<String>> = (!full).then(|| self.topics_in_use());
         let fetched = self.client.fetch_topics(in_use.as_deref()).await;
         let total = self.client.bytes_received();
         let before = self.counted_bytes.swap(total, Ordering::Relaxed);

@@ -72,6 +72,11 @@ impl Writer {
         self.placement.metadata()
     }
 
+    /// The known topics records have been written to.
+    pub fn topics_in_use(&self) -> Vec<String> {
+        self.placement.topics_in_use()
+    }
+
     /// Whether the cluster answered the last metadata refresh.
     pub fn cluster_reachable(&self) -> bool {
         self.placement.reachable()

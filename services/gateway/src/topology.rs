@@ -1,6 +1,7 @@
 //! Follows the topology service's `WatchTopology` stream.
 //!
-//! Each snapshot sets the brokers whose partitions are held as draining, and when its
+//! It subscribes to the topics this gateway writes to (and again when another comes into
+//! use), so a cluster's other topics cost it nothing. Each snapshot sets the brokers whose partitions are held as draining, and when its
 //! leaders differ from the gateway's own view it triggers an immediate metadata refresh,
 //! so leaderless partitions are held before a record fails on them. The service is never
 //! a hard dependency: the gateway keeps refreshing its own metadata, and marks learned
@@ -14,6 +15,9 @@ use ballast_proto::topology::v1::topology_client::TopologyClient;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// How often the watcher looks for topics newly in use, to subscribe to them.
+const TOPICS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs until aborted.
 pub(crate) fn spawn_watcher(
@@ -41,7 +45,11 @@ pub(crate) fn spawn_watcher(
                 logged_down = false;
             }
             match res {
-                Ok(()) => tracing::info!(%endpoint, "topology stream ended; reconnecting"),
+                // A new topic came into use: subscribe again at once, with it.
+                Ok(Ended::TopicsChanged) => continue,
+                Ok(Ended::Closed) => {
+                    tracing::info!(%endpoint, "topology stream ended; reconnecting")
+                }
                 Err(e) if !logged_down => {
                     tracing::warn!(%endpoint, error = %e, "topology service unreachable; steering by own metadata");
                     logged_down = true;
@@ -63,6 +71,20 @@ pub(crate) fn spawn_watcher(
     })
 }
 
+enum Ended {
+    Closed,
+    TopicsChanged,
+}
+
+/// The topics this gateway has written to, sorted.
+fn in_use(writer: &Writer) -> Vec<String> {
+    let mut topics = writer.topics_in_use();
+    topics.sort_unstable();
+    topics
+}
+
+/// Follows the stream for the topics in use (brokers and draining marks always come), until
+/// it ends or another topic comes into use.
 async fn watch(
     writer: &Writer,
     metrics: &GatewayMetrics,
@@ -70,7 +92,8 @@ async fn watch(
     endpoint: &str,
     holding: &mut bool,
     lost_at: &mut Option<Instant>,
-) -> Result<(), String> {
+) -> Result<Ended, String> {
+    let topics = in_use(writer);
     let channel = cfg
         .client
         .endpoint(endpoint)
@@ -85,7 +108,11 @@ async fn watch(
         .map_err(|e| format!("connect: {e}"))?;
     let channel = cfg.client.wrap(channel).map_err(|e| format!("{e:#}"))?;
     let mut stream = TopologyClient::new(channel)
-        .watch_topology(pb::WatchTopologyRequest {})
+        .watch_topology(pb::WatchTopologyRequest {
+            topics: Some(pb::TopicSelection {
+                names: topics.clone(),
+            }),
+        })
         .await
         .map_err(|e| format!("watch: {e}"))?
         .into_inner();
@@ -93,12 +120,22 @@ async fn watch(
     metrics.topology_connected.set(1);
     *lost_at = None;
     let mut last_version = 0;
+    let mut check = tokio::time::interval(TOPICS_CHECK);
     loop {
-        let snap = match stream.message().await {
+        let message = tokio::select! {
+            m = stream.message() => m,
+            _ = check.tick() => {
+                if in_use(writer) != topics {
+                    return Ok(Ended::TopicsChanged);
+                }
+                continue;
+            }
+        };
+        let snap = match message {
             Ok(Some(s)) => s,
             Ok(None) => {
                 *lost_at = Some(Instant::now());
-                return Ok(());
+                return Ok(Ended::Closed);
             }
             Err(e) => {
                 *lost_at = Some(Instant::now());

@@ -7,6 +7,7 @@ use ballast_core::ErrorCode;
 use ballast_proto::topology::v1 as pb;
 use ballast_security::{Access, Action, TopologyAction};
 use futures::StreamExt;
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -41,6 +42,31 @@ impl TopologyService {
 type SnapshotStream =
     Pin<Box<dyn futures::Stream<Item = Result<pb::TopologySnapshot, Status>> + Send>>;
 
+/// The snapshot with only the selected topics (all of them without a selection).
+fn view(snap: &pb::TopologySnapshot, selection: Option<&HashSet<String>>) -> pb::TopologySnapshot {
+    let Some(names) = selection else {
+        return snap.clone();
+    };
+    pb::TopologySnapshot {
+        version: snap.version,
+        cluster_id: snap.cluster_id.clone(),
+        brokers: snap.brokers.clone(),
+        topics: snap
+            .topics
+            .iter()
+            .filter(|t| names.contains(&t.name))
+            .cloned()
+            .collect(),
+        draining_brokers: snap.draining_brokers.clone(),
+        kafka_reachable: snap.kafka_reachable,
+        controller_id: snap.controller_id,
+    }
+}
+
+fn selection(req: Option<pb::TopicSelection>) -> Option<HashSet<String>> {
+    req.map(|s| s.names.into_iter().collect())
+}
+
 fn rack(s: &str) -> Option<String> {
     (!s.trim().is_empty()).then(|| s.to_string())
 }
@@ -53,7 +79,11 @@ impl pb::topology_server::Topology for TopologyService {
     ) -> Result<Response<pb::TopologySnapshot>, Status> {
         self.access
             .check(&req, Action::Topology(TopologyAction::Read))?;
-        Ok(Response::new((*self.state.snapshot()).clone()))
+        let selection = selection(req.into_inner().topics);
+        Ok(Response::new(view(
+            &self.state.snapshot(),
+            selection.as_ref(),
+        )))
     }
 
     type WatchTopologyStream = SnapshotStream;
@@ -74,11 +104,26 @@ impl pb::topology_server::Topology for TopologyService {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        // The current snapshot first, then each new version.
+        let selection = selection(req.into_inner().topics);
+        // The current snapshot first, then each new version whose view differs from the
+        // last one sent (every version when no topics are selected).
+        let mut last: Option<pb::TopologySnapshot> = None;
         let stream = tokio_stream::wrappers::WatchStream::new(self.state.subscribe())
-            .map(move |snap| {
+            .filter_map(move |snap| {
                 let _held = &permit;
-                Ok((*snap).clone())
+                let v = view(&snap, selection.as_ref());
+                let unchanged = last.as_ref().is_some_and(|l| {
+                    l.version < v.version
+                        && pb::TopologySnapshot {
+                            version: v.version,
+                            ..l.clone()
+                        } == v
+                });
+                let out = (!unchanged).then(|| {
+                    last = Some(v.clone());
+                    Ok(v)
+                });
+                futures::future::ready(out)
             })
             .take_until(Box::pin(stopped));
         Ok(Response::new(Box::pin(stream)))

@@ -56,7 +56,7 @@ async fn serves_the_cluster_and_ends_watches_on_sigterm() -> anyhow::Result<()> 
     let end = Instant::now() + Duration::from_secs(10);
     let snap = loop {
         let s = client
-            .get_topology(pb::GetTopologyRequest {})
+            .get_topology(pb::GetTopologyRequest::default())
             .await?
             .into_inner();
         if s.kafka_reachable {
@@ -69,7 +69,7 @@ async fn serves_the_cluster_and_ends_watches_on_sigterm() -> anyhow::Result<()> 
     assert!(snap.brokers.iter().all(|b| b.rack.starts_with("az-")));
 
     let mut watch = client
-        .watch_topology(pb::WatchTopologyRequest {})
+        .watch_topology(pb::WatchTopologyRequest::default())
         .await?
         .into_inner();
     assert!(watch.message().await?.is_some());

@@ -122,7 +122,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
         TopologyAction::Show { topic, json } => {
             let snap = client(&args.topology, &args.client)
                 .await?
-                .get_topology(pb::GetTopologyRequest {})
+                .get_topology(pb::GetTopologyRequest::default())
                 .await
                 .map_err(fail)?
                 .into_inner();
@@ -178,7 +178,7 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
             let brokers: Vec<plan::BrokerRack> = if brokers.is_empty() {
                 client(&args.topology, &args.client)
                     .await?
-                    .get_topology(pb::GetTopologyRequest {})
+                    .get_topology(pb::GetTopologyRequest::default())
                     .await
                     .map_err(fail)?
                     .into_inner()
