@@ -76,8 +76,10 @@ impl Default for EmbeddedClusterConfig {
 type Reply = oneshot::Sender<Result<(), Error>>;
 
 /// How long creating the cluster and its topics may take before `start` gives up with a
-/// clear error instead of hanging.
+/// clear error instead of hanging: this, plus `SETUP_PER_TOPIC` for each topic (the mock
+/// creates them one at a time, slower on a busy machine).
 const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+const SETUP_PER_TOPIC: Duration = Duration::from_millis(60);
 
 enum Command {
     BrokerDown(i32, Reply),
@@ -208,12 +210,13 @@ impl EmbeddedCluster {
                 }
             })
             .map_err(|e| Error::Embedded(format!("spawn: {e}")))?;
-        let bootstrap = match ready_rx.recv_timeout(SETUP_DEADLINE) {
+        let deadline = SETUP_DEADLINE + SETUP_PER_TOPIC * cfg.topics.len() as u32;
+        let bootstrap = match ready_rx.recv_timeout(deadline) {
             Ok(r) => r?,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // The owner thread is stuck inside librdkafka; it is left behind.
                 return Err(Error::Embedded(format!(
-                    "creating {} topics did not finish within {SETUP_DEADLINE:?}: librdkafka's mock cluster stalls past about 550 topics; use fewer",
+                    "creating {} topics did not finish within {deadline:?}: librdkafka's mock cluster stalls past about 550 topics; use fewer",
                     cfg.topics.len()
                 )));
             }

@@ -235,28 +235,38 @@ pub(super) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String>
     Ok(out)
 }
 
-/// An idle gateway process on clusters of 1 and 200 topics (6 partitions each; 50 with
-/// `--quick`), with one
-/// topic in use and with all of them: its CPU and the metadata bytes it reads per second.
+/// An idle gateway process on clusters of 1 and 500 topics (6 partitions each; 50 with
+/// `--quick`), with one topic in use and with all of them: its CPU and the metadata bytes
+/// it reads per second. Each cluster is a fresh `ballast dev --cluster-only` process: the
+/// mock creates topics slowly, and in a process that already ran other clusters it can miss
+/// its creation deadline near 500. Each row has a fresh gateway process.
 async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
     let window = Duration::from_secs(if args.quick { 3 } else { 10 });
     let mut out = Vec::new();
-    // The mock cluster creates topics slowly and stalls near 550 (500 sometimes misses
-    // its 30 s creation deadline after other clusters in the same process): 200 here, 50
-    // in a smoke run.
-    let many = if args.quick { 50 } else { 200 };
+    let many = if args.quick { 50 } else { 500 };
+    // The two rows on the large cluster share it.
+    let mut current: Option<(usize, crate::dev::ClusterProcess)> = None;
     for (topics, in_use) in [(1usize, 1usize), (many, 1), (many, many)] {
-        let cluster =
-            ballast_kafka::EmbeddedCluster::start(ballast_kafka::EmbeddedClusterConfig {
-                topics: (0..topics)
-                    .map(|i| ballast_kafka::TopicSpec {
-                        name: format!("idle-{i}"),
-                        partitions: 6,
-                        replication_factor: 3,
-                    })
-                    .collect(),
-                ..Default::default()
-            })?;
+        if current.as_ref().is_none_or(|(n, _)| *n != topics) {
+            drop(current.take());
+            eprintln!("bench: P8 idle gateway, starting a cluster of {topics} topics");
+            let specs: Vec<String> = (0..topics).map(|i| format!("idle-{i}:6:3")).collect();
+            let log = std::env::temp_dir().join(format!(
+                "ballast-bench-idle-cluster-{}-{topics}.log",
+                std::process::id()
+            ));
+            let started = crate::dev::ClusterProcess::start(
+                &specs,
+                std::fs::File::create(&log)?.into(),
+                Duration::from_secs(180),
+            )
+            .await;
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            let started = started.with_context(|| format!("cluster log:\n{said}"))?;
+            current = Some((topics, started));
+        }
+        let cluster = &current.as_ref().expect("started above").1;
         let name = format!(
             "ballast-bench-idle-{}-{topics}-{in_use}",
             std::process::id()
@@ -265,7 +275,7 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
             &name,
             &format!(
                 "rack: az-a\nkafka:\n  bootstrap_servers: {}\n",
-                cluster.bootstrap_servers()
+                cluster.bootstrap
             ),
         )
         .await?;

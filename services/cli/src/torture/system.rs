@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -153,6 +152,8 @@ impl CutProxy {
 pub struct System {
     pub procs: BTreeMap<String, Proc>,
     pub dir: PathBuf,
+    /// The mock cluster, a child process; killed with the system.
+    pub _cluster: crate::dev::ClusterProcess,
     pub bootstrap: String,
     pub control: String,
     pub gateways: Vec<SocketAddr>,
@@ -241,35 +242,13 @@ impl System {
         let redis_url = format!("redis://127.0.0.1:{redis_port}");
 
         // The cluster: started first, its ready line gives the bootstrap servers.
-        let mut cluster = Command::new(&exe)
-            .args([
-                "dev",
-                "--cluster-only",
-                "--topic",
-                &format!("{TOPIC}:{}:3", plan.partitions),
-            ])
-            .env("RUST_LOG", "warn,librdkafka=off,rdkafka=off")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("logs").join("cluster.log"))?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the mock cluster")?;
-        let mut lines = tokio::io::BufReader::new(cluster.stdout.take().expect("piped")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .context("the mock cluster printed no ready line within 60 s")??
-            .context("the mock cluster exited before it was ready")?;
-        let ready: serde_json::Value = serde_json::from_str(&ready)?;
-        let bootstrap = ready["kafka_bootstrap"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let control = ready["control"].as_str().unwrap_or_default().to_string();
-        tokio::spawn(async move {
-            // Keep the pipe drained and the child owned for the whole run.
-            while let Ok(Some(_)) = lines.next_line().await {}
-            let _ = cluster.wait().await;
-        });
+        let cluster = crate::dev::ClusterProcess::start(
+            &[format!("{TOPIC}:{}:3", plan.partitions)],
+            std::fs::File::create(dir.join("logs").join("cluster.log"))?.into(),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let (bootstrap, control) = (cluster.bootstrap.clone(), cluster.control.clone());
 
         let upstream = database_addr(&plan.database_url)?;
         let proxy = CutProxy::start(upstream).await?;
@@ -386,6 +365,7 @@ impl System {
         let mut system = Self {
             procs,
             dir,
+            _cluster: cluster,
             bootstrap,
             control,
             gateways,
