@@ -1,9 +1,10 @@
 //! Follows the topology service's `WatchTopology` stream.
 //!
 //! It subscribes to the topics this gateway writes to (and again when another comes into
-//! use), so a cluster's other topics cost it nothing. Each snapshot sets the brokers whose partitions are held as draining, and when its
-//! leaders differ from the gateway's own view it triggers an immediate metadata refresh,
-//! so leaderless partitions are held before a record fails on them. The service is never
+//! use), so a cluster's other topics cost it nothing. Each snapshot sets the brokers whose
+//! partitions are held as draining, and when its leaders differ from the gateway's own
+//! view it triggers an immediate metadata refresh, so leaderless partitions are held
+//! before a record fails on them. The service is never
 //! a hard dependency: the gateway keeps refreshing its own metadata, and marks learned
 //! from the service are dropped once it has been unreachable for `stale_after`.
 
