@@ -177,6 +177,11 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
+    /// How long `start` waits for the cluster and `topics` topics before it gives up.
+    pub fn setup_deadline(topics: usize) -> Duration {
+        SETUP_DEADLINE + SETUP_PER_TOPIC * topics as u32
+    }
+
     /// Starts the cluster and creates its topics. Broker ids are 1..=brokers.
     pub fn start(cfg: EmbeddedClusterConfig) -> Result<Self, Error> {
         if cfg.brokers < 1 {
@@ -210,7 +215,7 @@ impl EmbeddedCluster {
                 }
             })
             .map_err(|e| Error::Embedded(format!("spawn: {e}")))?;
-        let deadline = SETUP_DEADLINE + SETUP_PER_TOPIC * cfg.topics.len() as u32;
+        let deadline = Self::setup_deadline(cfg.topics.len());
         let bootstrap = match ready_rx.recv_timeout(deadline) {
             Ok(r) => r?,
             Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -97,6 +97,21 @@ fn bench_quick_produces_every_figure() {
         }
     }
     // P8: three record sizes and the tls row, each with both processes' CPU measured.
+    // P8's idle rows: 1 topic, then 50 (quick) with one and with all in use; metadata is
+    // fetched for the topics in use only, so all in use reads more.
+    let idle = v["p8_cpu"]["idle"].as_array().expect("p8_cpu.idle");
+    let shape: Vec<(u64, u64)> = idle
+        .iter()
+        .map(|r| {
+            (
+                r["topics"].as_u64().unwrap(),
+                r["topics_in_use"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, [(1, 1), (50, 1), (50, 50)], "{v}");
+    let bytes = |i: usize| idle[i]["metadata_bytes_per_sec"].as_f64().unwrap();
+    assert!(bytes(1) > 0.0 && bytes(2) > bytes(1), "{idle:?}");
     let p8 = v["p8_cpu"]["rows"].as_array().expect("p8_cpu.rows");
     let sizes: Vec<(u64, bool)> = p8
         .iter()
