@@ -26,11 +26,6 @@ pub struct DedupFigures {
     pub service_ratio: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
     let ids = args
         .records
@@ -133,7 +128,11 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
     let _ = stop_tx.send(());
     server.await??;
 
-    let (raw_rps, store_rps, service_rps) = (median(raw_r), median(store_r), median(svc_r));
+    let (raw_rps, store_rps, service_rps) = (
+        super::median(raw_r),
+        super::median(store_r),
+        super::median(svc_r),
+    );
     Ok(DedupFigures {
         ids_per_round: batches * BATCH,
         rounds,

@@ -73,11 +73,6 @@ async fn fill(q: &SqlQueue, n: usize, tag: &str) -> anyhow::Result<()> {
 const RUNNERS: usize = 2;
 const BATCH: usize = 100;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 pub async fn suite(args: &BenchArgs) -> anyhow::Result<FailoverFigures> {
     let n = args
         .records
@@ -191,7 +186,11 @@ async fn drain_row(
             }
         }
     }
-    let (raw, flat, piped) = (median(raw), median(flat), median(piped));
+    let (raw, flat, piped) = (
+        super::median(raw),
+        super::median(flat),
+        super::median(piped),
+    );
     Ok(DrainRow {
         backend: name,
         raw_read_delete_per_sec: raw,
@@ -199,7 +198,7 @@ async fn drain_row(
         drain_ratio: piped / raw,
         unpipelined_drain_per_sec: flat,
         unpipelined_ratio: flat / raw,
-        worker_startup_ms: median(startup),
+        worker_startup_ms: super::median(startup),
     })
 }
 

@@ -91,6 +91,12 @@ pub enum Suite {
     Cpu,
 }
 
+/// The middle value of a figure's rounds (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Round-robin over several gRPC connections.
 #[derive(Clone)]
 struct ClientPool {
