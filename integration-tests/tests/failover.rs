@@ -501,7 +501,12 @@ async fn a_drain_loop_leases_the_next_batch_while_kafka_holds_the_last() -> anyh
         consume_unique(&bootstrap, "fo", n, Duration::from_secs(60))
     })
     .await??;
-    assert_eq!(landed.len(), n);
+    // Every record is delivered. The first worker stops with a batch in a slow Kafka, so
+    // an attempt that timed out yet landed may have a duplicate (at least once).
+    let ids: std::collections::HashSet<_> =
+        landed.iter().filter_map(|l| l.message_id.clone()).collect();
+    let expected: std::collections::HashSet<_> = (0..n).map(|i| format!("pipe-{i}")).collect();
+    assert_eq!(ids, expected);
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

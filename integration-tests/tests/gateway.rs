@@ -496,3 +496,63 @@ async fn periodic_metadata_refreshes_ask_only_for_topics_in_use() -> anyhow::Res
     }
     Ok(())
 }
+
+/// A request is written as a batch: its records are handed to Kafka in request order, so
+/// the records of one key land in that order, and a bad record among them fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_request_order_per_key_and_a_bad_record_fails_alone() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(&[("order", PARTITIONS)], |_| {}).await?;
+    let mut records = Vec::new();
+    for i in 0..150 {
+        records.push(record("order", Some("one-key"), &format!("keyed-{i}")));
+        if i % 10 == 0 {
+            records.push(record("order", None, &format!("unkeyed-{i}")));
+        }
+    }
+    let bad_at = 77;
+    records.insert(bad_at, record("bad topic", Some("one-key"), "bad"));
+    let results = stack.produce(records.clone()).await?;
+    assert_eq!(results.len(), records.len(), "one result per record");
+    let bad = record_error(&results[bad_at]).expect("the bad record fails");
+    assert_eq!(bad.code, Code::InvalidArgument as i32, "{bad:?}");
+    let mut keyed = Vec::new();
+    for (i, (rec, res)) in records.iter().zip(&results).enumerate() {
+        if i == bad_at {
+            continue;
+        }
+        let ack = kafka_ack(res).unwrap_or_else(|| panic!("record {i} not acked: {res:?}"));
+        if rec.key.is_some() {
+            keyed.push((ack.partition, ack.offset));
+        }
+    }
+    assert_eq!(keyed.len(), 150);
+    let partition = partition_for_key(b"one-key", PARTITIONS as usize);
+    assert!(keyed.iter().all(|(p, _)| *p == partition), "{keyed:?}");
+    assert!(
+        keyed.windows(2).all(|w| w[0].1 < w[1].1),
+        "offsets follow request order: {keyed:?}"
+    );
+    let landed = consume_all(
+        stack.cluster.bootstrap_servers(),
+        "order",
+        records.len() - 1,
+        Duration::from_secs(15),
+    )?;
+    let mut in_partition: Vec<_> = landed
+        .iter()
+        .filter(|l| l.partition == partition)
+        .map(|l| (l.offset, String::from_utf8_lossy(&l.value).into_owned()))
+        .collect();
+    in_partition.sort();
+    let values: Vec<_> = in_partition
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.starts_with("keyed-"))
+        .collect();
+    let expected: Vec<_> = (0..150).map(|i| format!("keyed-{i}")).collect();
+    assert_eq!(
+        values, expected,
+        "the key's records are in Kafka in request order"
+    );
+    Ok(())
+}

@@ -18,7 +18,7 @@ pub use classify::{classify, classify_code};
 pub use config::{bootstrap_list, KafkaConfig};
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
-pub use producer::{KafkaProducer, OutgoingRecord, WriteError, Written};
+pub use producer::{Delivery, KafkaProducer, OutgoingRecord, WriteError, Written};
 pub use reader::{read_topic, read_topic_with, Landed};
 pub use sasl::{KafkaContext, KafkaSasl, SaslAuth, SaslMechanism};
 pub use security::{KafkaSecurity, KafkaSsl, SecurityProtocol};

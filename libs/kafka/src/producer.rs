@@ -11,7 +11,10 @@ use ballast_balancer::FailureKind;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 type FutureProducer = rdkafka::producer::FutureProducer<KafkaContext>;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,6 +147,13 @@ impl KafkaProducer {
     /// Writes one record to its partition and waits for `acks=all`, at most
     /// `write_timeout` (librdkafka's `message.timeout.ms`).
     pub async fn send(&self, rec: OutgoingRecord<'_>) -> Result<Written, WriteError> {
+        self.enqueue(rec)?.await
+    }
+
+    /// Hands one record to librdkafka without waiting: the returned future resolves on
+    /// its `acks=all` delivery report. A record that librdkafka refuses at once (a full
+    /// queue, an unknown partition) is an error here.
+    pub fn enqueue(&self, rec: OutgoingRecord<'_>) -> Result<Delivery<'_>, WriteError> {
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
         for (key, value) in rec.headers {
             headers = headers.insert(Header {
@@ -159,20 +169,14 @@ impl KafkaProducer {
             fr = fr.key(key);
         }
         let producer = self.producer();
-        let future = producer
+        let report = producer
             .send_result(fr)
             .map_err(|(e, _)| self.failed(&producer, &e, "enqueue failed: "))?;
-        match future.await {
-            Ok(Ok(delivery)) => Ok(Written {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Ok(Err((e, _))) => Err(self.failed(&producer, &e, "")),
-            Err(_) => Err(WriteError {
-                kind: FailureKind::Other,
-                message: "producer dropped the delivery report".into(),
-            }),
-        }
+        Ok(Delivery {
+            kafka: self,
+            producer,
+            report,
+        })
     }
 
     /// Waits for every queued record to be delivered or to fail, up to `timeout`.
@@ -183,5 +187,37 @@ impl KafkaProducer {
     /// Records and requests still queued inside the producer.
     pub fn in_flight(&self) -> i32 {
         self.producer().in_flight_count()
+    }
+}
+
+/// A record in librdkafka's hands: resolves on its delivery report.
+pub struct Delivery<'a> {
+    kafka: &'a KafkaProducer,
+    producer: Arc<FutureProducer>,
+    report: DeliveryFuture,
+}
+
+impl std::fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").finish_non_exhaustive()
+    }
+}
+
+impl Future for Delivery<'_> {
+    type Output = Result<Written, WriteError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let report = ready!(Pin::new(&mut self.report).poll(cx));
+        Poll::Ready(match report {
+            Ok(Ok(delivery)) => Ok(Written {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((e, _))) => Err(self.kafka.failed(&self.producer, &e, "")),
+            Err(_) => Err(WriteError {
+                kind: FailureKind::Other,
+                message: "producer dropped the delivery report".into(),
+            }),
+        })
     }
 }

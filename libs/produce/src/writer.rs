@@ -1,7 +1,7 @@
 //! [`Writer`]: admission, placement, Kafka attempts and failover, composed.
 
 use crate::admit::{self, Budget, WriteLimits};
-use crate::attempt::Attempts;
+use crate::attempt::{self, AttemptState, Attempts, Launched};
 use crate::failover;
 use crate::metrics::WriteMetrics;
 use crate::placement::{self, Placement};
@@ -9,8 +9,10 @@ use crate::record::{Acked, Produced, Record};
 use ballast_balancer::{BalancerConfig, PartitionStatus};
 use ballast_core::{new_message_id, ErrorCode, RecordError};
 use ballast_failover::Enqueuer;
-use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer};
+use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer, WriteError, Written};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,7 +139,114 @@ impl Writer {
 
     /// Places and writes one record, and answers for it.
     pub async fn write(&self, rec: Record) -> Produced {
+        let mut answers = self.write_batch(vec![rec]).await;
+        answers.pop().expect("one answer per record")
+    }
+
+    /// Places and writes records, and answers for each, in their order.
+    ///
+    /// Each record is admitted, placed and handed to librdkafka in turn, so records of one
+    /// key reach their partition in order. Their first attempts share the batch's start,
+    /// hence its deadline, and are awaited together under one timer. A record whose first
+    /// attempt fails goes on alone: other partitions within its deadline, then the
+    /// failover queue. Every record has its own answer; one failing never fails another.
+    pub async fn write_batch(&self, recs: Vec<Record>) -> Vec<Produced> {
         let started = Instant::now();
+        let deadline = started + self.limits.record_deadline;
+        let attempts = Attempts {
+            placement: &self.placement,
+            kafka: &self.kafka,
+            metrics: &self.metrics,
+            limits: &self.limits,
+        };
+        let mut slots: Vec<Slot> = recs.into_iter().map(|rec| self.admit(rec)).collect();
+
+        // A topic the balancer does not know yet is learnt once for the batch.
+        let mut topics: Vec<&str> = Vec::new();
+        for slot in &slots {
+            if let Slot::Admitted(r) = slot {
+                if !topics.contains(&r.rec.topic.as_str()) {
+                    topics.push(&r.rec.topic);
+                }
+            }
+        }
+        for topic in topics {
+            self.placement.learn_topic(topic).await;
+        }
+
+        // First attempts: launched in order, then awaited together.
+        let now = Instant::now();
+        let mut launched = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Slot::Admitted(r) = slot else { continue };
+            let a = r.span.in_scope(|| {
+                r.state = AttemptState::new(&r.rec);
+                attempts.launch(&r.rec, &r.message_id, &r.state, now, deadline)
+            });
+            match a {
+                Ok(a) => launched.push((i, a)),
+                Err(e) => r.after = After::Answer(Err(e)),
+            }
+        }
+        let budget = attempts.budget(now, deadline);
+        let mut reports = await_reports(&mut launched, now + budget).await;
+        for ((i, a), report) in launched.into_iter().zip(reports.drain(..)) {
+            let Slot::Admitted(r) = &mut slots[i] else {
+                unreachable!("only admitted records are launched")
+            };
+            let report = report.unwrap_or_else(|| Err(attempt::timed_out(a.budget)));
+            r.after = match attempts.settle(&r.rec, r.size, &mut r.state, a, report) {
+                ControlFlow::Break(answer) => After::Answer(answer),
+                ControlFlow::Continue(()) => After::Retry,
+            };
+        }
+        let first_done = started.elapsed();
+
+        // The rest: more attempts, or the failover queue, each record on its own.
+        let mut answers: Vec<Option<Produced>> = Vec::with_capacity(slots.len());
+        let mut rest = Vec::new();
+        for (i, slot) in slots.into_iter().enumerate() {
+            match slot {
+                Slot::Answered(p) => answers.push(Some(p)),
+                Slot::Admitted(mut r) => {
+                    let more = match &r.after {
+                        After::Retry => true,
+                        After::Answer(Err(e)) => {
+                            e.code == ErrorCode::Unavailable && self.failover.is_some()
+                        }
+                        After::Answer(Ok(_)) => false,
+                    };
+                    if more {
+                        answers.push(None);
+                        rest.push((i, r));
+                    } else {
+                        let answer = match std::mem::replace(&mut r.after, After::Retry) {
+                            After::Answer(answer) => answer,
+                            After::Retry => unreachable!("a retry goes on"),
+                        };
+                        answers.push(Some(r.answer(answer, first_done)));
+                    }
+                }
+            }
+        }
+        if !rest.is_empty() {
+            let finished = futures::future::join_all(rest.into_iter().map(|(i, r)| {
+                let attempts = &attempts;
+                async move { (i, self.finish(attempts, r, deadline, started).await) }
+            }))
+            .await;
+            for (i, p) in finished {
+                answers[i] = Some(p);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|p| p.expect("every record is answered"))
+            .collect()
+    }
+
+    /// Assigns the record's id and admits it (or answers it at once).
+    fn admit(&self, rec: Record) -> Slot {
         let message_id = if rec.message_id.is_empty() {
             new_message_id()
         } else {
@@ -150,58 +259,172 @@ impl Writer {
             message_id = %message_id,
             outcome = tracing::field::Empty,
         );
-        let topic = rec.topic.clone();
-        let write = self.write_inner(rec, &message_id, started);
-        // Spans are DEBUG: off by default, and then not worth a wrapper per record.
-        let outcome = if span.is_disabled() {
-            write.await
+        let admitted = if self.shutting_down.load(Ordering::Relaxed) {
+            Err(RecordError::new(
+                ErrorCode::ShuttingDown,
+                "gateway is shutting down",
+            ))
         } else {
-            write.instrument(span.clone()).await
+            admit::validate(&rec, &message_id, &self.limits).and_then(|size| {
+                // Held until the record's fate is known, counting both copies in flight.
+                let held = self.budget.admit(size * admit::COPIES_IN_FLIGHT)?;
+                Ok((size, held))
+            })
         };
-        span.record(
-            "outcome",
-            match &outcome {
-                Ok(Acked::Kafka { .. }) => "kafka",
-                Ok(Acked::Failover { .. }) => "failover",
-                Err(e) => e.code.label(),
-            },
-        );
-        Produced {
+        match admitted {
+            Ok((size, held)) => Slot::Admitted(Box::new(InFlight {
+                topic: rec.topic.clone(),
+                rec,
+                message_id,
+                span,
+                size,
+                _held: held,
+                state: AttemptState::default(),
+                after: After::Retry,
+            })),
+            Err(e) => {
+                let p = Produced {
+                    message_id,
+                    topic: rec.topic,
+                    outcome: Err(e),
+                    elapsed: Duration::ZERO,
+                };
+                record_outcome(&span, &p);
+                Slot::Answered(p)
+            }
+        }
+    }
+
+    /// A record past its first attempt: more attempts when it may have them, then the
+    /// failover queue when Kafka cannot take it now.
+    async fn finish(
+        &self,
+        attempts: &Attempts<'_>,
+        r: Box<InFlight>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Produced {
+        let InFlight {
+            topic,
+            rec,
+            message_id,
+            span,
+            size,
+            _held,
+            mut state,
+            after,
+        } = *r;
+        let rest = async {
+            let outcome = match after {
+                After::Retry => {
+                    attempts
+                        .run(&rec, &message_id, size, deadline, &mut state)
+                        .await
+                }
+                After::Answer(answer) => answer,
+            };
+            match outcome {
+                // Kafka cannot take it now: the failover queue may.
+                Err(e) if e.code == ErrorCode::Unavailable => match &self.failover {
+                    // Boxed, as the rare path: the record's future stays small.
+                    Some(queue) => Box::pin(failover::fail_over(queue, rec, &message_id, &e)).await,
+                    None => Err(e),
+                },
+                other => other,
+            }
+        };
+        let outcome = if span.is_disabled() {
+            rest.await
+        } else {
+            rest.instrument(span.clone()).await
+        };
+        let p = Produced {
             message_id,
             topic,
             outcome,
             elapsed: started.elapsed(),
-        }
-    }
-
-    async fn write_inner(
-        &self,
-        rec: Record,
-        message_id: &str,
-        started: Instant,
-    ) -> Result<Acked, RecordError> {
-        use ErrorCode::*;
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(RecordError::new(ShuttingDown, "gateway is shutting down"));
-        }
-        let size = admit::validate(&rec, message_id, &self.limits)?;
-        // Held until the record's fate is known, counting both copies in flight.
-        let _admitted = self.budget.admit(size * admit::COPIES_IN_FLIGHT)?;
-        self.placement.learn_topic(&rec.topic).await;
-        let attempts = Attempts {
-            placement: &self.placement,
-            kafka: &self.kafka,
-            metrics: &self.metrics,
-            limits: &self.limits,
         };
-        match attempts.write(&rec, message_id, size, started).await {
-            // Kafka cannot take it now: the failover queue may.
-            Err(e) if e.code == Unavailable => match &self.failover {
-                // Boxed, as the rare path: the record's future stays small.
-                Some(queue) => Box::pin(failover::fail_over(queue, rec, message_id, &e)).await,
-                None => Err(e),
-            },
-            other => other,
+        record_outcome(&span, &p);
+        p
+    }
+}
+
+/// A record of a batch: answered before any attempt, or admitted.
+enum Slot {
+    Answered(Produced),
+    Admitted(Box<InFlight>),
+}
+
+/// An admitted record and what its attempts have come to.
+struct InFlight {
+    topic: String,
+    rec: Record,
+    message_id: String,
+    span: tracing::Span,
+    size: usize,
+    /// Its share of the in-flight budget, given back when it is answered.
+    _held: admit::Admitted,
+    state: AttemptState,
+    after: After,
+}
+
+/// Where a record stands after its first attempt.
+enum After {
+    Answer(Result<Acked, RecordError>),
+    /// Another partition may take it.
+    Retry,
+}
+
+impl InFlight {
+    fn answer(self, outcome: Result<Acked, RecordError>, elapsed: Duration) -> Produced {
+        let p = Produced {
+            message_id: self.message_id,
+            topic: self.topic,
+            outcome,
+            elapsed,
+        };
+        record_outcome(&self.span, &p);
+        p
+    }
+}
+
+fn record_outcome(span: &tracing::Span, p: &Produced) {
+    if !span.is_disabled() {
+        span.record("outcome", p.label());
+    }
+}
+
+/// The delivery reports of launched attempts, in their order, waiting for them until
+/// `until` at most (one timer for all); `None` for a report that did not come in time.
+async fn await_reports(
+    launched: &mut [(usize, Launched<'_>)],
+    until: Instant,
+) -> Vec<Option<Result<Written, WriteError>>> {
+    let mut reports: Vec<Option<Result<Written, WriteError>>> = Vec::with_capacity(launched.len());
+    let mut pending = FuturesUnordered::new();
+    for (j, (_, a)) in launched.iter_mut().enumerate() {
+        match &mut a.delivery {
+            Ok(d) => {
+                reports.push(None);
+                pending.push(async move { (j, d.await) });
+            }
+            Err(e) => reports.push(Some(Err(e.clone()))),
         }
     }
+    if pending.is_empty() {
+        return reports;
+    }
+    let timer = tokio::time::sleep_until(until.into());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            next = pending.next() => match next {
+                Some((j, report)) => reports[j] = Some(report),
+                None => break,
+            },
+            () = &mut timer => break,
+        }
+    }
+    reports
 }

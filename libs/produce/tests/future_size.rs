@@ -1,7 +1,7 @@
-//! The per-record write future stays small. A gateway request of 100 records creates 100
-//! of them and moves each a few times; when a rare path (a metadata fetch with TLS and
-//! SASL, a failover enqueue) was inlined, each was 14 KB and copying them took a third of
-//! the gateway's CPU. Rare paths are boxed; this keeps it so.
+//! The write future stays small. A gateway request is one batch future, but the retry
+//! worker writes record by record, many at once; when a rare path (a metadata fetch with
+//! TLS and SASL, a failover enqueue) was inlined, each record's future was 14 KB and
+//! copying them took a third of the gateway's CPU. Rare paths are boxed; this keeps it so.
 #![recursion_limit = "256"]
 
 #[test]

@@ -46,15 +46,18 @@ impl IngestService {
         }
     }
 
-    /// Answers every record of a batch, concurrently, in request order. Records past
-    /// `max_records_per_request` fail alone; the rest go on.
+    /// Answers every record of a batch, in request order. Records past
+    /// `max_records_per_request`, outside the caller's grant or malformed fail alone; the
+    /// rest go to the write path as one batch.
     async fn produce_batch(&self, req: pb::ProduceRequest, caller: &Caller) -> pb::ProduceResponse {
         let max = self.limits.max_records_per_request;
         let total = req.records.len();
-        let futures = req.records.into_iter().enumerate().map(|(i, rec)| async move {
-            if i >= max {
+        let mut answers: Vec<Option<Produced>> = Vec::with_capacity(total);
+        let mut batch = Vec::with_capacity(total.min(max));
+        for (i, rec) in req.records.into_iter().enumerate() {
+            let refused = if i >= max {
                 // No topic label: the request as a whole was refused.
-                return Produced::rejected(
+                Some(Produced::rejected(
                     rec.message_id,
                     String::new(),
                     RecordError::new(
@@ -63,23 +66,31 @@ impl IngestService {
                             "request has {total} records; the limit is {max} (limits.max_records_per_request)"
                         ),
                     ),
-                );
-            }
-            // A record to a topic outside the caller's grant fails alone.
-            if !caller.allows(Action::Produce { topic: &rec.topic }) {
+                ))
+            } else if !caller.allows(Action::Produce { topic: &rec.topic }) {
+                // A record to a topic outside the caller's grant fails alone.
                 let denial = caller.denial(Action::Produce { topic: &rec.topic });
-                return Produced::rejected(
+                Some(Produced::rejected(
                     rec.message_id,
                     rec.topic,
                     RecordError::new(ErrorCode::PermissionDenied, denial),
-                );
-            }
-            match convert::record(rec) {
-                Ok(rec) => self.writer.write(rec).await,
-                Err(rejected) => *rejected,
-            }
-        });
-        let produced = futures::future::join_all(futures).await;
+                ))
+            } else {
+                match convert::record(rec) {
+                    Ok(rec) => {
+                        batch.push(rec);
+                        None
+                    }
+                    Err(rejected) => Some(*rejected),
+                }
+            };
+            answers.push(refused);
+        }
+        let mut written = self.writer.write_batch(batch).await.into_iter();
+        let produced: Vec<Produced> = answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| written.next().expect("one answer per record written")))
+            .collect();
         self.metrics.record_batch(&produced);
         pb::ProduceResponse {
             results: produced.into_iter().map(convert::result).collect(),

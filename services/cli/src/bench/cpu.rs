@@ -240,6 +240,9 @@ pub(super) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String>
 /// it reads per second. Each cluster is a fresh `ballast dev --cluster-only` process: the
 /// mock creates topics slowly, and in a process that already ran other clusters it can miss
 /// its creation deadline near 500. Each row has a fresh gateway process.
+/// Fresh cluster processes tried before the idle row gives up.
+const CLUSTER_TRIES: usize = 3;
+
 async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
     let window = Duration::from_secs(if args.quick { 3 } else { 10 });
     let mut out = Vec::new();
@@ -255,15 +258,30 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
                 "ballast-bench-idle-cluster-{}-{topics}.log",
                 std::process::id()
             ));
-            let started = crate::dev::ClusterProcess::start(
-                &specs,
-                std::fs::File::create(&log)?.into(),
-                Duration::from_secs(180),
-            )
-            .await;
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-            let started = started.with_context(|| format!("cluster log:\n{said}"))?;
+            // The mock sometimes stalls creating hundreds of topics (and then says so
+            // within its setup deadline); a fresh process usually does not.
+            let mut tries = 0;
+            let started = loop {
+                tries += 1;
+                let started = crate::dev::ClusterProcess::start(
+                    &specs,
+                    std::fs::File::create(&log)?.into(),
+                    Duration::from_secs(180),
+                )
+                .await;
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                match started {
+                    Ok(c) => break c,
+                    Err(e) if tries < CLUSTER_TRIES && said.contains("did not finish") => {
+                        eprintln!(
+                            "bench: the mock cluster stalled creating {topics} topics (try {tries} of {CLUSTER_TRIES}); starting a fresh one"
+                        );
+                        drop(e);
+                    }
+                    Err(e) => return Err(e.context(format!("cluster log:\n{said}"))),
+                }
+            };
             current = Some((topics, started));
         }
         let cluster = &current.as_ref().expect("started above").1;
