@@ -179,6 +179,10 @@ impl Writer {
         let mut launched = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
             let Slot::Admitted(r) = slot else { continue };
+            if self.limits.max_attempts == 0 {
+                // No attempt allowed: `run` answers that none succeeded.
+                continue;
+            }
             let a = r.span.in_scope(|| {
                 r.state = AttemptState::new(&r.rec);
                 attempts.launch(&r.rec, &r.message_id, &r.state, now, deadline)
