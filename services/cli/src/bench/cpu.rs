@@ -273,11 +273,10 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
                 let _ = std::fs::remove_file(&log);
                 match started {
                     Ok(c) => break c,
-                    Err(e) if tries < CLUSTER_TRIES && said.contains("did not finish") => {
+                    Err(_) if tries < CLUSTER_TRIES && said.contains("did not finish") => {
                         eprintln!(
                             "bench: the mock cluster stalled creating {topics} topics (try {tries} of {CLUSTER_TRIES}); starting a fresh one"
                         );
-                        drop(e);
                     }
                     Err(e) => return Err(e.context(format!("cluster log:\n{said}"))),
                 }
