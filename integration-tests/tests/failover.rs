@@ -459,7 +459,7 @@ async fn a_drain_loop_leases_the_next_batch_while_kafka_holds_the_last() -> anyh
         .map(|i| {
             ballast_failover::envelope::encode(&ballast_failover::envelope::Envelope {
                 topic: "fo".into(),
-                value: format!("p-{i}").into_bytes(),
+                value: format!("p-{i}").into_bytes().into(),
                 message_id: format!("pipe-{i}"),
                 first_failed_at_unix_ms: 1,
                 ..Default::default()

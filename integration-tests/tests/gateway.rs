@@ -81,7 +81,7 @@ async fn records_land_with_message_id_and_keys_on_their_murmur2_partition() -> a
         assert_eq!(l.value, rec.value);
         if let Some(key) = &rec.key {
             assert_eq!(l.partition, partition_for_key(key, PARTITIONS as usize));
-            assert_eq!(l.key.as_ref(), Some(key));
+            assert_eq!(l.key.as_deref(), Some(&key[..]));
         }
     }
     Ok(())
@@ -295,7 +295,7 @@ async fn bad_records_fail_alone_with_clear_codes() -> anyhow::Result<()> {
     let mut reserved = record("good", None, "h");
     reserved.headers.push(pb::Header {
         key: "ballast-message-id".into(),
-        value: b"x".to_vec(),
+        value: b"x".to_vec().into(),
     });
     let mut bad_policy = record("good", Some("k"), "policy");
     bad_policy.key_policy = 7;

@@ -70,13 +70,16 @@ mod tests {
                     last_error,
                 )| Envelope {
                     topic,
-                    key,
+                    key: key.map(Into::into),
                     key_policy,
                     partition,
-                    value,
+                    value: value.into(),
                     headers: headers
                         .into_iter()
-                        .map(|(key, value)| EnvelopeHeader { key, value })
+                        .map(|(key, value)| EnvelopeHeader {
+                            key,
+                            value: value.into(),
+                        })
                         .collect(),
                     message_id,
                     attempt,

@@ -95,7 +95,7 @@ async fn pending_bodies_are_bounded_in_bytes() -> anyhow::Result<()> {
         envelope::encode(&Envelope {
             topic: "events".into(),
             message_id: id.into(),
-            value: vec![7; 60 * 1024],
+            value: vec![7; 60 * 1024].into(),
             ..Default::default()
         })
     };

@@ -37,7 +37,7 @@ async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQue
 fn body(i: usize) -> Vec<u8> {
     envelope::encode(&Envelope {
         topic: "events".into(),
-        value: format!("value-{i}").into_bytes(),
+        value: format!("value-{i}").into_bytes().into(),
         message_id: format!("id-{i}"),
         ..Default::default()
     })

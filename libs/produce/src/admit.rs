@@ -5,6 +5,7 @@ use crate::record::Record;
 use ballast_core::{
     validate_message_id, validate_topic, ErrorCode, RecordError, MESSAGE_ID_HEADER,
 };
+use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ impl Default for WriteLimits {
 
 /// Key + value + header bytes.
 pub fn record_size(rec: &Record) -> usize {
-    rec.key.as_ref().map_or(0, Vec::len)
+    rec.key.as_ref().map_or(0, Bytes::len)
         + rec.value.len()
         + rec
             .headers
@@ -148,14 +149,14 @@ mod tests {
         };
         let ok = Record {
             topic: "t".into(),
-            value: b"12345".to_vec(),
+            value: Bytes::from_static(b"12345"),
             ..Default::default()
         };
         assert_eq!(validate(&ok, "id", &limits), Ok(5));
         let reserved = Record {
             headers: vec![Header {
                 key: MESSAGE_ID_HEADER.into(),
-                value: vec![],
+                value: Bytes::new(),
             }],
             ..ok.clone()
         };
@@ -163,7 +164,7 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("reserved"), "{e}");
         let big = Record {
-            value: vec![0; 11],
+            value: Bytes::from(vec![0; 11]),
             ..ok.clone()
         };
         let e = validate(&big, "id", &limits).unwrap_err();

@@ -169,11 +169,7 @@ impl<'a> Attempts<'a> {
             error = tracing::field::Empty,
         );
         let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(rec.headers.len() + 2);
-        headers.extend(
-            rec.headers
-                .iter()
-                .map(|h| (h.key.as_str(), h.value.as_slice())),
-        );
+        headers.extend(rec.headers.iter().map(|h| (h.key.as_str(), &h.value[..])));
         headers.push((MESSAGE_ID_HEADER, message_id.as_bytes()));
         if let Some(tp) = &state.traceparent {
             headers.push((TRACEPARENT, tp.as_bytes()));

@@ -17,7 +17,7 @@ fn unix_ms() -> i64 {
 }
 
 /// The envelope of a record that failed on Kafka with `kafka_error`, at attempt 0. It
-/// takes the record's buffers, so no copy of the value is made.
+/// takes the record's buffers (slices of the request's), so no copy of the value is made.
 pub fn envelope_of(rec: Record, message_id: &str, kafka_error: &RecordError) -> Envelope {
     Envelope {
         topic: rec.topic,
@@ -97,7 +97,7 @@ pub(crate) async fn fail_over(
         if let Some(tp) = trace::current_traceparent() {
             env.headers.push(EnvelopeHeader {
                 key: trace::TRACEPARENT.into(),
-                value: tp.into_bytes(),
+                value: tp.into_bytes().into(),
             });
         }
     }
@@ -123,16 +123,17 @@ pub(crate) async fn fail_over(
 mod tests {
     use super::*;
     use ballast_balancer::KeyPolicy;
+    use bytes::Bytes;
 
     #[test]
     fn a_record_survives_the_envelope() {
         let rec = Record {
             topic: "orders".into(),
-            key: Some(b"k".to_vec()),
-            value: vec![0, 255, 1],
+            key: Some(Bytes::from_static(b"k")),
+            value: Bytes::from_static(&[0, 255, 1]),
             headers: vec![Header {
                 key: "h".into(),
-                value: b"v".to_vec(),
+                value: Bytes::from_static(b"v"),
             }],
             message_id: String::new(),
             key_policy: KeyPolicy::Preferred,

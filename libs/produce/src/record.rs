@@ -3,14 +3,17 @@
 use ballast_balancer::{KeyPolicy, PickRequest};
 use ballast_core::{ErrorCode, RecordError};
 use ballast_proto::ingest::v1 as wire;
+use bytes::Bytes;
 use std::time::Duration;
 
 /// One record to place and write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// Key, value and header values are `Bytes`: records decoded from a request share its
+    /// buffer.
+    pub key: Option<Bytes>,
+    pub value: Bytes,
     pub headers: Vec<Header>,
     /// Empty: the write path assigns a UUIDv7.
     pub message_id: String,
@@ -22,7 +25,7 @@ pub struct Record {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
     pub key: String,
-    pub value: Vec<u8>,
+    pub value: Bytes,
 }
 
 impl Record {
@@ -131,7 +134,7 @@ mod tests {
     #[test]
     fn pinned_records() {
         let keyed = Record {
-            key: Some(b"k".to_vec()),
+            key: Some(Bytes::from_static(b"k")),
             ..Default::default()
         };
         assert!(keyed.pinned());

@@ -250,11 +250,11 @@ impl Writer {
     }
 
     /// Assigns the record's id and admits it (or answers it at once).
-    fn admit(&self, rec: Record) -> Slot {
+    fn admit(&self, mut rec: Record) -> Slot {
         let message_id = if rec.message_id.is_empty() {
             new_message_id()
         } else {
-            rec.message_id.clone()
+            std::mem::take(&mut rec.message_id)
         };
         let span = tracing::debug_span!(
             target: ballast_telemetry::trace::TARGET,
@@ -277,7 +277,6 @@ impl Writer {
         };
         match admitted {
             Ok((size, held)) => Slot::Admitted(Box::new(InFlight {
-                topic: rec.topic.clone(),
                 rec,
                 message_id,
                 span,
@@ -309,7 +308,6 @@ impl Writer {
         started: Instant,
     ) -> Produced {
         let InFlight {
-            topic,
             rec,
             message_id,
             span,
@@ -318,6 +316,9 @@ impl Writer {
             mut state,
             after,
         } = *r;
+        // The rare path (a record past its first attempt): the record itself may go to the
+        // failover queue, so its answer keeps a copy of the topic.
+        let topic = rec.topic.clone();
         let rest = async {
             let outcome = match after {
                 After::Retry => {
@@ -361,7 +362,7 @@ enum Slot {
 
 /// An admitted record and what its attempts have come to.
 struct InFlight {
-    topic: String,
+    /// The record, without its message id (held apart).
     rec: Record,
     message_id: String,
     span: tracing::Span,
@@ -383,7 +384,7 @@ impl InFlight {
     fn answer(self, outcome: Result<Acked, RecordError>, elapsed: Duration) -> Produced {
         let p = Produced {
             message_id: self.message_id,
-            topic: self.topic,
+            topic: self.rec.topic,
             outcome,
             elapsed,
         };

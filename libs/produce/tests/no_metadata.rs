@@ -39,7 +39,7 @@ fn writer(failover: Option<Enqueuer>) -> Writer {
 fn event(value: &str) -> Record {
     Record {
         topic: "events".into(),
-        value: value.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec().into(),
         ..Default::default()
     }
 }
@@ -72,7 +72,7 @@ async fn no_metadata_yet_fails_over_instead_of_not_found() -> anyhow::Result<()>
     assert_eq!(leased.len(), 1);
     let env = envelope::decode(&leased[0].body)?;
     assert_eq!(env.message_id, produced.message_id);
-    assert_eq!(env.value, b"held");
+    assert_eq!(env.value, &b"held"[..]);
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -68,8 +68,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 pub fn record(topic: &str, key: Option<&str>, value: &str) -> pb::Record {
     pb::Record {
         topic: topic.into(),
-        key: key.map(|k| k.as_bytes().to_vec()),
-        value: value.as_bytes().to_vec(),
+        key: key.map(|k| k.as_bytes().to_vec().into()),
+        value: value.as_bytes().to_vec().into(),
         ..Default::default()
     }
 }

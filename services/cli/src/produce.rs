@@ -31,8 +31,8 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let records = (0..args.count)
         .map(|_| pb::Record {
             topic: args.topic.clone(),
-            key: args.key.clone().map(String::into_bytes),
-            value: args.value.clone().into_bytes(),
+            key: args.key.clone().map(|k| k.into_bytes().into()),
+            value: args.value.clone().into_bytes().into(),
             key_policy: if args.preferred {
                 pb::KeyPolicy::Preferred as i32
             } else {

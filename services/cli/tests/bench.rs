@@ -30,9 +30,10 @@ fn bench_quick_produces_every_figure() {
         "bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Four from the gateway suite, and the pinned row from the cpu suite (two cores here).
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("P1")).count(),
-        4,
+        5,
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -127,6 +128,20 @@ fn bench_quick_produces_every_figure() {
         [(100, false), (1024, false), (16384, false), (1024, true)],
         "{v}"
     );
+    // P1 pinned: the gateway and the bare producer each ran alone on core 1 and did work.
+    let pinned = &v["p8_cpu"]["pinned"];
+    for key in [
+        "gateway_records_per_sec",
+        "producer_records_per_sec",
+        "gateway_core_busy",
+        "producer_core_busy",
+        "ratio",
+    ] {
+        let x = pinned[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {pinned}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x} in {pinned}");
+    }
     for r in p8 {
         for key in [
             "gateway_cpu_seconds",

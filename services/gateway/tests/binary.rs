@@ -219,7 +219,7 @@ async fn exports_spans_and_carries_the_trace_into_kafka_and_failover() -> anyhow
     let mut own = record("events", None, "own");
     own.headers.push(pb::Header {
         key: "traceparent".into(),
-        value: own_tp.as_bytes().to_vec(),
+        value: own_tp.as_bytes().to_vec().into(),
     });
     let owned = client
         .produce(produce_records(vec![own]))

@@ -240,9 +240,7 @@ impl Worker {
         );
         trace::continue_from_headers(
             &span,
-            env.headers
-                .iter()
-                .map(|h| (h.key.as_str(), h.value.as_slice())),
+            env.headers.iter().map(|h| (h.key.as_str(), &h.value[..])),
         );
         self.retry(env).instrument(span).await
     }

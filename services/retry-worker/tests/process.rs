@@ -44,7 +44,7 @@ async fn sigkill_mid_drain_loses_nothing() -> anyhow::Result<()> {
         .map(|i| {
             envelope::encode(&Envelope {
                 topic: "events".into(),
-                value: format!("v{i}").into_bytes(),
+                value: format!("v{i}").into_bytes().into(),
                 message_id: format!("kill-{i}"),
                 first_failed_at_unix_ms: 1,
                 ..Default::default()
@@ -172,11 +172,11 @@ async fn continues_the_trace_a_failed_over_record_carries() -> anyhow::Result<()
         .enqueue(
             &[envelope::encode(&Envelope {
                 topic: "events".into(),
-                value: b"traced".to_vec(),
+                value: b"traced".to_vec().into(),
                 message_id: "traced-1".into(),
                 headers: vec![EnvelopeHeader {
                     key: "traceparent".into(),
-                    value: traceparent.as_bytes().to_vec(),
+                    value: traceparent.as_bytes().to_vec().into(),
                 }],
                 first_failed_at_unix_ms: 1,
                 ..Default::default()

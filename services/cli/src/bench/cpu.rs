@@ -36,6 +36,9 @@ pub struct CpuRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CpuFigures {
     pub rows: Vec<CpuRow>,
+    /// P1 with the gateway and the bare producer each alone on one core (absent on a
+    /// machine with one core).
+    pub pinned: Option<PinnedRow>,
     /// An idle gateway's cost of keeping metadata fresh, by cluster size.
     pub idle: Vec<IdleRow>,
 }
@@ -212,10 +215,146 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
             ratio: per(gateway_cpu) / per(producer_cpu),
         });
     }
+    let pinned = pinned_throughput(args, &bootstrap, &config, count(1024, SIZES[1].1)).await?;
     let _ = std::fs::remove_dir_all(&pki_dir);
     drop(cluster);
     let idle = idle_cost(args).await?;
-    Ok(CpuFigures { rows, idle })
+    Ok(CpuFigures { rows, pinned, idle })
+}
+
+/// P1 on pinned cores: the gateway process alone on one core, then the bare producer
+/// process alone on the same core, while this process (the bench client and the mock
+/// cluster) keeps the other. Shows whether the gateway's throughput is bound by its own
+/// core rather than by the cores it shares elsewhere in P1.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PinnedRow {
+    pub records: usize,
+    pub gateway_records_per_sec: f64,
+    /// The gateway process's CPU-seconds per second over the phase: 1.0 is its core full.
+    pub gateway_core_busy: f64,
+    pub producer_records_per_sec: f64,
+    pub producer_core_busy: f64,
+    /// gateway ÷ producer records/s.
+    pub ratio: f64,
+}
+
+/// Sets the CPU affinity of every thread of `pid` (`taskset -a -p`): a CPU list, or with
+/// `mask`, a hex mask as `taskset -p` prints it.
+fn set_affinity(pid: u32, cpus: &str, mask: bool) -> anyhow::Result<()> {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.arg("-a").arg("-p");
+    if !mask {
+        cmd.arg("-c");
+    }
+    let out = cmd
+        .arg(cpus)
+        .arg(pid.to_string())
+        .output()
+        .context("running taskset (util-linux) to pin the P1 processes")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "taskset {cpus} {pid}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// This process's affinity mask, as `taskset -p` prints it (hex).
+fn affinity_mask(pid: u32) -> anyhow::Result<String> {
+    let out = std::process::Command::new("taskset")
+        .args(["-p", &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.rsplit(": ")
+        .next()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .with_context(|| format!("unexpected taskset output: {text}"))
+}
+
+async fn pinned_throughput(
+    args: &BenchArgs,
+    bootstrap: &str,
+    config: &str,
+    records: usize,
+) -> anyhow::Result<Option<PinnedRow>> {
+    let cpus = std::thread::available_parallelism()?.get();
+    if cpus < 2 {
+        eprintln!("bench: P1 pinned needs two cores and this machine has {cpus}; row left out");
+        return Ok(None);
+    }
+    let me = std::process::id();
+    let mask = affinity_mask(me)?;
+    set_affinity(me, "0", false)?;
+    let measured = pinned_phases(args, bootstrap, config, records).await;
+    set_affinity(me, &mask, true)?;
+    measured.map(Some)
+}
+
+async fn pinned_phases(
+    args: &BenchArgs,
+    bootstrap: &str,
+    config: &str,
+    records: usize,
+) -> anyhow::Result<PinnedRow> {
+    let workers = args.concurrency.max(1);
+    let name = format!("ballast-bench-pinned-{}", std::process::id());
+    let gateway = super::resilience::GatewayProcess::start(&name, config).await?;
+    set_affinity(gateway.pid, "1", false)?;
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(gateway.connect().await?);
+    }
+    let pool = ClientPool::new(clients);
+    let value = Arc::new(vec![b'x'; 1024]);
+    for _ in 0..4 {
+        super::gateway_batch(pool.next(), value.clone()).await?;
+    }
+    eprintln!("bench: P1 pinned, gateway process on core 1, {records} records of 1024 B");
+    let cpu0 = cpu_seconds(gateway.pid)?;
+    let (p, v) = (pool.clone(), value.clone());
+    let elapsed = closed_loop(records.div_ceil(BATCH), workers, move || {
+        super::gateway_batch(p.next(), v.clone())
+    })
+    .await?
+    .as_secs_f64();
+    let gateway_cpu = cpu_seconds(gateway.pid)? - cpu0;
+    drop(pool);
+    drop(gateway);
+
+    eprintln!("bench: P1 pinned, bare producer process on core 1, {records} records of 1024 B");
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(std::env::current_exe()?)
+        .args(["bench-producer", "--bootstrap", bootstrap])
+        .args(["--records", &records.to_string()])
+        .args(["--record-bytes", "1024"])
+        .args(["--concurrency", &workers.to_string()])
+        .stderr(std::process::Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running the pinned bare producer process")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the pinned bare producer process failed"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
+    let producer_cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
+    let producer_secs = report["elapsed_seconds"]
+        .as_f64()
+        .context("elapsed_seconds")?;
+    let gateway_rps = records as f64 / elapsed;
+    let producer_rps = records as f64 / producer_secs;
+    Ok(PinnedRow {
+        records,
+        gateway_records_per_sec: gateway_rps,
+        gateway_core_busy: gateway_cpu / elapsed,
+        producer_records_per_sec: producer_rps,
+        producer_core_busy: producer_cpu / producer_secs,
+        ratio: gateway_rps / producer_rps,
+    })
 }
 
 /// A counter's value in a Prometheus text page (0 when absent).
@@ -302,7 +441,7 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
                 .produce(pb::ProduceRequest {
                     records: vec![pb::Record {
                         topic: format!("idle-{i}"),
-                        value: b"x".to_vec(),
+                        value: b"x".to_vec().into(),
                         ..Default::default()
                     }],
                 })

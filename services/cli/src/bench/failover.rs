@@ -52,7 +52,7 @@ fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
         .map(|i| {
             envelope::encode(&Envelope {
                 topic: "bench".into(),
-                value: vec![b'x'; 1024],
+                value: vec![b'x'; 1024].into(),
                 message_id: format!("{tag}-{i}"),
                 first_failed_at_unix_ms: 1,
                 ..Default::default()
@@ -338,7 +338,7 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
             let records = (0..10)
                 .map(|i| pb::Record {
                     topic: "bench".into(),
-                    value: vec![b'x'; 1024],
+                    value: vec![b'x'; 1024].into(),
                     message_id: format!("sqs-{r}-{i}"),
                     ..Default::default()
                 })

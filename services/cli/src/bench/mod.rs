@@ -239,7 +239,7 @@ async fn gateway_batch(
     let records = (0..BATCH)
         .map(|_| pb::Record {
             topic: TOPIC.into(),
-            value: value.as_ref().clone(),
+            value: value.as_ref().clone().into(),
             ..Default::default()
         })
         .collect();
@@ -263,14 +263,14 @@ async fn inprocess_batch(
     writer: Arc<ballast_produce::Writer>,
     value: Arc<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let writes = (0..BATCH).map(|_| {
-        writer.write(ballast_produce::Record {
+    let records = (0..BATCH)
+        .map(|_| ballast_produce::Record {
             topic: TOPIC.into(),
-            value: value.as_ref().clone(),
+            value: value.as_ref().clone().into(),
             ..Default::default()
         })
-    });
-    let produced = join_all(writes).await;
+        .collect();
+    let produced = writer.write_batch(records).await;
     let acked = produced.iter().filter(|p| p.label() == "kafka").count();
     anyhow::ensure!(
         acked == BATCH,
@@ -582,6 +582,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 r.ratio,
                 r.gateway_mb_per_sec,
                 r.producer_mb_per_sec
+            ));
+        }
+        if let Some(r) = &c.pinned {
+            rows.push(format!(
+                "P1      same, each process alone on core 1        {:>10.0}  {:>10.0}  ratio {:.2} (core busy: gateway {:.2}, producer {:.2}; client and cluster on core 0)",
+                r.gateway_records_per_sec,
+                r.producer_records_per_sec,
+                r.ratio,
+                r.gateway_core_busy,
+                r.producer_core_busy
             ));
         }
         for r in &c.idle {

@@ -142,8 +142,8 @@ fn make_record(n: usize) -> pb::Record {
     };
     pb::Record {
         topic: TOPIC.into(),
-        key: key.map(String::into_bytes),
-        value: format!("demo record {n}").into_bytes(),
+        key: key.map(|k| k.into_bytes().into()),
+        value: format!("demo record {n}").into_bytes().into(),
         message_id: format!("demo-{n:08}"),
         key_policy: policy as i32,
         ..Default::default()
@@ -450,7 +450,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let expected = id
                 .strip_prefix("demo-")
                 .and_then(|n| n.parse::<usize>().ok())
-                .map(|n| make_record(n).value);
+                .map(|n| make_record(n).value.to_vec());
             !by_place.get(place).is_some_and(|l| {
                 l.message_id.as_deref() == Some(id.as_str()) && Some(&l.value) == expected.as_ref()
             })

@@ -108,8 +108,8 @@ fn record(ledger: &Ledger, n: usize) -> pb::Record {
     };
     pb::Record {
         topic: TOPIC.into(),
-        key: key.map(String::into_bytes),
-        value: value(n),
+        key: key.map(|k| k.into_bytes().into()),
+        value: value(n).into(),
         message_id: ledger.id(n),
         key_policy: policy as i32,
         ..Default::default()

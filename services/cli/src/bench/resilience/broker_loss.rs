@@ -128,7 +128,7 @@ pub async fn broker_loss(args: &BenchArgs) -> anyhow::Result<BrokerLoss> {
 fn record(n: usize, value: &[u8], keyed: bool) -> pb::Record {
     let mut r = unkeyed(n, value);
     if keyed && n.is_multiple_of(2) {
-        r.key = Some(format!("user-{}", n % 97).into_bytes());
+        r.key = Some(format!("user-{}", n % 97).into_bytes().into());
     }
     r
 }

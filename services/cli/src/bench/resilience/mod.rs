@@ -97,7 +97,7 @@ pub(super) fn plain_producer(bootstrap: &str, timeout: Duration) -> anyhow::Resu
 pub(super) fn unkeyed(n: usize, value: &[u8]) -> pb::Record {
     pb::Record {
         topic: TOPIC.into(),
-        value: value.to_vec(),
+        value: value.to_vec().into(),
         message_id: format!("b-{n}"),
         ..Default::default()
     }
