@@ -80,10 +80,12 @@ pub fn validate(
 }
 
 /// How many copies of a record's bytes the gateway holds while the record is in flight:
-/// its own (decoded from the request), and either librdkafka's (the producer copies the
-/// payload into its queue) or the encoded failover envelope (which takes the record's
-/// buffers, so the two never overlap). The budget charges a record this many times its
-/// size, so `limits.inflight_bytes` bounds memory, not just payload.
+/// its own (a slice of the request buffer it was decoded from), and either librdkafka's
+/// (the producer copies the payload into its queue) or the encoded failover envelope
+/// (which takes the record's slices, so the two never overlap). The budget charges a
+/// record this many times its size, so `limits.inflight_bytes` bounds memory, not just
+/// payload. A request buffer lives until its last record is answered; the gateway bounds
+/// those buffers apart (`limits.max_concurrent_requests` × `limits.max_request_bytes`).
 pub const COPIES_IN_FLIGHT: usize = 2;
 
 /// The global budget of record bytes in flight.
