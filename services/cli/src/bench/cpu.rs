@@ -184,22 +184,8 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         drop(gateway);
 
         eprintln!("bench: P8 bare producer process, {records} records of {record_bytes} B");
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        cmd.args(["bench-producer", "--bootstrap", &bootstrap])
-            .args(["--records", &records.to_string()])
-            .args(["--record-bytes", &record_bytes.to_string()])
-            .args(["--concurrency", &workers.to_string()])
-            .stderr(std::process::Stdio::inherit());
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await?
-            .context("running the bare producer process")?;
-        anyhow::ensure!(out.status.success(), "the bare producer process failed");
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
-        let producer_cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
-        let producer_secs = report["elapsed_seconds"]
-            .as_f64()
-            .context("elapsed_seconds")?;
+        let (producer_cpu, producer_secs) =
+            bare_producer(&bootstrap, records, record_bytes, workers, None).await?;
         let mb = (records * record_bytes) as f64 / 1e6;
         let per = |cpu: f64| cpu * 1000.0 / mb;
         rows.push(CpuRow {
@@ -324,27 +310,8 @@ async fn pinned_phases(
     drop(gateway);
 
     eprintln!("bench: P1 pinned, bare producer process on core 1, {records} records of 1024 B");
-    let mut cmd = std::process::Command::new("taskset");
-    cmd.args(["-c", "1"])
-        .arg(std::env::current_exe()?)
-        .args(["bench-producer", "--bootstrap", bootstrap])
-        .args(["--records", &records.to_string()])
-        .args(["--record-bytes", "1024"])
-        .args(["--concurrency", &workers.to_string()])
-        .stderr(std::process::Stdio::inherit());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await?
-        .context("running the pinned bare producer process")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "the pinned bare producer process failed"
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
-    let producer_cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
-    let producer_secs = report["elapsed_seconds"]
-        .as_f64()
-        .context("elapsed_seconds")?;
+    let (producer_cpu, producer_secs) =
+        bare_producer(bootstrap, records, 1024, workers, Some("1")).await?;
     let gateway_rps = records as f64 / elapsed;
     let producer_rps = records as f64 / producer_secs;
     Ok(PinnedRow {
@@ -355,6 +322,42 @@ async fn pinned_phases(
         producer_core_busy: producer_cpu / producer_secs,
         ratio: gateway_rps / producer_rps,
     })
+}
+
+/// Runs `ballast bench-producer` (on the `cpus` list with `taskset`, when given) and
+/// returns its CPU-seconds and elapsed seconds.
+async fn bare_producer(
+    bootstrap: &str,
+    records: usize,
+    record_bytes: usize,
+    workers: usize,
+    cpus: Option<&str>,
+) -> anyhow::Result<(f64, f64)> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", cpus]).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    cmd.args(["bench-producer", "--bootstrap", bootstrap])
+        .args(["--records", &records.to_string()])
+        .args(["--record-bytes", &record_bytes.to_string()])
+        .args(["--concurrency", &workers.to_string()])
+        .stderr(std::process::Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running the bare producer process")?;
+    anyhow::ensure!(out.status.success(), "the bare producer process failed");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
+    let cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
+    let secs = report["elapsed_seconds"]
+        .as_f64()
+        .context("elapsed_seconds")?;
+    Ok((cpu, secs))
 }
 
 /// A counter's value in a Prometheus text page (0 when absent).
