@@ -3,6 +3,16 @@
 
 use std::process::Command;
 
+/// Asserts that each of `keys` in `obj` is a finite, positive number.
+fn positive(obj: &serde_json::Value, keys: &[&str]) {
+    for key in keys {
+        let x = obj[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {obj}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x} in {obj}");
+    }
+}
+
 #[test]
 fn bench_quick_produces_every_figure() {
     let dir = std::env::temp_dir().join(format!("ballast-bench-{}", std::process::id()));
@@ -56,18 +66,16 @@ fn bench_quick_produces_every_figure() {
     }
     assert!(p1["gateway_records_per_sec"].as_f64().unwrap() > 0.0);
     let p4 = &v["p4_dedup"];
-    for key in [
-        "raw_setnx_per_sec",
-        "store_claims_per_sec",
-        "store_ratio",
-        "service_claims_per_sec",
-        "service_ratio",
-    ] {
-        let x = p4[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {v}"));
-        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
-    }
+    positive(
+        p4,
+        &[
+            "raw_setnx_per_sec",
+            "store_claims_per_sec",
+            "store_ratio",
+            "service_claims_per_sec",
+            "service_ratio",
+        ],
+    );
     assert_eq!(p1["records"], 2000);
     let p5 = &v["p5_failover"];
     assert!(
@@ -84,18 +92,16 @@ fn bench_quick_produces_every_figure() {
         .collect();
     assert_eq!(backends, ["sqlite", "postgresql"], "{p5}");
     for b in p5["backends"].as_array().unwrap() {
-        for key in [
-            "raw_read_delete_per_sec",
-            "worker_drain_per_sec",
-            "drain_ratio",
-            "unpipelined_drain_per_sec",
-            "unpipelined_ratio",
-        ] {
-            let x = b[key]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{key} missing: {b}"));
-            assert!(x.is_finite() && x > 0.0, "{key} = {x} in {b}");
-        }
+        positive(
+            b,
+            &[
+                "raw_read_delete_per_sec",
+                "worker_drain_per_sec",
+                "drain_ratio",
+                "unpipelined_drain_per_sec",
+                "unpipelined_ratio",
+            ],
+        );
     }
     // P8: three record sizes and the tls row, each with both processes' CPU measured.
     // P8's idle rows: 1 topic, then 50 (quick) with one and with all in use; metadata is
@@ -130,31 +136,27 @@ fn bench_quick_produces_every_figure() {
     );
     // P1 pinned: the gateway and the bare producer each ran alone on core 1 and did work.
     let pinned = &v["p8_cpu"]["pinned"];
-    for key in [
-        "gateway_records_per_sec",
-        "producer_records_per_sec",
-        "gateway_core_busy",
-        "producer_core_busy",
-        "ratio",
-    ] {
-        let x = pinned[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {pinned}"));
-        assert!(x.is_finite() && x > 0.0, "{key} = {x} in {pinned}");
-    }
-    for r in p8 {
-        for key in [
-            "gateway_cpu_seconds",
-            "producer_cpu_seconds",
-            "gateway_millicores_per_mb_per_sec",
-            "producer_millicores_per_mb_per_sec",
+    positive(
+        pinned,
+        &[
+            "gateway_records_per_sec",
+            "producer_records_per_sec",
+            "gateway_core_busy",
+            "producer_core_busy",
             "ratio",
-        ] {
-            let x = r[key]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{key} missing: {r}"));
-            assert!(x.is_finite() && x > 0.0, "{key} = {x} in {r}");
-        }
+        ],
+    );
+    for r in p8 {
+        positive(
+            r,
+            &[
+                "gateway_cpu_seconds",
+                "producer_cpu_seconds",
+                "gateway_millicores_per_mb_per_sec",
+                "producer_millicores_per_mb_per_sec",
+                "ratio",
+            ],
+        );
     }
     for figure in ["P3", "P4", "P5", "P6", "P7", "P8"] {
         assert!(
@@ -177,17 +179,15 @@ fn bench_quick_produces_every_figure() {
         assert!(p3["plain_records"].as_u64().unwrap() > 0, "{p3}");
     }
     let p6 = &v["p6_overload"];
-    for key in [
-        "failover_capacity_per_sec",
-        "offered_records_per_sec",
-        "baseline_rss_mib",
-        "peak_rss_mib",
-    ] {
-        let x = p6[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {v}"));
-        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
-    }
+    positive(
+        p6,
+        &[
+            "failover_capacity_per_sec",
+            "offered_records_per_sec",
+            "baseline_rss_mib",
+            "peak_rss_mib",
+        ],
+    );
     assert!(
         p6["peak_rss_mib"].as_f64() >= p6["baseline_rss_mib"].as_f64(),
         "{p6}"
