@@ -5,12 +5,43 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a process started later to listen on.
+///
+/// The port is taken from below the kernel's ephemeral range when it can be: a port the
+/// kernel hands out with `bind(0)` is also one it may give to an outgoing connection in
+/// the meantime, and then the process that should listen on it cannot. Ports are spread
+/// by the process id and a counter, so that concurrent test processes rarely meet, and
+/// each is checked free by binding it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().unwrap_or(32768);
+    if low > 12_000 {
+        let (start, span) = (10_000u32, u32::from(low) - 10_000);
+        for _ in 0..64 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let candidate = start + (std::process::id().wrapping_mul(7919) + n * 101) % span;
+            if let Ok(port) = u16::try_from(candidate) {
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return port;
+                }
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The first port of the kernel's ephemeral range (Linux), if it can be read.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Sends `signal` (`TERM`, `KILL`, …) to a process.

@@ -90,6 +90,38 @@ impl Proc {
         }
     }
 
+    /// Waits up to 60 s for it to listen on `addr`. Fails at once if it exits first, and
+    /// either way names the process and shows the end of its log.
+    async fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait()?,
+                None => None,
+            };
+            let why = match exited {
+                Some(status) => {
+                    format!("{} exited ({status}) before listening on {addr}", self.name)
+                }
+                None if tokio::time::Instant::now() >= deadline => {
+                    format!("nothing listens on {addr} after 60 s ({})", self.name)
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            anyhow::bail!(
+                "{why}; the end of {}:\n{}",
+                self.recipe.log.display(),
+                log_tail(&self.recipe.log, 20)
+            );
+        }
+    }
+
     /// Restarts it if it should run and has exited.
     async fn supervise(&mut self) -> anyhow::Result<()> {
         if !self.wanted {
@@ -378,7 +410,10 @@ impl System {
             supervising: Arc::new(AtomicBool::new(true)),
         };
         system.proc("redis").start().await?;
-        wait_tcp(SocketAddr::from(([127, 0, 0, 1], redis_port))).await?;
+        system
+            .proc("redis")
+            .wait_listening(SocketAddr::from(([127, 0, 0, 1], redis_port)))
+            .await?;
         for name in [
             "topology",
             "dedup",
@@ -389,12 +424,20 @@ impl System {
         ] {
             system.proc(name).start().await?;
         }
-        for a in [topology, dedup]
+        let listening = [("topology", topology), ("dedup", dedup)]
             .into_iter()
-            .chain(system.gateways.clone())
-            .chain(system.workers.clone())
-        {
-            wait_tcp(a).await?;
+            .chain(
+                ["gateway-a", "gateway-b"]
+                    .into_iter()
+                    .zip(system.gateways.clone()),
+            )
+            .chain(
+                ["worker-a", "worker-b"]
+                    .into_iter()
+                    .zip(system.workers.clone()),
+            );
+        for (name, a) in listening {
+            system.proc(name).wait_listening(a).await?;
         }
         for c in 0..plan.consumers {
             system.proc(&format!("consumer-{c}")).start().await?;
@@ -473,12 +516,9 @@ fn database_addr(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--database-url: {with_port} is not an IP address and port"))
 }
 
-async fn wait_tcp(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("nothing listens on {addr} after 30 s")
+/// The last `lines` lines of a log file, for an error message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
