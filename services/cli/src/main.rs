@@ -52,6 +52,9 @@ enum Command {
     /// P8's baseline: a bare rdkafka producer process that reports its own CPU.
     #[command(hide = true)]
     BenchProducer(bench::cpu::ProducerArgs),
+    /// P8's transport floor: a gRPC ingest server that answers without Kafka.
+    #[command(hide = true)]
+    BenchSink(bench::sink::SinkArgs),
 }
 
 #[tokio::main]
@@ -102,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchProducer(args) => bench::cpu::producer_process(args).await,
+        Command::BenchSink(args) => bench::sink::sink_process(args).await,
         Command::Topology(args) => topology::run(args).await,
         Command::Torture(args) => torture::run(args).await,
         Command::Gateway(_)

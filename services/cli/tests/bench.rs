@@ -146,6 +146,7 @@ fn bench_quick_produces_every_figure() {
             "ratio",
         ],
     );
+    // Each row also has the grpc sink's CPU (the transport floor), and a line for it.
     for r in p8 {
         positive(
             r,
@@ -155,9 +156,22 @@ fn bench_quick_produces_every_figure() {
                 "gateway_millicores_per_mb_per_sec",
                 "producer_millicores_per_mb_per_sec",
                 "ratio",
+                "sink_cpu_seconds",
+                "sink_mb_per_sec",
+                "sink_millicores_per_mb_per_sec",
+                "floor_ratio",
             ],
         );
+        assert!(r["floor_ratio"].as_f64() > Some(1.0), "{r}");
     }
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("P8") && l.contains("grpc sink (no kafka)"))
+            .count(),
+        4,
+        "{stdout}"
+    );
     for figure in ["P3", "P4", "P5", "P6", "P7", "P8"] {
         assert!(
             stdout.lines().any(|l| l.starts_with(figure)),

@@ -3,6 +3,10 @@
 //! the same bytes to the same embedded cluster in the same run. Each process's CPU comes
 //! from `/proc/<pid>/stat` (user + system, every thread) over the phase; the cost is
 //! millicores per MB/s, which is CPU-seconds per MB × 1000 whatever the rate.
+//!
+//! A third process, `ballast bench-sink` (see `sink.rs`), takes the same load over gRPC
+//! and answers without Kafka: the transport's own cost, and with the producer's, the
+//! floor under any gRPC front's ratio.
 
 use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, BATCH};
 use anyhow::Context;
@@ -31,6 +35,13 @@ pub struct CpuRow {
     pub producer_millicores_per_mb_per_sec: f64,
     /// gateway ÷ producer millicores per MB/s; the target is ≤ 1.5 at 1 KiB.
     pub ratio: f64,
+    /// `ballast bench-sink` with the same load: gRPC in and answers out, no Kafka.
+    pub sink_cpu_seconds: f64,
+    pub sink_mb_per_sec: f64,
+    pub sink_millicores_per_mb_per_sec: f64,
+    /// (sink + producer) ÷ producer: the lowest ratio a gateway that receives over gRPC
+    /// and writes with this librdkafka could reach here.
+    pub floor_ratio: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -146,42 +157,29 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
             "ballast-bench-cpu-{}-{record_bytes}-{tls}",
             std::process::id()
         );
+        let ca_file = tls.then_some(ca.ca_file.as_path());
+        eprintln!(
+            "bench: P8 gateway process, {records} records of {record_bytes} B{}",
+            if tls { " over tls" } else { "" }
+        );
         let gateway = super::resilience::GatewayProcess::start(
             &name,
             if tls { &tls_config } else { &config },
         )
         .await?;
-        let mut clients = Vec::new();
-        for _ in 0..args.connections.max(1) {
-            clients.push(if tls {
-                let security = ballast_security::ClientSecurity {
-                    ca_file: Some(ca.ca_file.clone()),
-                    ..Default::default()
-                };
-                gateway.connect_with(&security).await?
-            } else {
-                gateway.connect().await?
-            });
-        }
-        let pool = ClientPool::new(clients);
-        let value = Arc::new(vec![b'x'; record_bytes]);
-        // Warm up: metadata, connections, the producer.
-        for _ in 0..4 {
-            super::gateway_batch(pool.next(), value.clone()).await?;
-        }
+        let (gateway_cpu, gateway_secs) =
+            drive(&gateway, args, ca_file, records, record_bytes).await?;
+        drop(gateway);
+
         eprintln!(
-            "bench: P8 gateway process, {records} records of {record_bytes} B{}",
+            "bench: P8 grpc sink process (no kafka), {records} records of {record_bytes} B{}",
             if tls { " over tls" } else { "" }
         );
-        let cpu0 = cpu_seconds(gateway.pid)?;
-        let (p, v) = (pool.clone(), value.clone());
-        let elapsed = closed_loop(records.div_ceil(BATCH), workers, move || {
-            super::gateway_batch(p.next(), v.clone())
-        })
-        .await?;
-        let gateway_cpu = cpu_seconds(gateway.pid)? - cpu0;
-        drop(pool);
-        drop(gateway);
+        let sink_tls = tls.then_some((server.cert_file.as_path(), server.key_file.as_path()));
+        let sink =
+            super::resilience::GatewayProcess::start_sink(&format!("{name}-sink"), sink_tls)?;
+        let (sink_cpu, sink_secs) = drive(&sink, args, ca_file, records, record_bytes).await?;
+        drop(sink);
 
         eprintln!("bench: P8 bare producer process, {records} records of {record_bytes} B");
         let (producer_cpu, producer_secs) =
@@ -193,12 +191,16 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
             records,
             tls,
             gateway_cpu_seconds: gateway_cpu,
-            gateway_mb_per_sec: mb / elapsed.as_secs_f64(),
+            gateway_mb_per_sec: mb / gateway_secs,
             gateway_millicores_per_mb_per_sec: per(gateway_cpu),
             producer_cpu_seconds: producer_cpu,
             producer_mb_per_sec: mb / producer_secs,
             producer_millicores_per_mb_per_sec: per(producer_cpu),
             ratio: per(gateway_cpu) / per(producer_cpu),
+            sink_cpu_seconds: sink_cpu,
+            sink_mb_per_sec: mb / sink_secs,
+            sink_millicores_per_mb_per_sec: per(sink_cpu),
+            floor_ratio: (sink_cpu + producer_cpu) / producer_cpu,
         });
     }
     let pinned = pinned_throughput(args, &bootstrap, &config, count(1024, SIZES[1].1)).await?;
@@ -288,25 +290,8 @@ async fn pinned_phases(
     let name = format!("ballast-bench-pinned-{}", std::process::id());
     let gateway = super::resilience::GatewayProcess::start(&name, config).await?;
     set_affinity(gateway.pid, "1", false)?;
-    let mut clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        clients.push(gateway.connect().await?);
-    }
-    let pool = ClientPool::new(clients);
-    let value = Arc::new(vec![b'x'; 1024]);
-    for _ in 0..4 {
-        super::gateway_batch(pool.next(), value.clone()).await?;
-    }
     eprintln!("bench: P1 pinned, gateway process on core 1, {records} records of 1024 B");
-    let cpu0 = cpu_seconds(gateway.pid)?;
-    let (p, v) = (pool.clone(), value.clone());
-    let elapsed = closed_loop(records.div_ceil(BATCH), workers, move || {
-        super::gateway_batch(p.next(), v.clone())
-    })
-    .await?
-    .as_secs_f64();
-    let gateway_cpu = cpu_seconds(gateway.pid)? - cpu0;
-    drop(pool);
+    let (gateway_cpu, elapsed) = drive(&gateway, args, None, records, 1024).await?;
     drop(gateway);
 
     eprintln!("bench: P1 pinned, bare producer process on core 1, {records} records of 1024 B");
@@ -322,6 +307,46 @@ async fn pinned_phases(
         producer_core_busy: producer_cpu / producer_secs,
         ratio: gateway_rps / producer_rps,
     })
+}
+
+/// Sends `records` records of `record_bytes` to `target` (a gateway or a sink process) in
+/// batches from `args.connections` connections (TLS with `ca_file`), after a warm-up, and
+/// returns the process's CPU-seconds and the elapsed seconds.
+async fn drive(
+    target: &super::resilience::GatewayProcess,
+    args: &BenchArgs,
+    ca_file: Option<&std::path::Path>,
+    records: usize,
+    record_bytes: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(match ca_file {
+            Some(ca_file) => {
+                let security = ballast_security::ClientSecurity {
+                    ca_file: Some(ca_file.to_path_buf()),
+                    ..Default::default()
+                };
+                target.connect_with(&security).await?
+            }
+            None => target.connect().await?,
+        });
+    }
+    let pool = ClientPool::new(clients);
+    let value = Arc::new(vec![b'x'; record_bytes]);
+    // Warm up: metadata, connections, the producer.
+    for _ in 0..4 {
+        super::gateway_batch(pool.next(), value.clone()).await?;
+    }
+    let cpu0 = cpu_seconds(target.pid)?;
+    let (p, v) = (pool.clone(), value.clone());
+    let elapsed = closed_loop(
+        records.div_ceil(BATCH),
+        args.concurrency.max(1),
+        move || super::gateway_batch(p.next(), v.clone()),
+    )
+    .await?;
+    Ok((cpu_seconds(target.pid)? - cpu0, elapsed.as_secs_f64()))
 }
 
 /// Runs `ballast bench-producer` (on the `cpus` list with `taskset`, when given) and
@@ -463,13 +488,16 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
             topics * 6
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let admin = gateway
+            .admin
+            .context("a gateway process has an admin endpoint")?;
         let metric = "ballast_gateway_metadata_bytes_total";
-        let bytes0 = counter(&scrape(gateway.admin).await?, metric);
+        let bytes0 = counter(&scrape(admin).await?, metric);
         let cpu0 = cpu_seconds(gateway.pid)?;
         let started = Instant::now();
         tokio::time::sleep(window).await;
         let cpu = cpu_seconds(gateway.pid)? - cpu0;
-        let bytes = counter(&scrape(gateway.admin).await?, metric) - bytes0;
+        let bytes = counter(&scrape(admin).await?, metric) - bytes0;
         let secs = started.elapsed().as_secs_f64();
         out.push(IdleRow {
             topics,

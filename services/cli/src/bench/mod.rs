@@ -14,6 +14,7 @@ pub mod cpu;
 mod dedup;
 mod failover;
 mod resilience;
+pub mod sink;
 
 use anyhow::Context;
 use ballast_gateway::{Gateway, GatewayConfig};
@@ -582,6 +583,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 r.ratio,
                 r.gateway_mb_per_sec,
                 r.producer_mb_per_sec
+            ));
+            rows.push(format!(
+                "P8      same, grpc sink (no kafka){}                {:>10.2}  {:>10.2}  floor {:.2} ((sink + producer) / producer: the lowest ratio over grpc)",
+                if r.tls { ", tls" } else { "     " },
+                r.sink_millicores_per_mb_per_sec,
+                r.producer_millicores_per_mb_per_sec,
+                r.floor_ratio,
             ));
         }
         if let Some(r) = &c.pinned {

@@ -47,13 +47,13 @@ pub struct LargeFigures {
     pub answered: HashMap<String, usize>,
 }
 
-/// A gateway process on free ports, killed on drop.
+/// A gateway process on free ports (or P8's gRPC sink), killed on drop.
 pub(in crate::bench) struct GatewayProcess {
     child: Child,
     pub(in crate::bench) pid: u32,
     addr: String,
-    /// The admin (metrics) address.
-    pub(in crate::bench) admin: std::net::SocketAddr,
+    /// The admin (metrics) address; a sink has none.
+    pub(in crate::bench) admin: Option<std::net::SocketAddr>,
     dir: std::path::PathBuf,
 }
 
@@ -87,7 +87,37 @@ impl GatewayProcess {
             child,
             pid,
             addr: format!("http://127.0.0.1:{grpc}"),
-            admin: std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
+            admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], admin))),
+            dir,
+        })
+    }
+
+    /// Starts `ballast bench-sink` on a free port, serving TLS with `tls` (certificate
+    /// and key files).
+    pub(in crate::bench) fn start_sink(
+        name: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> anyhow::Result<Self> {
+        let grpc = ballast_testkit::process::free_port();
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["bench-sink", "--listen", &format!("127.0.0.1:{grpc}")]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let child = Child(
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .context("starting the grpc sink process")?,
+        );
+        let pid = child.0.id();
+        Ok(Self {
+            child,
+            pid,
+            addr: format!("http://127.0.0.1:{grpc}"),
+            admin: None,
             dir,
         })
     }
