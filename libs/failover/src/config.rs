@@ -123,7 +123,9 @@ impl FailoverConfig {
         self.validate()?;
         Ok(match self.backend {
             FailoverBackend::None => None,
-            FailoverBackend::Sqs => Some(Arc::new(SqsQueue::connect(&self.sqs).await?)),
+            FailoverBackend::Sqs => {
+                Some(Arc::new(SqsQueue::connect(&self.sqs, self.timeout).await?))
+            }
             FailoverBackend::Sqlite | FailoverBackend::Postgres => Some(Arc::new(
                 SqlQueue::connect(&self.database_url()?, &self.queue, self.max_connections).await?,
             )),

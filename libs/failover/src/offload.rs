@@ -8,6 +8,7 @@
 use crate::queue::QueueError;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The pointer's type name in the extended client's format.
 const POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
@@ -110,6 +111,8 @@ pub(crate) struct Offload {
     bucket: String,
     prefix: String,
     threshold: usize,
+    /// `failover.timeout`: the bound on each attempt of a put.
+    put_timeout: Duration,
 }
 
 fn err_sdk<E: std::error::Error + 'static>(
@@ -127,6 +130,7 @@ impl Offload {
         cfg: &S3OffloadConfig,
         shared: &aws_config::SdkConfig,
         custom_endpoint: bool,
+        put_timeout: Duration,
     ) -> Result<Self, QueueError> {
         cfg.validate()?;
         let conf = aws_sdk_s3::config::Builder::from(shared)
@@ -139,6 +143,7 @@ impl Offload {
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
             threshold: cfg.threshold_bytes,
+            put_timeout,
         };
         if cfg.create_bucket {
             offload.create_bucket(shared).await?;
@@ -187,7 +192,7 @@ impl Offload {
             // A put answers a waiting client: bound it like an SQS send.
             .config_override(
                 aws_sdk_s3::config::Builder::default()
-                    .timeout_config(crate::sqs::enqueue_timeouts()),
+                    .timeout_config(crate::sqs::enqueue_timeouts(self.put_timeout)),
             )
             .send()
             .await

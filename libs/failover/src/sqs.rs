@@ -76,6 +76,8 @@ pub struct SqsQueue {
     dlq_url: String,
     requests: AtomicU64,
     offload: Option<Offload>,
+    /// `failover.timeout`: the bound on each attempt of a send.
+    enqueue_timeout: Duration,
 }
 
 /// A body as it goes out: inline (base64) or a pointer to the S3 object that holds it.
@@ -86,11 +88,14 @@ struct Outgoing {
     offloaded: Option<(Pointer, usize)>,
 }
 
-/// The deadlines of a call that answers a waiting client (an SQS send, an S3 put).
-pub(crate) fn enqueue_timeouts() -> aws_config::timeout::TimeoutConfig {
+/// The deadlines of a call that answers a waiting client (an SQS send, an S3 put): each
+/// attempt `failover.timeout` (5 s by default), and twice that in all, so that one hung
+/// attempt is retried. They follow the setting: a deployment (or a bench on a slow
+/// emulator) that gives the queue longer gives each call longer too.
+pub(crate) fn enqueue_timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt.saturating_mul(2))
         .build()
 }
 
@@ -124,7 +129,8 @@ fn number_attr(v: u64) -> Result<MessageAttributeValue, QueueError> {
 }
 
 impl SqsQueue {
-    pub async fn connect(cfg: &SqsConfig) -> Result<Self, QueueError> {
+    /// Connects with `cfg`; each send is bounded by `enqueue_timeout` (`failover.timeout`).
+    pub async fn connect(cfg: &SqsConfig, enqueue_timeout: Duration) -> Result<Self, QueueError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(ep) = &cfg.endpoint {
             loader = loader.endpoint_url(ep);
@@ -170,7 +176,15 @@ impl SqsQueue {
         }
         let client = Client::new(&shared);
         let offload = if cfg.offload.enabled() {
-            Some(Offload::connect(&cfg.offload, &shared, cfg.endpoint.is_some()).await?)
+            Some(
+                Offload::connect(
+                    &cfg.offload,
+                    &shared,
+                    cfg.endpoint.is_some(),
+                    enqueue_timeout,
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -180,6 +194,7 @@ impl SqsQueue {
             dlq_url: String::new(),
             requests: AtomicU64::new(0),
             offload,
+            enqueue_timeout,
         };
         q.queue_url = q.resolve(&cfg.queue, cfg.create_queues).await?;
         q.dlq_url = q.resolve(&cfg.dlq, cfg.create_queues).await?;
@@ -373,7 +388,8 @@ impl SqsQueue {
             .customize()
             // An enqueue answers a waiting client: bound it tighter than a long poll.
             .config_override(
-                aws_sdk_sqs::config::Builder::default().timeout_config(enqueue_timeouts()),
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(enqueue_timeouts(self.enqueue_timeout)),
             )
             .send()
             .await
@@ -794,5 +810,19 @@ impl SqsQueue {
             self.delete_from(&self.dlq_url, chosen).await?;
         }
         Ok(chosen.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enqueue_deadlines_follow_the_failover_timeout() {
+        let t = enqueue_timeouts(Duration::from_secs(7));
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(14)));
+        let default = enqueue_timeouts(crate::FailoverConfig::default().timeout);
+        assert_eq!(default.operation_timeout(), Some(Duration::from_secs(10)));
     }
 }

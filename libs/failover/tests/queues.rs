@@ -17,17 +17,20 @@ async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQue
     // The secret comes from a file, as from a mounted Kubernetes Secret.
     let secret = std::env::temp_dir().join(format!("{name}.secret"));
     std::fs::write(&secret, "test\n").unwrap();
-    let q = SqsQueue::connect(&SqsConfig {
-        queue: name.clone(),
-        dlq: format!("{name}-dlq"),
-        endpoint: Some(moto.endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: None,
-        secret_access_key_file: Some(secret.clone()),
-        create_queues: true,
-        offload,
-    })
+    let q = SqsQueue::connect(
+        &SqsConfig {
+            queue: name.clone(),
+            dlq: format!("{name}-dlq"),
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: None,
+            secret_access_key_file: Some(secret.clone()),
+            create_queues: true,
+            offload,
+        },
+        Duration::from_secs(10),
+    )
     .await
     .expect("sqs on moto");
     std::fs::remove_file(&secret).ok();

@@ -40,10 +40,10 @@ fn bench_quick_produces_every_figure() {
         "bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Four from the gateway suite, and the pinned row from the cpu suite (two cores here).
+    // Five from the gateway suite, and the pinned row from the cpu suite (two cores here).
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("P1")).count(),
-        5,
+        6,
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -56,6 +56,7 @@ fn bench_quick_produces_every_figure() {
         "direct_p99_ms",
         "gateway_p99_ms",
         "added_p99_ms",
+        "sink_p99_ms",
         "tls_records_per_sec",
         "tls_ratio",
     ] {
@@ -64,7 +65,7 @@ fn bench_quick_produces_every_figure() {
             .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!(x.is_finite(), "{key} = {x}");
     }
-    assert!(p1["gateway_records_per_sec"].as_f64().unwrap() > 0.0);
+    positive(p1, &["gateway_records_per_sec", "sink_p99_ms"]);
     let p4 = &v["p4_dedup"];
     positive(
         p4,

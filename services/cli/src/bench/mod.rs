@@ -135,6 +135,9 @@ pub struct GatewayFigures {
     pub gateway_p99_ms: f64,
     /// gateway p99 − direct p99 at half load; the target is ≤ 1 ms.
     pub added_p99_ms: f64,
+    /// p99 of the same batches at the same rate through `ballast bench-sink` (a process
+    /// that answers over gRPC without Kafka): the gRPC hop alone.
+    pub sink_p99_ms: f64,
     /// A second gateway on the same cluster, serving the clients over TLS (1.3, rustls).
     pub tls_records_per_sec: f64,
     /// TLS ÷ plaintext gateway throughput, in the same run.
@@ -432,6 +435,24 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
     let (c, v) = (pool.clone(), value.clone());
     let gw_lat = open_loop(bps, phase, move || gateway_batch(c.next(), v.clone())).await?;
     let (dp, gp) = (p99(direct_lat), p99(gw_lat));
+    eprintln!("bench: the grpc hop alone (a sink process without kafka) at {half:.0} records/s");
+    let sink = resilience::GatewayProcess::start_sink(
+        &format!("ballast-bench-p2-sink-{}", std::process::id()),
+        None,
+    )?;
+    let mut sink_clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        sink_clients.push(sink.connect().await?);
+    }
+    let sink_pool = ClientPool::new(sink_clients);
+    let (c, v) = (sink_pool.clone(), value.clone());
+    closed_loop(workers * 4, workers, move || {
+        gateway_batch(c.next(), v.clone())
+    })
+    .await?;
+    let (c, v) = (sink_pool, value.clone());
+    let sink_p99 = p99(open_loop(bps, phase, move || gateway_batch(c.next(), v.clone())).await?);
+    drop(sink);
 
     local.stop().await?;
     Ok(GatewayFigures {
@@ -446,6 +467,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
         direct_p99_ms: dp,
         gateway_p99_ms: gp,
         added_p99_ms: gp - dp,
+        sink_p99_ms: sink_p99,
         tls_records_per_sec: tls_rps,
         tls_ratio: tls_rps / gw_rps,
     })
@@ -473,6 +495,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rows.push(format!(
             "P1      p99 batch latency at {:.0} records/s, ms  {:>10.2}  {:>10.2}  added {:+.2} ms (target <= 1.00)",
             g.half_load_records_per_sec, g.gateway_p99_ms, g.direct_p99_ms, g.added_p99_ms
+        ));
+        rows.push(format!(
+            "P1      same, grpc sink (no kafka), ms             {:>10.2}           -  the grpc hop alone at that rate (diagnostic)",
+            g.sink_p99_ms
         ));
         json["p1_gateway"] = serde_json::to_value(&g)?;
     }
