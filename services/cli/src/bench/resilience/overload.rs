@@ -6,6 +6,7 @@ use crate::bench::BenchArgs;
 use anyhow::Context;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
+use ballast_testkit::process::free_port;
 use futures::future::join_all;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,12 +61,7 @@ pub(in crate::bench) struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `ballast gateway` with `config` (YAML after the listen addresses).
     pub(in crate::bench) async fn start(name: &str, config: &str) -> anyhow::Result<Self> {
-        let port = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
-        let (grpc, admin) = (port()?, port()?);
+        let (grpc, admin) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("gateway.yaml");
@@ -73,23 +69,12 @@ impl GatewayProcess {
             &path,
             format!("listen: 127.0.0.1:{grpc}\nadmin_listen: 127.0.0.1:{admin}\n{config}"),
         )?;
-        let child = Child(
-            std::process::Command::new(std::env::current_exe()?)
-                .args(["gateway", "--config"])
-                .arg(&path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .context("starting the gateway process")?,
-        );
-        let pid = child.0.id();
-        Ok(Self {
-            child,
-            pid,
-            addr: format!("http://127.0.0.1:{grpc}"),
-            admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], admin))),
-            dir,
-        })
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["gateway", "--config"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null());
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+        Self::spawn(cmd, "the gateway process", grpc, Some(admin), dir)
     }
 
     /// Starts `ballast bench-sink` on a free port, serving TLS with `tls` (certificate
@@ -98,7 +83,7 @@ impl GatewayProcess {
         name: &str,
         tls: Option<(&std::path::Path, &std::path::Path)>,
     ) -> anyhow::Result<Self> {
-        let grpc = ballast_testkit::process::free_port();
+        let grpc = free_port();
         let dir = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&dir)?;
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
@@ -106,18 +91,27 @@ impl GatewayProcess {
         if let Some((cert, key)) = tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
         }
+        Self::spawn(cmd, "the grpc sink process", grpc, None, dir)
+    }
+
+    fn spawn(
+        mut cmd: std::process::Command,
+        what: &str,
+        grpc: u16,
+        admin: Option<std::net::SocketAddr>,
+        dir: std::path::PathBuf,
+    ) -> anyhow::Result<Self> {
         let child = Child(
             cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::inherit())
                 .spawn()
-                .context("starting the grpc sink process")?,
+                .with_context(|| format!("starting {what}"))?,
         );
         let pid = child.0.id();
         Ok(Self {
             child,
             pid,
             addr: format!("http://127.0.0.1:{grpc}"),
-            admin: None,
+            admin,
             dir,
         })
     }
