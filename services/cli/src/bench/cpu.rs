@@ -8,7 +8,7 @@
 //! and answers without Kafka: the transport's own cost, and with the producer's, the
 //! floor under any gRPC front's ratio.
 
-use super::{closed_loop, direct_batch, direct_producer, BenchArgs, ClientPool, BATCH};
+use super::{closed_loop, direct_batch, direct_producer, BenchArgs, BATCH};
 use anyhow::Context;
 use ballast_proto::ingest::v1 as pb;
 use std::sync::Arc;
@@ -319,20 +319,7 @@ async fn drive(
     records: usize,
     record_bytes: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        clients.push(match ca_file {
-            Some(ca_file) => {
-                let security = ballast_security::ClientSecurity {
-                    ca_file: Some(ca_file.to_path_buf()),
-                    ..Default::default()
-                };
-                target.connect_with(&security).await?
-            }
-            None => target.connect().await?,
-        });
-    }
-    let pool = ClientPool::new(clients);
+    let pool = target.pool(args.connections, ca_file).await?;
     let value = Arc::new(vec![b'x'; record_bytes]);
     // Warm up: metadata, connections, the producer.
     for _ in 0..4 {

@@ -440,11 +440,7 @@ pub async fn gateway_suite(args: &BenchArgs) -> anyhow::Result<GatewayFigures> {
         &format!("ballast-bench-p2-sink-{}", std::process::id()),
         None,
     )?;
-    let mut sink_clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        sink_clients.push(sink.connect().await?);
-    }
-    let sink_pool = ClientPool::new(sink_clients);
+    let sink_pool = sink.pool(args.connections, None).await?;
     let (c, v) = (sink_pool.clone(), value.clone());
     closed_loop(workers * 4, workers, move || {
         gateway_batch(c.next(), v.clone())

@@ -116,6 +116,23 @@ impl GatewayProcess {
         })
     }
 
+    /// `connections` connections to it (at least one), over TLS when given the CA file.
+    pub(in crate::bench) async fn pool(
+        &self,
+        connections: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<crate::bench::ClientPool> {
+        let security = ballast_security::ClientSecurity {
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            ..Default::default()
+        };
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            clients.push(self.connect_with(&security).await?);
+        }
+        Ok(crate::bench::ClientPool::new(clients))
+    }
+
     /// A new connection to it (waits up to 30 s for the process to listen).
     pub(in crate::bench) async fn connect(
         &self,
