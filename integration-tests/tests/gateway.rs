@@ -556,3 +556,49 @@ async fn a_batch_keeps_request_order_per_key_and_a_bad_record_fails_alone() -> a
     );
     Ok(())
 }
+
+/// A batch's first attempts are awaited in order under one timer. A report that does not
+/// come in time fails its record alone, and the reports that came in meanwhile are all
+/// taken, although the batch waited on the late one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_report_fails_its_record_alone_and_the_rest_of_the_batch_is_acked(
+) -> anyhow::Result<()> {
+    let stack = GatewayStack::start(&[("late", PARTITIONS)], |c| {
+        c.kafka.write_timeout = Duration::from_millis(500);
+    })
+    .await?;
+    let (slow, slow_partitions) = busy_broker(&stack, "late");
+    let fast: Vec<i32> = (0..PARTITIONS)
+        .filter(|p| !slow_partitions.contains(p))
+        .collect();
+    assert!(!fast.is_empty(), "another broker leads a partition");
+    stack
+        .cluster
+        .broker_rtt(slow, Duration::from_secs(3))
+        .await?;
+    let pinned = |partition: i32, value: &str| pb::Record {
+        partition: Some(partition),
+        ..record("late", None, value)
+    };
+    // The late record first: the batch waits on it before any other.
+    let mut records = vec![pinned(slow_partitions[0], "late")];
+    records.extend((0..30).map(|i| pinned(fast[i % fast.len()], &format!("fast-{i}"))));
+    let started = Instant::now();
+    let results = stack.produce(records).await?;
+    let elapsed = started.elapsed();
+    let late = record_error(&results[0]).expect("the late record fails");
+    assert_eq!(late.code, Code::Unavailable as i32, "{late:?}");
+    assert!(
+        late.message.contains("no acknowledgement within 500ms"),
+        "{late:?}"
+    );
+    for (i, r) in results.iter().enumerate().skip(1) {
+        let ack = kafka_ack(r).unwrap_or_else(|| panic!("record {i} not acked: {r:?}"));
+        assert_eq!(ack.partition, fast[(i - 1) % fast.len()]);
+    }
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "the batch took {elapsed:?}: one timer, not one per record"
+    );
+    Ok(())
+}

@@ -17,7 +17,7 @@
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::config::BalancerConfig;
 use crate::murmur2::{murmur2, partition_for_key, to_positive};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// How a keyed record may move when its hash partition is unhealthy.
@@ -129,18 +129,26 @@ impl PartitionState {
     }
 }
 
+/// One topic's partitions, and what the balancer keeps for it.
+#[derive(Debug, Default)]
+struct TopicState {
+    partitions: Vec<PartitionState>,
+    /// The sticky partition for unkeyed records and how many more it takes.
+    sticky: Option<(usize, u32)>,
+    /// Records have been written to it (see [`Balancer::touch`]).
+    used: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Balancer {
     cfg: BalancerConfig,
-    topics: HashMap<String, Vec<PartitionState>>,
+    /// Keyed by topic with foldhash: a pick and a completion each look their topic up once,
+    /// on every record.
+    topics: foldhash::HashMap<String, TopicState>,
     draining: HashSet<i32>,
     /// No broker answered the last metadata request.
     cluster_down: bool,
     cursor: usize,
-    /// Per topic: the sticky partition for unkeyed records and how many more it takes.
-    sticky: HashMap<String, (usize, u32)>,
-    /// Topics records have been written to (see [`Balancer::touch`]).
-    used: HashSet<String>,
 }
 
 impl Balancer {
@@ -164,7 +172,7 @@ impl Balancer {
             .max()
             .unwrap_or(0)
             .max(0) as usize;
-        let states = self.topics.entry(topic.to_owned()).or_default();
+        let states = &mut self.topics.entry(topic.to_owned()).or_default().partitions;
         states.resize_with(count, PartitionState::default);
         // Partitions missing from the metadata have no known leader.
         let mut seen = vec![false; count];
@@ -196,8 +204,8 @@ impl Balancer {
             return;
         }
         self.cluster_down = !reachable;
-        for states in self.topics.values_mut() {
-            for st in states.iter_mut() {
+        for t in self.topics.values_mut() {
+            for st in t.partitions.iter_mut() {
                 st.cluster_down = !reachable;
                 st.sync_hold();
             }
@@ -207,30 +215,29 @@ impl Balancer {
     /// Forgets a topic that no longer exists.
     pub fn remove_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
-        self.sticky.remove(topic);
-        self.used.remove(topic);
     }
 
     /// Marks `topic` as in use and returns its partition count; `None` (and nothing
     /// marked) when the topic is unknown.
     pub fn touch(&mut self, topic: &str) -> Option<usize> {
-        let n = self.topics.get(topic)?.len();
-        if !self.used.contains(topic) {
-            self.used.insert(topic.to_string());
-        }
-        Some(n)
+        let t = self.topics.get_mut(topic)?;
+        t.used = true;
+        Some(t.partitions.len())
     }
 
     /// The known topics records have been written to.
     pub fn topics_in_use(&self) -> impl Iterator<Item = &str> {
-        self.used.iter().map(String::as_str)
+        self.topics
+            .iter()
+            .filter(|(_, t)| t.used)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Sets the brokers that are about to go away. Partitions they lead are held open at once.
     pub fn set_draining_brokers(&mut self, brokers: HashSet<i32>) {
         self.draining = brokers;
-        for states in self.topics.values_mut() {
-            for st in states.iter_mut() {
+        for t in self.topics.values_mut() {
+            for st in t.partitions.iter_mut() {
                 st.draining = st.leader.is_some_and(|l| self.draining.contains(&l));
                 st.sync_hold();
             }
@@ -242,13 +249,13 @@ impl Balancer {
     }
 
     pub fn partition_count(&self, topic: &str) -> Option<usize> {
-        self.topics.get(topic).map(Vec::len)
+        self.topics.get(topic).map(|t| t.partitions.len())
     }
 
     /// `partition` and every other partition of the topic with the same leader. A write that
     /// timed out on one of them says the leader is sick, so a rerouted record avoids all.
     pub fn same_leader_partitions(&self, topic: &str, partition: i32) -> Vec<i32> {
-        let Some(states) = self.topics.get(topic) else {
+        let Some(states) = self.partitions(topic) else {
             return vec![partition];
         };
         let leader = states.get(partition as usize).and_then(|s| s.leader);
@@ -268,7 +275,7 @@ impl Balancer {
     /// use it to hold back a STRICT keyed record while its own partition is unhealthy
     /// instead of spending its attempts.
     pub fn could_place(&self, req: &PickRequest<'_>, now: Instant) -> bool {
-        let Some(states) = self.topics.get(req.topic) else {
+        let Some(states) = self.partitions(req.topic) else {
             return false;
         };
         let n = states.len();
@@ -284,7 +291,7 @@ impl Balancer {
 
     /// Whether any partition of the topic could take a record now.
     pub fn has_healthy_partition(&self, topic: &str, now: Instant) -> bool {
-        self.topics.get(topic).is_some_and(|states| {
+        self.partitions(topic).is_some_and(|states| {
             states
                 .iter()
                 .any(|s| s.breaker.admissible(&self.cfg.breaker, now))
@@ -294,7 +301,14 @@ impl Balancer {
     /// Chooses a partition and admits the write through its breaker.
     pub fn pick(&mut self, req: &PickRequest<'_>, now: Instant) -> Result<Pick, PickError> {
         let bcfg = &self.cfg.breaker;
-        let states = self.topics.get(req.topic).ok_or(PickError::UnknownTopic)?;
+        let rack = self.cfg.rack.as_deref();
+        let TopicState {
+            partitions, sticky, ..
+        } = self
+            .topics
+            .get_mut(req.topic)
+            .ok_or(PickError::UnknownTopic)?;
+        let states = &*partitions;
         let n = states.len();
         if n == 0 {
             return Err(PickError::UnknownTopic);
@@ -336,7 +350,6 @@ impl Balancer {
                 }
             }
         } else {
-            let rack = self.cfg.rack.as_deref();
             let is_local = |p: usize| rack.is_some() && states[p].leader_rack.as_deref() == rack;
             let start = self.cursor % n;
             self.cursor = self.cursor.wrapping_add(1);
@@ -354,28 +367,26 @@ impl Balancer {
             }
             let best = best.ok_or(PickError::NoHealthyPartition)?;
             // Stay on the sticky partition while it is usable, closed and in the best tier.
-            let sticky = self.sticky.get_mut(req.topic).filter(|(p, left)| {
+            let kept = sticky.as_mut().filter(|(p, left)| {
                 *left > 0
                     && req.allow_probe
                     && movable_to(*p)
                     && states[*p].breaker.is_closed(now)
                     && is_local(*p) != best.0
             });
-            match sticky {
+            match kept {
                 Some((p, left)) => {
                     *left -= 1;
                     *p
                 }
                 None => {
-                    let left = self.cfg.sticky_records.saturating_sub(1);
-                    self.sticky.insert(req.topic.to_string(), (best.2, left));
+                    *sticky = Some((best.2, self.cfg.sticky_records.saturating_sub(1)));
                     best.2
                 }
             }
         };
 
-        let rack = self.cfg.rack.as_deref();
-        let st = &mut self.topics.get_mut(req.topic).expect("topic checked above")[chosen];
+        let st = &mut partitions[chosen];
         let admission = st
             .breaker
             .try_admit(bcfg, now)
@@ -403,7 +414,7 @@ impl Balancer {
         let Some(st) = self
             .topics
             .get_mut(topic)
-            .and_then(|s| s.get_mut(pick.partition as usize))
+            .and_then(|t| t.partitions.get_mut(pick.partition as usize))
         else {
             return;
         };
@@ -416,10 +427,13 @@ impl Balancer {
         }
     }
 
+    fn partitions(&self, topic: &str) -> Option<&[PartitionState]> {
+        self.topics.get(topic).map(|t| t.partitions.as_slice())
+    }
+
     /// The state of every partition of a topic.
     pub fn status(&self, topic: &str, now: Instant) -> Vec<PartitionStatus> {
-        self.topics
-            .get(topic)
+        self.partitions(topic)
             .map(|states| {
                 states
                     .iter()

@@ -8,5 +8,5 @@ mod id;
 mod validate;
 
 pub use code::{ErrorCode, RecordError};
-pub use id::{new_message_id, MESSAGE_ID_HEADER};
+pub use id::{new_message_id, MessageIds, MESSAGE_ID_HEADER};
 pub use validate::{validate_message_id, validate_topic, ValidationError};

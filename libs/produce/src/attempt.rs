@@ -109,7 +109,10 @@ impl<'a> Attempts<'a> {
             }
             let mut launched = self.launch(rec, message_id, state, now, deadline)?;
             let result = launched.wait().await;
-            if let ControlFlow::Break(answer) = self.settle(rec, size, state, launched, result) {
+            let settled = Instant::now();
+            if let ControlFlow::Break(answer) =
+                self.settle(rec, size, state, launched, result, settled)
+            {
                 return answer;
             }
         }
@@ -198,8 +201,8 @@ impl<'a> Attempts<'a> {
             .min(remaining.max(Duration::from_millis(1)))
     }
 
-    /// Takes an attempt's result: the balancer hears how its partition did, and the record
-    /// has its answer (`Break`) or may try another partition (`Continue`).
+    /// Takes an attempt's result: the balancer hears how its partition did (at `now`), and
+    /// the record has its answer (`Break`) or may try another partition (`Continue`).
     pub(crate) fn settle(
         &self,
         rec: &Record,
@@ -207,6 +210,7 @@ impl<'a> Attempts<'a> {
         state: &mut AttemptState,
         launched: Launched<'_>,
         result: Result<Written, WriteError>,
+        now: Instant,
     ) -> ControlFlow<Result<Acked, RecordError>> {
         use ErrorCode::*;
         let Launched { pick, span, .. } = launched;
@@ -214,8 +218,12 @@ impl<'a> Attempts<'a> {
             span.record("error", e.message.as_str());
         }
         drop(span);
-        self.placement
-            .complete(&rec.topic, &pick, result.as_ref().err().map(|e| e.kind));
+        self.placement.complete(
+            &rec.topic,
+            &pick,
+            result.as_ref().err().map(|e| e.kind),
+            now,
+        );
         let e = match result {
             Ok(w) => {
                 let bytes = if pick.local {

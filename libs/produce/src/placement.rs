@@ -211,9 +211,14 @@ impl Placement {
         self.balancer().pick(req, now)
     }
 
-    pub(crate) fn complete(&self, topic: &str, pick: &Pick, failure: Option<FailureKind>) {
-        self.balancer()
-            .complete(topic, pick, failure, Instant::now());
+    pub(crate) fn complete(
+        &self,
+        topic: &str,
+        pick: &Pick,
+        failure: Option<FailureKind>,
+        now: Instant,
+    ) {
+        self.balancer().complete(topic, pick, failure, now);
     }
 
     /// The partitions of `topic` led by the leader of `partition`.

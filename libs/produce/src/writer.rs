@@ -7,10 +7,10 @@ use crate::metrics::WriteMetrics;
 use crate::placement::{self, Placement};
 use crate::record::{Acked, Produced, Record};
 use ballast_balancer::{BalancerConfig, PartitionStatus};
-use ballast_core::{new_message_id, ErrorCode, RecordError};
+use ballast_core::{ErrorCode, MessageIds, RecordError};
 use ballast_failover::Enqueuer;
 use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer, WriteError, Written};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +159,10 @@ impl Writer {
             metrics: &self.metrics,
             limits: &self.limits,
         };
-        let mut slots: Vec<Slot> = recs.into_iter().map(|rec| self.admit(rec)).collect();
+        let mut slots: Vec<Slot> = {
+            let ids = MessageIds::new();
+            recs.into_iter().map(|rec| self.admit(rec, &ids)).collect()
+        };
 
         // A topic the balancer does not know yet is learnt once for the batch.
         let mut topics: Vec<&str> = Vec::new();
@@ -194,12 +197,13 @@ impl Writer {
         }
         let budget = attempts.budget(now, deadline);
         let mut reports = await_reports(&mut launched, now + budget).await;
+        let settled = Instant::now();
         for ((i, a), report) in launched.into_iter().zip(reports.drain(..)) {
             let Slot::Admitted(r) = &mut slots[i] else {
                 unreachable!("only admitted records are launched")
             };
             let report = report.unwrap_or_else(|| Err(attempt::timed_out(a.budget)));
-            r.after = match attempts.settle(&r.rec, r.size, &mut r.state, a, report) {
+            r.after = match attempts.settle(&r.rec, r.size, &mut r.state, a, report, settled) {
                 ControlFlow::Break(answer) => After::Answer(answer),
                 ControlFlow::Continue(()) => After::Retry,
             };
@@ -250,9 +254,9 @@ impl Writer {
     }
 
     /// Assigns the record's id and admits it (or answers it at once).
-    fn admit(&self, mut rec: Record) -> Slot {
+    fn admit(&self, mut rec: Record, ids: &MessageIds) -> Slot {
         let message_id = if rec.message_id.is_empty() {
-            new_message_id()
+            ids.next_id()
         } else {
             std::mem::take(&mut rec.message_id)
         };
@@ -401,35 +405,32 @@ fn record_outcome(span: &tracing::Span, p: &Produced) {
 
 /// The delivery reports of launched attempts, in their order, waiting for them until
 /// `until` at most (one timer for all); `None` for a report that did not come in time.
+///
+/// Reports are awaited in launch order: one future polled at a time, and when it is in,
+/// the reports that came before it are taken without waiting. Once the timer fires, the
+/// reports already in are still taken.
 async fn await_reports(
     launched: &mut [(usize, Launched<'_>)],
     until: Instant,
 ) -> Vec<Option<Result<Written, WriteError>>> {
-    let mut reports: Vec<Option<Result<Written, WriteError>>> = Vec::with_capacity(launched.len());
-    let mut pending = FuturesUnordered::new();
-    for (j, (_, a)) in launched.iter_mut().enumerate() {
-        match &mut a.delivery {
-            Ok(d) => {
-                reports.push(None);
-                pending.push(async move { (j, d.await) });
-            }
-            Err(e) => reports.push(Some(Err(e.clone()))),
-        }
-    }
-    if pending.is_empty() {
-        return reports;
-    }
     let timer = tokio::time::sleep_until(until.into());
     tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            next = pending.next() => match next {
-                Some((j, report)) => reports[j] = Some(report),
-                None => break,
+    let mut expired = false;
+    let mut reports = Vec::with_capacity(launched.len());
+    for (_, a) in launched.iter_mut() {
+        let report = match &mut a.delivery {
+            Err(e) => Some(Err(e.clone())),
+            Ok(d) if expired => d.now_or_never(),
+            Ok(d) => tokio::select! {
+                biased;
+                report = d => Some(report),
+                () = &mut timer => {
+                    expired = true;
+                    None
+                }
             },
-            () = &mut timer => break,
-        }
+        };
+        reports.push(report);
     }
     reports
 }

@@ -371,7 +371,7 @@ proptest! {
                     let req = PickRequest { topic: "t", key: key.as_deref(), policy, partition: None, exclude: &exclude, allow_probe: !flag };
                     let before = b.status("t", now);
                     let any_usable = (0..n).any(|q| {
-                        let br = &b.topics["t"][q as usize].breaker;
+                        let br = &b.topics["t"].partitions[q as usize].breaker;
                         !exclude.contains(&q) && br.admissible(&b.cfg.breaker, now) && (!flag || br.is_closed(now))
                     });
                     match b.pick(&req, now) {
