@@ -81,7 +81,7 @@ mod tests {
             batch.windows(2).all(|w| w[0] < w[1]),
             "ids sort in batch order"
         );
-        // Two batches begun in the same millisecond still differ.
+        // Another batch begun at once, most likely in the same millisecond, has other ids.
         let other = MessageIds::new();
         let more: std::collections::HashSet<String> =
             (0..10_000).map(|_| other.next_id()).collect();
