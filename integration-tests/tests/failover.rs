@@ -67,6 +67,7 @@ fn sqs(moto: &Moto) -> FailoverConfig {
 /// An in-process retry worker; stops when dropped.
 struct Worker {
     admin: SocketAddr,
+    metrics: SocketAddr,
     _stop: oneshot::Sender<()>,
 }
 
@@ -88,12 +89,17 @@ async fn start_worker(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = listener.local_addr()?;
+    let metrics_addr = metrics.local_addr()?;
     let (stop, rx) = oneshot::channel::<()>();
     tokio::spawn(ballast_retry_worker::run(cfg, listener, metrics, async {
         let _ = rx.await;
     }));
     wait_serving(admin).await?;
-    Ok(Worker { admin, _stop: stop })
+    Ok(Worker {
+        admin,
+        metrics: metrics_addr,
+        _stop: stop,
+    })
 }
 
 async fn gateway_with(failover: FailoverConfig) -> anyhow::Result<GatewayStack> {
@@ -508,5 +514,65 @@ async fn a_drain_loop_leases_the_next_batch_while_kafka_holds_the_last() -> anyh
     let expected: std::collections::HashSet<_> = (0..n).map(|i| format!("pipe-{i}")).collect();
     assert_eq!(ids, expected);
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// The value of the unlabelled series `name` on a worker's `/metrics` page.
+async fn gauge(worker: &Worker, name: &str) -> anyhow::Result<Option<i64>> {
+    let page = ballast_testkit::http_get(worker.metrics, "/metrics").await?;
+    Ok(page.lines().find_map(|l| {
+        let (series, value) = l.split_once(' ')?;
+        (series == name).then(|| value.trim().parse().ok())?
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_gauges_are_counted_every_retry_stats_interval() -> anyhow::Result<()> {
+    let (failover, dir) = sqlite();
+    let stack = gateway_with(failover.clone()).await?;
+    // Both workers count the empty queue as they start. Neither drains what fails over
+    // later: the cluster is down, and no entry is due for an hour.
+    let fast = start_worker(&stack, failover.clone(), |c| {
+        c.retry.after = Duration::from_secs(3600);
+        c.retry.stats_interval = Duration::from_millis(200);
+    })
+    .await?;
+    let slow = start_worker(&stack, failover, |c| {
+        c.retry.after = Duration::from_secs(3600);
+        c.retry.stats_interval = Duration::from_secs(3600);
+    })
+    .await?;
+    let depth = "ballast_retry_queue_depth";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(&slow, depth).await? != Some(0) || gauge(&fast, depth).await? != Some(0) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no first count of the empty queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await;
+    let results = stack.produce(outage_batch("gauges")).await?;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r.outcome, Some(pb::record_result::Outcome::Failover(_)))));
+    let counted = Instant::now();
+    while gauge(&fast, depth).await? != Some(40) {
+        anyhow::ensure!(
+            counted.elapsed() < Duration::from_secs(5),
+            "a 200ms stats_interval never counted the 40 entries: {:?}",
+            gauge(&fast, depth).await?
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for several counts at any interval of a second or two.
+    tokio::time::sleep_until((counted + Duration::from_secs(3)).into()).await;
+    assert_eq!(
+        gauge(&slow, depth).await?,
+        Some(0),
+        "a worker counting hourly still shows its first count"
+    );
+    std::fs::remove_dir_all(dir).ok();
     Ok(())
 }

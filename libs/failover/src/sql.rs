@@ -14,6 +14,9 @@ const REDRIVE_PAGE: i64 = 500;
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Bodies per INSERT statement in an enqueue.
+const INSERT_CHUNK: usize = 500;
+
 /// How often an empty queue is polled while a receive waits.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -210,23 +213,46 @@ impl FailoverQueue for SqlQueue {
         bodies: &[Vec<u8>],
         delay: Duration,
     ) -> Result<Vec<String>, QueueError> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
         let visible = now + delay.as_millis() as i64;
+        // One multi-row INSERT per chunk, not one statement (and one round trip) per body;
+        // the queue, times and deliveries are bound once and shared by every row.
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut ids = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let row = sqlx::query(
-                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
-                 VALUES ($1, $2, $3, $4, 0) RETURNING id",
-            )
-            .bind(&self.queue)
-            .bind(body.as_slice())
-            .bind(now)
-            .bind(visible)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            ids.push(row.try_get::<i64, _>(0).map_err(unavailable)?.to_string());
+        for chunk in bodies.chunks(INSERT_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, $3, 0, ${})", i + 4))
+                .collect();
+            // Only placeholders are spliced in; every value is bound.
+            let sql = sqlx::AssertSqlSafe(format!(
+                "INSERT INTO ballast_failover_entries (queue, enqueued_at, visible_at, deliveries, body) \
+                 VALUES {} RETURNING id",
+                rows.join(",")
+            ));
+            let mut q = sqlx::query(sql).bind(&self.queue).bind(now).bind(visible);
+            for body in chunk {
+                q = q.bind(body.as_slice());
+            }
+            let returned = q.fetch_all(&mut *tx).await.map_err(unavailable)?;
+            let mut chunk_ids = returned
+                .iter()
+                .map(|r| r.try_get::<i64, _>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            if chunk_ids.len() != chunk.len() {
+                return Err(QueueError::Unavailable(format!(
+                    "insert of {} entries returned {} ids",
+                    chunk.len(),
+                    chunk_ids.len()
+                )));
+            }
+            // Rows take their ids in VALUES order, and RETURNING need not keep that order:
+            // ascending ids are the bodies' ids in order.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids.into_iter().map(|id| id.to_string()));
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(ids)

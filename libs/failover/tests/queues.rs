@@ -82,6 +82,17 @@ async fn suite(q: Arc<dyn FailoverQueue>) {
     values.dedup();
     assert_eq!(values.len(), 25);
     assert!(got.iter().all(|l| l.deliveries == 1));
+    // Each id the enqueue answered is the id its own body comes back under.
+    for l in &got {
+        let message_id = envelope::decode(&l.body).expect("decodes").message_id;
+        let i: usize = message_id["id-".len()..].parse().expect("id-N");
+        assert_eq!(
+            l.entry_id,
+            ids[i],
+            "{}: the id answered for body {i}",
+            q.backend()
+        );
+    }
     // Leased entries are invisible to others.
     let more = q.receive(10, Duration::ZERO, lease).await.unwrap();
     assert!(

@@ -43,6 +43,10 @@ pub struct RetrySettings {
     /// How long a record waits when its topic has no healthy partition (not an attempt).
     #[serde(with = "humantime_serde")]
     pub health_gate_delay: Duration,
+    /// How often the worker counts the queue for its `ballast_retry_queue_*` gauges. On
+    /// SQL a count reads every entry of the queue, so its cost grows with the backlog.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 impl Default for RetrySettings {
@@ -60,6 +64,7 @@ impl Default for RetrySettings {
             backoff_max: Duration::from_secs(300),
             drain_rate: 0,
             health_gate_delay: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +153,10 @@ impl WorkerConfig {
             "retry.pipeline_depth must be between 1 and 64"
         );
         anyhow::ensure!(!r.lease.is_zero(), "retry.lease must be positive");
+        anyhow::ensure!(
+            r.stats_interval >= Duration::from_millis(100),
+            "retry.stats_interval must be at least 100ms"
+        );
         anyhow::ensure!(
             r.backoff_multiplier >= 1.0 && r.backoff_multiplier.is_finite(),
             "retry.backoff_multiplier must be at least 1"

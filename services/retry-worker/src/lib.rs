@@ -82,7 +82,11 @@ pub async fn run(
     let runners: Vec<_> = (0..config.retry.runner_count)
         .map(|_| tokio::spawn(worker.clone().run(host.stop_signal())))
         .collect();
-    let stats = tokio::spawn(publish_stats(queue.clone(), metrics));
+    let stats = tokio::spawn(publish_stats(
+        queue.clone(),
+        metrics,
+        config.retry.stats_interval,
+    ));
     tracing::info!(
         backend = queue.backend(),
         queue = queue.queue(),
@@ -121,8 +125,14 @@ pub async fn run(
     served.await?
 }
 
-async fn publish_stats(queue: Arc<dyn ballast_failover::FailoverQueue>, m: WorkerMetrics) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+async fn publish_stats(
+    queue: Arc<dyn ballast_failover::FailoverQueue>,
+    m: WorkerMetrics,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    // A count slower than the interval is followed by a full interval, not a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match queue.stats().await {

@@ -153,13 +153,20 @@ async fn drain_row(
         FailoverBackend::Postgres => "postgresql",
         _ => "sqlite",
     };
-    let queue = SqlQueue::connect(url, queue_name, 4)
-        .await
-        .with_context(|| format!("opening {name} at {url}"))?;
+    // Each phase drains a queue of its own. Entries drained by an earlier phase leave dead
+    // index entries in their queue's key range until a vacuum removes them (at once on a
+    // server with autovacuum off); a later phase on the same queue would scan past them
+    // all, so the phase that runs last would pay for every phase before it.
+    let open = |phase: String| async move {
+        SqlQueue::connect(url, &format!("{queue_name}-{phase}"), 4)
+            .await
+            .with_context(|| format!("opening {name} at {url}"))
+    };
     let depth = ballast_retry_worker::RetrySettings::default().pipeline_depth;
     let (mut raw, mut flat, mut piped, mut startup) = (vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         eprintln!("bench: P5 {name} round {round}/{rounds}: raw read-and-delete, worker with pipeline_depth 1, worker with {depth}; {n} entries each");
+        let queue = open(format!("{round}-raw")).await?;
         fill(&queue, n, "raw").await?;
         let start = Instant::now();
         let loops = (0..RUNNERS).map(|_| async {
@@ -178,8 +185,9 @@ async fn drain_row(
         }
         raw.push(n as f64 / start.elapsed().as_secs_f64());
         for (d, into) in [(1, &mut flat), (depth, &mut piped)] {
+            let queue = open(format!("{round}-depth{d}")).await?;
             fill(&queue, n, "drain").await?;
-            let (rate, up) = worker_drain(backend, url, queue_name, n, d, cluster, &queue).await?;
+            let (rate, up) = worker_drain(backend, url, n, d, cluster, &queue).await?;
             into.push(rate);
             if d == depth {
                 startup.push(up);
@@ -207,7 +215,6 @@ async fn drain_row(
 async fn worker_drain(
     backend: FailoverBackend,
     url: &str,
-    queue_name: &str,
     n: usize,
     pipeline_depth: usize,
     cluster: &EmbeddedCluster,
@@ -217,7 +224,7 @@ async fn worker_drain(
         failover: FailoverConfig {
             backend,
             database_url: url.to_string(),
-            queue: queue_name.into(),
+            queue: queue.queue().into(),
             ..FailoverConfig::default()
         },
         ..Default::default()
