@@ -45,6 +45,9 @@ pub struct DrainRow {
     /// From spawning the worker to its first drained batch (connect, metadata); not part
     /// of the drain rate. The median over the pipelined rounds.
     pub worker_startup_ms: f64,
+    /// Enqueues of 100 entries (a gateway's batch), one at a time: the median over every
+    /// fill of the run.
+    pub enqueue_per_sec: f64,
 }
 
 fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
@@ -61,11 +64,15 @@ fn bodies(n: usize, tag: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn fill(q: &SqlQueue, n: usize, tag: &str) -> anyhow::Result<()> {
-    for chunk in bodies(n, tag).chunks(500) {
+/// Enqueues `n` entries in batches as large as a gateway's (`max_batch`), one batch at a
+/// time; answers the enqueue rate, records/s.
+async fn fill(q: &SqlQueue, n: usize, tag: &str) -> anyhow::Result<f64> {
+    let bodies = bodies(n, tag);
+    let start = Instant::now();
+    for chunk in bodies.chunks(q.max_batch()) {
         q.enqueue(chunk, Duration::ZERO).await?;
     }
-    Ok(())
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The worker's drain loops and entries per receive; the raw baseline runs as many
@@ -163,11 +170,13 @@ async fn drain_row(
             .with_context(|| format!("opening {name} at {url}"))
     };
     let depth = ballast_retry_worker::RetrySettings::default().pipeline_depth;
-    let (mut raw, mut flat, mut piped, mut startup) = (vec![], vec![], vec![], vec![]);
+    let (mut raw, mut flat, mut piped, mut startup, mut enqueue) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         eprintln!("bench: P5 {name} round {round}/{rounds}: raw read-and-delete, worker with pipeline_depth 1, worker with {depth}; {n} entries each");
         let queue = open(format!("{round}-raw")).await?;
-        fill(&queue, n, "raw").await?;
+        enqueue.push(fill(&queue, n, "raw").await?);
+        eprintln!("bench: P5 {name} round {round}: raw read-and-delete");
         let start = Instant::now();
         let loops = (0..RUNNERS).map(|_| async {
             loop {
@@ -186,7 +195,8 @@ async fn drain_row(
         raw.push(n as f64 / start.elapsed().as_secs_f64());
         for (d, into) in [(1, &mut flat), (depth, &mut piped)] {
             let queue = open(format!("{round}-depth{d}")).await?;
-            fill(&queue, n, "drain").await?;
+            enqueue.push(fill(&queue, n, "drain").await?);
+            eprintln!("bench: P5 {name} round {round}: worker, pipeline_depth {d}");
             let (rate, up) = worker_drain(backend, url, n, d, cluster, &queue).await?;
             into.push(rate);
             if d == depth {
@@ -207,6 +217,7 @@ async fn drain_row(
         unpipelined_drain_per_sec: flat,
         unpipelined_ratio: flat / raw,
         worker_startup_ms: super::median(startup),
+        enqueue_per_sec: super::median(enqueue),
     })
 }
 
@@ -263,12 +274,21 @@ async fn worker_drain(
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let startup = start - spawned;
-    while delivered().await < n {
+    // Each look renders the worker's whole metrics page, on the cores the drain runs on:
+    // look again when about half of what remains should be done at the rate so far, and
+    // every 2 ms near the end, so the clock stops within a few ms of the last batch.
+    loop {
+        let done = delivered().await;
+        if done >= n {
+            break;
+        }
         anyhow::ensure!(
             Instant::now() < deadline && !worker.is_finished(),
             "the worker did not drain the queue in 10 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let per_record = start.elapsed().as_secs_f64() / (done - first).max(1) as f64;
+        let half_of_rest = per_record * (n - done) as f64 / 2.0;
+        tokio::time::sleep(Duration::from_secs_f64(half_of_rest.clamp(0.002, 0.2))).await;
     }
     let elapsed = start.elapsed();
     anyhow::ensure!(

@@ -534,6 +534,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 b.unpipelined_drain_per_sec, b.unpipelined_ratio
             ));
         }
+        for b in &f.backends {
+            rows.push(format!(
+                "P5      enqueue, records/s ({:<10}, batches of 100) {:>7.0}           -  (diagnostic: a gateway's failover writes)",
+                b.backend, b.enqueue_per_sec
+            ));
+        }
         if f.postgres_not_measured.is_some() {
             rows.push(
                 "P5      retry drain on postgresql                 not measured (reason on stderr)"
