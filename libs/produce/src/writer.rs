@@ -151,6 +151,21 @@ impl Writer {
     /// attempt fails goes on alone: other partitions within its deadline, then the
     /// failover queue. Every record has its own answer; one failing never fails another.
     pub async fn write_batch(&self, recs: Vec<Record>) -> Vec<Produced> {
+        self.write_records(recs.into_iter().map(|r| (r, None)))
+            .await
+    }
+
+    /// As `write_batch`, each record's `ballast.write` span a child of the span given with
+    /// it (a retry worker's span for the record, which continues the record's own trace).
+    pub async fn write_batch_under(&self, recs: Vec<(Record, tracing::Span)>) -> Vec<Produced> {
+        self.write_records(recs.into_iter().map(|(r, parent)| (r, Some(parent))))
+            .await
+    }
+
+    async fn write_records(
+        &self,
+        recs: impl Iterator<Item = (Record, Option<tracing::Span>)>,
+    ) -> Vec<Produced> {
         let started = Instant::now();
         let deadline = started + self.limits.record_deadline;
         let attempts = Attempts {
@@ -161,7 +176,8 @@ impl Writer {
         };
         let mut slots: Vec<Slot> = {
             let ids = MessageIds::new();
-            recs.into_iter().map(|rec| self.admit(rec, &ids)).collect()
+            recs.map(|(rec, parent)| self.admit(rec, parent.as_ref(), &ids))
+                .collect()
         };
 
         // A topic the balancer does not know yet is learnt once for the batch.
@@ -254,19 +270,29 @@ impl Writer {
     }
 
     /// Assigns the record's id and admits it (or answers it at once).
-    fn admit(&self, mut rec: Record, ids: &MessageIds) -> Slot {
+    fn admit(&self, mut rec: Record, parent: Option<&tracing::Span>, ids: &MessageIds) -> Slot {
         let message_id = if rec.message_id.is_empty() {
             ids.next_id()
         } else {
             std::mem::take(&mut rec.message_id)
         };
-        let span = tracing::debug_span!(
-            target: ballast_telemetry::trace::TARGET,
-            "ballast.write",
-            topic = %rec.topic,
-            message_id = %message_id,
-            outcome = tracing::field::Empty,
-        );
+        let span = match parent {
+            None => tracing::debug_span!(
+                target: ballast_telemetry::trace::TARGET,
+                "ballast.write",
+                topic = %rec.topic,
+                message_id = %message_id,
+                outcome = tracing::field::Empty,
+            ),
+            Some(parent) => tracing::debug_span!(
+                target: ballast_telemetry::trace::TARGET,
+                parent: parent,
+                "ballast.write",
+                topic = %rec.topic,
+                message_id = %message_id,
+                outcome = tracing::field::Empty,
+            ),
+        };
         let admitted = if self.shutting_down.load(Ordering::Relaxed) {
             Err(RecordError::new(
                 ErrorCode::ShuttingDown,

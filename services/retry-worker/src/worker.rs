@@ -5,7 +5,7 @@
 use crate::config::RetrySettings;
 use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{DeadInfo, FailoverQueue, Leased};
-use ballast_produce::{failover::record_of, Acked, Writer};
+use ballast_produce::{failover::record_of, Acked, Record, Writer};
 use ballast_telemetry::trace;
 use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,7 +16,6 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::Instrument;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -90,6 +89,18 @@ pub struct Worker {
     pub metrics: WorkerMetrics,
     /// When the next record may be published, for `drain_rate`.
     pace: tokio::sync::Mutex<Instant>,
+}
+
+/// An entry before its write: decided already, or to be written.
+enum Prepared {
+    Decided(Decision),
+    Write(Box<Ready>),
+}
+
+struct Ready {
+    env: Envelope,
+    record: Record,
+    span: tracing::Span,
 }
 
 enum Decision {
@@ -175,8 +186,8 @@ impl Worker {
     }
 
     async fn handle(&self, batch: Vec<Leased>) {
-        // Records of one batch are written concurrently.
-        let decisions = futures::future::join_all(batch.iter().map(|l| self.decide(l))).await;
+        let prepared = batch.iter().map(|l| self.prepare(l)).collect();
+        let decisions = self.write_ready(prepared).await;
         let mut acks = Vec::new();
         for (leased, decision) in batch.into_iter().zip(decisions) {
             let result = match decision {
@@ -216,17 +227,19 @@ impl Worker {
         }
     }
 
-    async fn decide(&self, leased: &Leased) -> Decision {
+    /// Decides what an entry needs before any write: dead (poison, not retryable), held
+    /// back (not due, or its partition cannot take it now), or written.
+    fn prepare(&self, leased: &Leased) -> Prepared {
         let env = match envelope::decode(&leased.body) {
             Ok(env) => env,
             Err(e) => {
-                return Decision::Dead(DeadInfo {
+                return Prepared::Decided(Decision::Dead(DeadInfo {
                     topic: String::new(),
                     message_id: String::new(),
                     attempts: 0,
                     reason: format!("poison entry: {e}"),
                     first_failed_at_unix_ms: leased.enqueued_at_unix_ms,
-                })
+                }))
             }
         };
         // The record's trace goes on here, from the context its envelope carries.
@@ -242,28 +255,77 @@ impl Worker {
             &span,
             env.headers.iter().map(|h| (h.key.as_str(), &h.value[..])),
         );
-        self.retry(env).instrument(span).await
-    }
-
-    async fn retry(&self, env: Envelope) -> Decision {
         let due = env.first_failed_at_unix_ms + self.settings.after.as_millis() as i64;
         let now = unix_ms();
         if now < due {
-            return Decision::Later(None, Duration::from_millis((due - now) as u64));
+            return Prepared::Decided(Decision::Later(
+                None,
+                Duration::from_millis((due - now) as u64),
+            ));
         }
         // The health gate: a record whose partition cannot take it now waits, without
         // spending an attempt (a STRICT key waits for its own partition).
         let record = match record_of(&env) {
             Ok(r) => r,
-            Err(e) => return dead(&env, env.attempt, format!("not retryable: {}", e.message)),
+            Err(e) => {
+                return Prepared::Decided(dead(
+                    &env,
+                    env.attempt,
+                    format!("not retryable: {}", e.message),
+                ))
+            }
         };
         // A topic the cluster says does not exist goes on to the write, which answers
         // NOT_FOUND and dead-letters it, rather than waiting forever.
         if !self.writer.record_writable(&record) && !self.writer.topic_absent(&record.topic) {
-            return Decision::Later(None, self.settings.health_gate_delay);
+            return Prepared::Decided(Decision::Later(None, self.settings.health_gate_delay));
         }
-        self.pace().await;
-        match self.writer.write(record).await.outcome {
+        Prepared::Write(Box::new(Ready { env, record, span }))
+    }
+
+    /// Writes the entries that need it, and decides every entry, in batch order. Without
+    /// `drain_rate` the batch's records go through the write path together, as a
+    /// gateway's request does; with it, each record waits for its own slot.
+    async fn write_ready(&self, prepared: Vec<Prepared>) -> Vec<Decision> {
+        let mut writes = Vec::new();
+        let mut envs = Vec::new();
+        let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Prepared::Decided(d) => decisions.push(Some(d)),
+                Prepared::Write(ready) => {
+                    let Ready { env, record, span } = *ready;
+                    decisions.push(None);
+                    writes.push((record, span));
+                    envs.push(env);
+                }
+            }
+        }
+        let produced = if self.settings.drain_rate == 0 {
+            self.writer.write_batch_under(writes).await
+        } else {
+            futures::future::join_all(writes.into_iter().map(|w| async move {
+                self.pace().await;
+                let mut one = self.writer.write_batch_under(vec![w]).await;
+                one.pop().expect("one answer per record")
+            }))
+            .await
+        };
+        let mut outcomes = envs.into_iter().zip(produced);
+        decisions
+            .into_iter()
+            .map(|d| {
+                d.unwrap_or_else(|| {
+                    let (env, p) = outcomes.next().expect("one answer per written record");
+                    self.settle(env, p.outcome)
+                })
+            })
+            .collect()
+    }
+
+    /// What a written record's answer means for its entry.
+    fn settle(&self, env: Envelope, outcome: Result<Acked, ballast_core::RecordError>) -> Decision {
+        match outcome {
             Ok(Acked::Kafka { .. } | Acked::Failover { .. }) => Decision::Ack,
             Err(e) => {
                 let attempt = env.attempt + 1;
