@@ -188,6 +188,20 @@ mod tests {
     }
 
     #[test]
+    fn a_stats_interval_under_100ms_is_refused() {
+        let mut c = WorkerConfig::default();
+        assert_eq!(c.retry.stats_interval, Duration::from_secs(10));
+        c.retry.stats_interval = Duration::from_millis(50);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retry.stats_interval must be at least 100ms"));
+        c.retry.stats_interval = Duration::from_millis(100);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn defaults_are_valid_and_none_backend_is_refused() {
         WorkerConfig::default().validate().unwrap();
         let mut c = WorkerConfig::default();
