@@ -1,4 +1,4 @@
-//! Limits a caller cannot push past: request bytes and open connections.
+//! Limits a caller cannot push past: request bytes, open connections, HTTP/2 frames.
 
 use ballast_integration_tests::GatewayStack;
 use ballast_proto::ingest::v1 as pb;
@@ -106,5 +106,65 @@ async fn requests_past_max_concurrent_requests_are_shed_with_resource_exhausted(
         let answered = s.await?.expect("the requests in flight are answered");
         assert_eq!(answered.into_inner().results.len(), 1);
     }
+    Ok(())
+}
+
+/// The server's HTTP/2 SETTINGS, read over a raw connection: the client preface and an
+/// empty SETTINGS frame go out, and the first SETTINGS frame that comes back is parsed.
+async fn server_settings(addr: std::net::SocketAddr) -> anyhow::Result<Vec<(u16, u32)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await?;
+    loop {
+        let mut head = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut head)).await??;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await?;
+        // Type 4 is SETTINGS; flag 1 is its acknowledgement, which carries nothing.
+        if head[3] == 4 && head[4] & 1 == 0 {
+            return Ok(payload
+                .chunks_exact(6)
+                .map(|e| {
+                    (
+                        u16::from_be_bytes([e[0], e[1]]),
+                        u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                    )
+                })
+                .collect());
+        }
+    }
+}
+
+/// `limits.grpc_max_frame_bytes` is what the gateway advertises as its
+/// SETTINGS_MAX_FRAME_SIZE, and a request larger than one frame still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_advertises_grpc_max_frame_bytes() -> anyhow::Result<()> {
+    const MAX_FRAME_SIZE: u16 = 5;
+    let default = GatewayStack::start(&[("frames", 2)], |_| {}).await?;
+    let settings = server_settings(default.addr).await?;
+    assert!(
+        settings.contains(&(MAX_FRAME_SIZE, 256 * 1024)),
+        "{settings:?}"
+    );
+    let value = "f".repeat(100 * 1024);
+    let answers = default
+        .produce((0..4).map(|_| record("frames", None, &value)).collect())
+        .await?;
+    assert!(
+        answers.iter().all(|a| kafka_ack(a).is_some()),
+        "{answers:?}"
+    );
+
+    let large = GatewayStack::start(&[("frames", 2)], |c| {
+        c.limits.grpc_max_frame_bytes = 1024 * 1024;
+    })
+    .await?;
+    let settings = server_settings(large.addr).await?;
+    assert!(
+        settings.contains(&(MAX_FRAME_SIZE, 1024 * 1024)),
+        "{settings:?}"
+    );
     Ok(())
 }

@@ -130,12 +130,19 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// HTTP/2 receive window per stream (the connection's is 8 times larger).
     pub grpc_stream_window_bytes: u32,
+    /// The largest HTTP/2 frame a client may send (SETTINGS_MAX_FRAME_SIZE, from 16 KiB to
+    /// 16 MiB − 1). A request that fits one frame arrives in one piece; each connection may
+    /// buffer up to one frame while reading it.
+    pub grpc_max_frame_bytes: u32,
     /// The largest encoded request (one `Produce` call or one `ProduceStream` message);
     /// larger ones fail whole with OUT_OF_RANGE before they are decoded.
     pub max_request_bytes: usize,
     /// Client connections open at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
 }
+
+/// The frame sizes HTTP/2 allows a peer to advertise (RFC 9113, SETTINGS_MAX_FRAME_SIZE).
+pub const GRPC_FRAME_BYTES: std::ops::RangeInclusive<u32> = 16_384..=16_777_215;
 
 impl Limits {
     /// The limits the write path enforces per record.
@@ -163,6 +170,7 @@ impl Default for Limits {
             stream_inflight_batches: 8,
             request_timeout: Duration::from_secs(30),
             grpc_stream_window_bytes: 4 * 1024 * 1024,
+            grpc_max_frame_bytes: 256 * 1024,
             max_request_bytes: 4 * 1024 * 1024,
             max_connections: 4096,
         }
@@ -224,6 +232,14 @@ impl GatewayConfig {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be positive")));
             }
+        }
+        if !GRPC_FRAME_BYTES.contains(&l.grpc_max_frame_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.grpc_max_frame_bytes is {}; HTTP/2 allows {} to {}",
+                l.grpc_max_frame_bytes,
+                GRPC_FRAME_BYTES.start(),
+                GRPC_FRAME_BYTES.end()
+            )));
         }
         if l.max_record_bytes > l.inflight_bytes {
             return Err(ConfigError::Invalid(
@@ -316,5 +332,27 @@ mod tests {
             assert!(err.to_string().contains("does not exist"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_frame_size_outside_http2_s_range_is_refused() {
+        let with = |bytes: u32| GatewayConfig {
+            limits: Limits {
+                grpc_max_frame_bytes: bytes,
+                ..Limits::default()
+            },
+            ..GatewayConfig::default()
+        };
+        assert_eq!(Limits::default().grpc_max_frame_bytes, 256 * 1024);
+        for bad in [16_383, 16_777_216] {
+            let err = with(bad).validate().unwrap_err().to_string();
+            assert!(
+                err.contains("limits.grpc_max_frame_bytes") && err.contains("16384 to 16777215"),
+                "{err}"
+            );
+        }
+        for good in [16_384, 16_777_215] {
+            with(good).validate().unwrap();
+        }
     }
 }

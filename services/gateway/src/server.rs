@@ -220,6 +220,8 @@ impl Gateway {
             // round trip per request.
             .initial_stream_window_size(Some(limits.grpc_stream_window_bytes))
             .initial_connection_window_size(Some(limits.grpc_stream_window_bytes.saturating_mul(8)))
+            // A batch that fits one frame is read in one piece.
+            .max_frame_size(Some(limits.grpc_max_frame_bytes))
             .timeout(limits.request_timeout)
             .load_shed(true)
             .concurrency_limit_per_connection(limits.max_concurrent_requests_per_connection)

@@ -1,7 +1,7 @@
 //! P8's transport floor: `ballast bench-sink`, a gRPC server that accepts connections as
-//! the gateway does (TCP_NODELAY, the same TLS acceptor, the gateway's HTTP/2 windows and
-//! request size limit), decodes each `ProduceRequest` and answers every record as
-//! written, with no Kafka behind it. Its CPU per MB/s is what receiving the bytes over
+//! the gateway does (TCP_NODELAY, the same TLS acceptor, the gateway's HTTP/2 windows,
+//! frame size and request size limit), decodes each `ProduceRequest` and answers every
+//! record as written, with no Kafka behind it. Its CPU per MB/s is what receiving the bytes over
 //! gRPC costs any gateway before a byte reaches librdkafka; added to the bare producer's,
 //! it is the lowest P8 a gRPC front can reach.
 
@@ -85,6 +85,8 @@ pub async fn sink_process(args: SinkArgs) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(limits.grpc_stream_window_bytes))
         .initial_connection_window_size(Some(limits.grpc_stream_window_bytes.saturating_mul(8)))
+        // A batch that fits one frame is read in one piece.
+        .max_frame_size(Some(limits.grpc_max_frame_bytes))
         .add_service(
             IngestServer::new(Sink::default()).max_decoding_message_size(limits.max_request_bytes),
         )

@@ -40,7 +40,8 @@ pub struct LargeFigures {
     pub inflight_budget_mib: f64,
     pub pending_bytes_mib: f64,
     /// limits.max_concurrent_requests × limits.max_request_bytes × 2 (the wire bytes and
-    /// the decoded request).
+    /// the decoded request), plus limits.max_connections × limits.grpc_max_frame_bytes
+    /// (each connection's read buffer holds up to one HTTP/2 frame).
     pub request_buffers_mib: f64,
     /// (peak − baseline) ÷ (budget + pending bytes + request buffers): at most 1 when the
     /// configured limits bound memory.
@@ -339,6 +340,8 @@ async fn large_records(
     let pending = 16 * MIB;
     let max_concurrent = 16;
     let max_request = 2 * MIB + 64 * 1024;
+    let max_connections = connections / 2;
+    let frame = 256 * 1024;
     let name = format!("ballast-bench-p6l-{}", std::process::id());
     let _ = c.broker_up(-1).await;
     let gateway = GatewayProcess::start(
@@ -348,12 +351,11 @@ async fn large_records(
              kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n  properties:\n    message.max.bytes: \"4194304\"\n\
              limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n  \
              max_request_bytes: {max_request}\n  max_concurrent_requests: {max_concurrent}\n  max_connections: {max_connections}\n  \
-             grpc_stream_window_bytes: {window}\n\
+             grpc_stream_window_bytes: {window}\n  grpc_max_frame_bytes: {frame}\n\
              failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  pending_bytes: {pending}\n{sqs}\
              telemetry:\n  log_level: error\n",
             bootstrap = c.bootstrap_servers(),
             max_record = record_bytes + 1024,
-            max_connections = connections / 2,
             window = MIB,
             sqs = sqs_section(&name, endpoint),
         ),
@@ -451,7 +453,7 @@ async fn large_records(
     drop(gateway);
     let mib = |bytes: usize| bytes as f64 / MIB as f64;
     let kib_mib = |kib: u64| kib as f64 / 1024.0;
-    let request_buffers = max_concurrent * max_request * 2;
+    let request_buffers = max_concurrent * max_request * 2 + max_connections * frame;
     let bound = mib(budget) + mib(pending) + mib(request_buffers);
     let growth = (kib_mib(peak_kib) - kib_mib(baseline_kib)).max(0.0);
     let answered = answered.lock().expect("lock").clone();
