@@ -1,6 +1,6 @@
 //! P7: the share of unkeyed bytes written to leaders in the gateway's own zone.
 
-use super::{cluster, plain_producer, unkeyed, InProcess, RACK, TOPIC};
+use super::{cluster, plain_producer, unkeyed, InProcess, PARTITIONS, RACK, TOPIC};
 use crate::bench::BenchArgs;
 use anyhow::Context;
 use ballast_proto::ingest::v1 as pb;
@@ -29,6 +29,13 @@ pub async fn locality(args: &BenchArgs) -> anyhow::Result<LocalityFigures> {
     let value = vec![b'l'; 1024];
     eprintln!("bench: P7 az-local bytes, {records} unkeyed records from a gateway in {RACK}");
     let c = cluster()?;
+    // The mock cluster picks leaders at random, and a run where the zone led no partition
+    // would measure nothing: leaders go round the brokers (partition p on broker
+    // p mod n + 1), so each zone leads an equal share.
+    for p in 0..PARTITIONS {
+        c.partition_leader(TOPIC, p, Some(p % c.broker_count() + 1))
+            .await?;
+    }
     let gw = InProcess::start(&c).await?;
     let metrics = gw.handle.writer();
     let (l0, x0) = (

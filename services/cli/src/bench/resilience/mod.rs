@@ -29,11 +29,14 @@ pub(super) const TOPIC: &str = "bench";
 pub(super) const RACK: &str = "az-a";
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The bench topic's partitions on the resilience clusters.
+pub(super) const PARTITIONS: i32 = 6;
+
 pub(super) fn cluster() -> anyhow::Result<EmbeddedCluster> {
     Ok(EmbeddedCluster::start(EmbeddedClusterConfig {
         topics: vec![TopicSpec {
             name: TOPIC.into(),
-            partitions: 6,
+            partitions: PARTITIONS,
             replication_factor: 3,
         }],
         ..Default::default()
