@@ -341,7 +341,7 @@ async fn large_records(
     let max_concurrent = 16;
     let max_request = 2 * MIB + 64 * 1024;
     let max_connections = connections / 2;
-    let frame = 256 * 1024;
+    let frame = ballast_gateway::Limits::default().grpc_max_frame_bytes as usize;
     let name = format!("ballast-bench-p6l-{}", std::process::id());
     let _ = c.broker_up(-1).await;
     let gateway = GatewayProcess::start(
