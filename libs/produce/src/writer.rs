@@ -276,22 +276,19 @@ impl Writer {
         } else {
             std::mem::take(&mut rec.message_id)
         };
+        let new_span = || {
+            tracing::debug_span!(
+                target: ballast_telemetry::trace::TARGET,
+                "ballast.write",
+                topic = %rec.topic,
+                message_id = %message_id,
+                outcome = tracing::field::Empty,
+            )
+        };
+        // The span's parent is the current span, or the one given (entered to make it).
         let span = match parent {
-            None => tracing::debug_span!(
-                target: ballast_telemetry::trace::TARGET,
-                "ballast.write",
-                topic = %rec.topic,
-                message_id = %message_id,
-                outcome = tracing::field::Empty,
-            ),
-            Some(parent) => tracing::debug_span!(
-                target: ballast_telemetry::trace::TARGET,
-                parent: parent,
-                "ballast.write",
-                topic = %rec.topic,
-                message_id = %message_id,
-                outcome = tracing::field::Empty,
-            ),
+            None => new_span(),
+            Some(parent) => parent.in_scope(new_span),
         };
         let admitted = if self.shutting_down.load(Ordering::Relaxed) {
             Err(RecordError::new(
