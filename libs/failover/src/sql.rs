@@ -92,6 +92,21 @@ impl SqlQueue {
         })
     }
 
+    /// Opens a transaction that takes the write lock at once. SQLite's default (deferred)
+    /// transaction reads first and upgrades at its first write, and in WAL mode that
+    /// upgrade fails with "database is locked" when another connection wrote in between:
+    /// `busy_timeout` cannot wait it out, since the snapshot is already stale. `BEGIN
+    /// IMMEDIATE` waits for the lock (under `busy_timeout`) before reading anything.
+    /// PostgreSQL's row locks need no such thing.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, QueueError> {
+        let begin = if self.postgres {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        self.pool.begin_with(begin).await.map_err(unavailable)
+    }
+
     fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
         let (id, token) = receipt.split_once(':')?;
         Some((id.parse().ok()?, token))
@@ -119,7 +134,7 @@ impl SqlQueue {
         ids: Option<&[i64]>,
         after: i64,
     ) -> Result<(u64, i64), QueueError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write_tx().await?;
         let rows = match ids {
             None => sqlx::query(
                 "SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 \
@@ -220,7 +235,7 @@ impl FailoverQueue for SqlQueue {
         let visible = now + delay.as_millis() as i64;
         // One multi-row INSERT per chunk, not one statement (and one round trip) per body;
         // the queue, times and deliveries are bound once and shared by every row.
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(bodies.len());
         for chunk in bodies.chunks(INSERT_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
@@ -330,7 +345,7 @@ impl FailoverQueue for SqlQueue {
         if by_lease.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write_tx().await?;
         for (token, ids) in &by_lease {
             for chunk in ids.chunks(500) {
                 let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
@@ -388,7 +403,7 @@ impl FailoverQueue for SqlQueue {
                 entry.receipt
             )));
         };
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.write_tx().await?;
         let deleted =
             sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
                 .bind(id)

@@ -578,3 +578,95 @@ async fn postgres_queue_over_tls_with_verify_full() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An operator's writes (dead-lettering, redrive, purge) share a SQLite file with a worker
+/// that drains it from another connection, as the embedded stack does. Each write
+/// transaction takes the write lock before it reads, so none of them fails with "database
+/// is locked" however the two interleave: a deferred transaction that read first could not
+/// upgrade after the worker's commit, and `busy_timeout` does not cover that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admin_writes_never_fail_under_a_draining_worker() {
+    let dir = std::env::temp_dir().join(unique("ballast-sqlite-locks"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let worker = SqlQueue::connect(&url, "locks", 4).await.unwrap();
+    let admin = SqlQueue::connect(&url, "locks", 4).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let rounds = 150;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The worker: enqueue, lease, ack or retry later, as fast as it can.
+    let drain = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u64;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let bodies: Vec<Vec<u8>> = (i..i + 4).map(body).collect();
+                i += 4;
+                worker
+                    .enqueue(&bodies, Duration::ZERO)
+                    .await
+                    .expect("worker enqueue");
+                let got = worker
+                    .receive(2, Duration::ZERO, lease)
+                    .await
+                    .expect("receive");
+                if let Some((first, rest)) = got.split_first() {
+                    worker
+                        .retry_later(first, None, Duration::ZERO)
+                        .await
+                        .expect("retry later");
+                    worker.ack(rest).await.expect("ack");
+                }
+                writes += 3;
+            }
+            writes
+        })
+    };
+    let info = |l: &ballast_failover::Leased| DeadInfo {
+        topic: "events".into(),
+        message_id: format!("d-{}", l.entry_id),
+        attempts: 5,
+        reason: "test".into(),
+        first_failed_at_unix_ms: 1,
+    };
+    let (mut redriven, mut purged) = (0, 0);
+    for round in 0..rounds {
+        let got = admin
+            .receive(3, Duration::ZERO, lease)
+            .await
+            .expect("admin receive");
+        for l in &got {
+            admin
+                .dead_letter(l, &info(l))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: dead letter: {e}"));
+        }
+        let (dead, _) = admin.list_dead_letters(10, "").await.expect("list");
+        if round % 2 == 0 {
+            let ids: Vec<String> = dead.iter().take(2).map(|d| d.id.clone()).collect();
+            redriven += admin
+                .redrive(&ids, false)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: redrive by id: {e}"));
+            redriven += admin
+                .redrive(&[], true)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: redrive all: {e}"));
+        } else {
+            let ids: Vec<String> = dead.iter().take(1).map(|d| d.id.clone()).collect();
+            purged += admin
+                .purge(&ids, false)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: purge: {e}"));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = drain.await.expect("the worker never failed");
+    assert!(writes > 0, "the worker wrote while the operator did");
+    assert!(
+        redriven > 0 && purged > 0,
+        "redrive ({redriven}) and purge ({purged}) both moved rows"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -107,21 +107,16 @@ macro_rules! impl_service_config {
 pub const REDACTED: &str = "<redacted>";
 
 /// Replaces secrets in a config tree: the value of every key that names one (`password`,
-/// `secret`, `token`, as in `sasl.password` or `secret_access_key`), and the password of
-/// every URL with credentials (`redis://user:PASSWORD@host`).
+/// `secret`, `token`, as in `sasl.password` or `secret_access_key`), and in every URL the
+/// password of its credentials (`redis://user:PASSWORD@host`) and the value of every query
+/// parameter that names a secret (`postgres://db/app?password=PASSWORD`).
 pub fn redact(value: &mut serde_yaml::Value) {
     use serde_yaml::Value;
     match value {
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 // `*_file` keys name where a secret is, not the secret.
-                let secret_key = k.as_str().is_some_and(|k| {
-                    let k = k.to_ascii_lowercase();
-                    !k.ends_with("_file")
-                        && ["password", "secret", "token"]
-                            .iter()
-                            .any(|s| k.contains(s))
-                });
+                let secret_key = k.as_str().is_some_and(names_a_secret);
                 if secret_key
                     && !v.is_null()
                     && !matches!(v, Value::Mapping(_) | Value::Sequence(_))
@@ -142,13 +137,59 @@ pub fn redact(value: &mut serde_yaml::Value) {
     }
 }
 
-/// `scheme://user:pass@host/…` with the password replaced; None when there is none.
+/// Whether a key names a secret. `*_file` keys name where a secret is, not the secret.
+fn names_a_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !k.ends_with("_file")
+        && ["password", "secret", "token"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// A URL (`scheme://…`) with the password of its credentials and the values of its
+/// secret query parameters replaced; None when it has neither.
 fn redact_url(s: &str) -> Option<String> {
     let start = s.find("://")? + 3;
-    let authority_end = s[start..].find('/').map_or(s.len(), |i| start + i);
-    let at = s[start..authority_end].rfind('@')? + start;
-    let colon = s[start..at].find(':')? + start;
-    Some(format!("{}{}{}", &s[..=colon], REDACTED, &s[at..]))
+    let query_start = s[start..].find('?').map(|i| start + i);
+    let authority_end = s[start..query_start.unwrap_or(s.len())]
+        .find('/')
+        .map_or(query_start.unwrap_or(s.len()), |i| start + i);
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    let head = &s[..query_start.unwrap_or(s.len())];
+    match s[start..authority_end].rfind('@').map(|at| at + start) {
+        Some(at) if s[start..at].contains(':') => {
+            let colon = s[start..at].find(':').map(|c| c + start).unwrap_or(at);
+            out.push_str(&s[..=colon]);
+            out.push_str(REDACTED);
+            out.push_str(&head[at..]);
+            changed = true;
+        }
+        _ => out.push_str(head),
+    }
+    if let Some(q) = query_start {
+        out.push('?');
+        let (query, fragment) = match s[q + 1..].split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (&s[q + 1..], None),
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((k, v)) if !v.is_empty() && names_a_secret(k) => {
+                    changed = true;
+                    format!("{k}={REDACTED}")
+                }
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+    }
+    changed.then_some(out)
 }
 
 #[cfg(test)]
@@ -160,12 +201,22 @@ mod tests {
         let mut v: serde_yaml::Value = serde_yaml::from_str(
             "redis:\n  url: redis://:hunter2@cache:6379/0\n  cluster_urls: [redis://u:pw@r1:6379, redis://r2:6379]\n\
              failover:\n  database_url: postgres://app:s3cret@db/ballast\n  sqs:\n    secret_access_key: AKIASECRET\n    access_key_id: AKIA\n\
-             kafka:\n  properties:\n    sasl.password: pw\n    sasl.username: alice\n  token_file: null\n  secret_access_key_file: /run/secrets/sqs\n",
+             kafka:\n  properties:\n    sasl.password: pw\n    sasl.username: alice\n  token_file: null\n  secret_access_key_file: /run/secrets/sqs\n\
+             dedup:\n  url: postgres://db/ballast?sslmode=require&password=qpass&user=app\n  other: redis://u:upw@r3:6379/0?auth_token=tok9#frag\n",
         )
         .unwrap();
         redact(&mut v);
         let out = serde_yaml::to_string(&v).unwrap();
-        for secret in ["hunter2", "s3cret", "AKIASECRET", ": pw", "u:pw@"] {
+        for secret in [
+            "hunter2",
+            "s3cret",
+            "AKIASECRET",
+            ": pw",
+            "u:pw@",
+            "qpass",
+            "upw",
+            "tok9",
+        ] {
             assert!(!out.contains(secret), "{secret} leaked:\n{out}");
         }
         for kept in [
@@ -177,6 +228,8 @@ mod tests {
             "sasl.username: alice",
             "token_file: null",
             "secret_access_key_file: /run/secrets/sqs",
+            "postgres://db/ballast?sslmode=require&password=<redacted>&user=app",
+            "redis://u:<redacted>@r3:6379/0?auth_token=<redacted>#frag",
         ] {
             assert!(out.contains(kept), "{kept} missing:\n{out}");
         }
