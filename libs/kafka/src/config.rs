@@ -40,10 +40,39 @@ pub struct KafkaConfig {
     /// The mechanism and credentials of `sasl_plaintext` and `sasl_ssl`.
     pub sasl: KafkaSasl,
     /// Extra librdkafka producer properties (compression: `compression.type` gzip, lz4,
-    /// zstd or snappy; batching, ...). They override Ballast's own settings except `acks`
-    /// and `enable.idempotence`; security is set only by `security_protocol`, `ssl` and `sasl`.
+    /// zstd or snappy; batching, ...). None of [`FIXED_PROPERTIES`] (timeouts, linger, acks,
+    /// idempotence, bootstrap) may be set here; security is set only by
+    /// `security_protocol`, `ssl` and `sasl`.
     pub properties: BTreeMap<String, String>,
 }
+
+/// librdkafka properties that the write path's deadlines, in-flight budget,
+/// acknowledgements or placement depend on, in every spelling librdkafka takes (aliases
+/// included), with what sets each. `kafka.properties` may set none of them: a longer
+/// `message.timeout.ms`, say, lets librdkafka keep writing a record that the write path has
+/// already rerouted or failed over, after its share of `limits.inflight_bytes` was freed.
+pub const FIXED_PROPERTIES: &[(&[&str], &str)] = &[
+    (
+        &["message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms"],
+        "kafka.write_timeout sets it, so librdkafka gives a record up when the write path's attempt does",
+    ),
+    (
+        &["linger.ms", "queue.buffering.max.ms"],
+        "use kafka.linger, which must stay shorter than kafka.write_timeout",
+    ),
+    (
+        &["acks", "request.required.acks", "enable.idempotence", "transactional.id"],
+        "ballast always writes with acks=all and idempotence, outside transactions",
+    ),
+    (
+        &["delivery.report.only.error"],
+        "every attempt waits for its delivery report",
+    ),
+    (
+        &["bootstrap.servers", "metadata.broker.list"],
+        "use kafka.bootstrap_servers, which the producer and the metadata client share",
+    ),
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -87,10 +116,15 @@ impl KafkaConfig {
             ));
         }
         self.security().validate(&self.properties)?;
-        for key in ["acks", "enable.idempotence"] {
-            if self.properties.contains_key(key) {
+        for key in self.properties.keys() {
+            // librdkafka takes a topic-level property with or without a `topic.` prefix.
+            let name = key.strip_prefix("topic.").unwrap_or(key);
+            if let Some((_, why)) = FIXED_PROPERTIES
+                .iter()
+                .find(|(names, _)| names.contains(&name))
+            {
                 return Err(crate::Error::Config(format!(
-                    "kafka.properties may not override {key}: ballast always writes with acks=all and idempotence"
+                    "kafka.properties may not set {key}: {why}"
                 )));
             }
         }
@@ -118,4 +152,60 @@ pub fn bootstrap_list(servers: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(key: &str, value: &str) -> KafkaConfig {
+        let mut c = KafkaConfig::default();
+        c.properties.insert(key.into(), value.into());
+        c
+    }
+
+    #[test]
+    fn properties_the_write_path_depends_on_are_refused() {
+        for key in [
+            "message.timeout.ms",
+            "delivery.timeout.ms",
+            "request.timeout.ms",
+            "topic.message.timeout.ms",
+            "linger.ms",
+            "queue.buffering.max.ms",
+            "acks",
+            "request.required.acks",
+            "topic.acks",
+            "enable.idempotence",
+            "transactional.id",
+            "delivery.report.only.error",
+            "bootstrap.servers",
+            "metadata.broker.list",
+        ] {
+            let err = with(key, "1").validate().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("kafka.properties may not set {key}:")),
+                "{key}: {err}"
+            );
+        }
+        let err = with("delivery.timeout.ms", "600000")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.write_timeout"), "{err}");
+        for (key, value) in [
+            ("compression.type", "zstd"),
+            ("batch.size", "100000"),
+            ("message.max.bytes", "4194304"),
+            ("socket.timeout.ms", "5000"),
+            ("retries", "10"),
+            ("max.in.flight", "5"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("topic.metadata.refresh.interval.ms", "5000"),
+        ] {
+            with(key, value)
+                .validate()
+                .unwrap_or_else(|e| panic!("{key} is allowed: {e}"));
+        }
+    }
 }

@@ -68,17 +68,9 @@ impl KafkaProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, crate::Error> {
         cfg.validate()?;
         let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.bootstrap_servers)
-            .set("client.id", &cfg.client_id)
-            .set(
-                "message.timeout.ms",
-                cfg.write_timeout.as_millis().to_string(),
-            )
-            .set(
-                "request.timeout.ms",
-                cfg.write_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", cfg.linger.as_millis().to_string())
+        // Tunable defaults, then the user's properties, then what the write path depends
+        // on, last, so no property can stand in for it (`validate` refuses every alias).
+        cc.set("client.id", &cfg.client_id)
             .set("socket.connection.setup.timeout.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("topic.metadata.refresh.interval.ms", "10000");
@@ -89,7 +81,18 @@ impl KafkaProducer {
         for (k, v) in security {
             cc.set(k, v);
         }
-        cc.set("acks", "all").set("enable.idempotence", "true");
+        cc.set("bootstrap.servers", &cfg.bootstrap_servers)
+            .set(
+                "message.timeout.ms",
+                cfg.write_timeout.as_millis().to_string(),
+            )
+            .set(
+                "request.timeout.ms",
+                cfg.write_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", cfg.linger.as_millis().to_string())
+            .set("acks", "all")
+            .set("enable.idempotence", "true");
         let inner: FutureProducer = cc.create_with_context(context.clone())?;
         Ok(Self {
             config: cc,

@@ -37,6 +37,59 @@ fn dump_config_shows_file_and_env_layers() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `kafka.properties` cannot loosen what the write path's deadlines and acknowledgements
+/// rest on: the binary refuses to start, naming the property and what sets it instead.
+#[test]
+fn kafka_properties_the_promise_depends_on_are_refused_at_startup() {
+    let dir = std::env::temp_dir().join(format!("ballast-gw-props-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (key, instead) in [
+        ("delivery.timeout.ms", "kafka.write_timeout"),
+        ("request.timeout.ms", "kafka.write_timeout"),
+        ("linger.ms", "kafka.linger"),
+        ("request.required.acks", "acks=all"),
+    ] {
+        let file = dir.join("gw.yaml");
+        std::fs::write(
+            &file,
+            format!("kafka:\n  properties:\n    {key}: \"600000\"\n"),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .arg("--dump-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key} was taken");
+        assert!(
+            err.contains(&format!("kafka.properties may not set {key}")) && err.contains(instead),
+            "{key}: {err}"
+        );
+    }
+    // Tuning properties are still the operator's.
+    let file = dir.join("gw.yaml");
+    std::fs::write(
+        &file,
+        "kafka:\n  properties:\n    compression.type: zstd\n    message.max.bytes: \"4194304\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .arg("--dump-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compression.type: zstd"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_config_fails_at_startup_with_the_field_named() {
     let out = Command::new(BIN)
