@@ -576,3 +576,157 @@ async fn queue_gauges_are_counted_every_retry_stats_interval() -> anyhow::Result
     std::fs::remove_dir_all(dir).ok();
     Ok(())
 }
+
+/// Waits until the worker's queue is empty, failing at once with the dead letters' reasons
+/// when anything is dead-lettered.
+async fn drained_without_dead_letters(worker: &Worker) -> anyhow::Result<()> {
+    let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = admin.stats(rpb::StatsRequest {}).await?.into_inner();
+        if s.dead_letters > 0 {
+            let dead = admin
+                .list_dead_letters(rpb::ListDeadLettersRequest {
+                    page_size: 10,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner()
+                .dead_letters;
+            anyhow::bail!("dead-lettered: {dead:?}");
+        }
+        if s.depth == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < end, "never drained: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A worker with the default config delivers every record a gateway took, whatever the
+/// gateway's `limits.max_record_bytes`: a 1.5 MiB record from a gateway that allows 2 MiB,
+/// and one at exactly the default limit that gained a `traceparent` when it failed over.
+/// What the broker itself refuses is dead-lettered with the broker's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_delivers_every_record_a_gateway_took_and_only_kafka_refuses_size(
+) -> anyhow::Result<()> {
+    use ballast_failover::envelope::{self, Envelope, EnvelopeHeader};
+    const MIB: usize = 1024 * 1024;
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (cfg, dir) = sqlite();
+    let stack = GatewayStack::start(&[("fo", PARTITIONS)], {
+        let cfg = cfg.clone();
+        move |c| {
+            c.limits.max_record_bytes = 2 * MIB;
+            c.kafka
+                .properties
+                .insert("message.max.bytes".into(), (4 * MIB).to_string());
+            c.failover = cfg;
+        }
+    })
+    .await?;
+    stack.cluster.broker_down(-1).await?;
+    let _ = stack.handle.refresh_metadata().await;
+    let big = "b".repeat(MIB + MIB / 2);
+    let mut rec = record("fo", None, &big);
+    rec.message_id = "big-1".into();
+    let results = stack.produce(vec![rec]).await?;
+    assert!(
+        matches!(
+            results[0].outcome,
+            Some(pb::record_result::Outcome::Failover(_))
+        ),
+        "{:?}",
+        results[0]
+            .outcome
+            .as_ref()
+            .map(|_| record_error(&results[0]))
+    );
+    stack.cluster.broker_up(-1).await?;
+    let at_limit = vec![b'x'; ballast_produce::WriteLimits::default().max_record_bytes];
+    let queue = cfg.open().await?.expect("a queue");
+    queue
+        .enqueue(
+            &[envelope::encode(&Envelope {
+                topic: "fo".into(),
+                value: at_limit.clone().into(),
+                message_id: "at-limit-1".into(),
+                headers: vec![EnvelopeHeader {
+                    key: "traceparent".into(),
+                    value: TRACEPARENT.as_bytes().to_vec().into(),
+                }],
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })],
+            Duration::ZERO,
+        )
+        .await?;
+    let worker = start_worker(&stack, cfg, |_| {}).await?;
+    drained_without_dead_letters(&worker).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_unique(&bootstrap, "fo", 2, Duration::from_secs(30))
+    })
+    .await??;
+    let by_id: HashMap<_, _> = landed
+        .iter()
+        .map(|l| (l.message_id.clone().unwrap_or_default(), l))
+        .collect();
+    assert_eq!(by_id["big-1"].value, big.as_bytes());
+    assert_eq!(by_id["at-limit-1"].value, at_limit);
+    assert!(
+        by_id["at-limit-1"]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "traceparent" && v == TRACEPARENT.as_bytes()),
+        "{:?}",
+        by_id["at-limit-1"].headers
+    );
+
+    // The broker refuses the next write for its size: a dead letter with Kafka's reason.
+    stack
+        .cluster
+        .inject_request_errors(ballast_kafka::MockApi::Produce, &["MESSAGE_TOO_LARGE"])
+        .await?;
+    queue
+        .enqueue(
+            &[envelope::encode(&Envelope {
+                topic: "fo".into(),
+                value: b"small".to_vec().into(),
+                message_id: "refused-1".into(),
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })],
+            Duration::ZERO,
+        )
+        .await?;
+    let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
+    let end = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let list = admin
+            .list_dead_letters(rpb::ListDeadLettersRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner()
+            .dead_letters;
+        if let Some(d) = list.into_iter().next() {
+            break d;
+        }
+        assert!(
+            Instant::now() < end,
+            "the broker's refusal was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead.message_id, "refused-1");
+    assert!(
+        dead.reason.to_lowercase().contains("too large")
+            && !dead.reason.contains("limits.max_record_bytes"),
+        "{}",
+        dead.reason
+    );
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}

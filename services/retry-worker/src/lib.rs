@@ -23,6 +23,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use worker::{Worker, WorkerMetrics};
 
+/// librdkafka's largest `message.max.bytes`.
+const RDKAFKA_MAX_MESSAGE_BYTES: &str = "1000000000";
+
 /// Runs `retry.runner_count` drain loops, RetryAdmin on `listener` and metrics on `admin`
 /// until `shutdown`; then stops pulling, finishes the batches in hand, and exits.
 pub async fn run(
@@ -41,15 +44,28 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = WorkerMetrics::register(&mut registry);
     let write_metrics = WriteMetrics::register(registry.sub_registry_with_prefix("ballast_retry"));
+    // A queued record was admitted by some gateway, under limits this worker does not
+    // know, and may have gained a `traceparent` header since: only Kafka may refuse it for
+    // its size (dead-lettered with Kafka's reason). So the worker has no size limit of its
+    // own, and librdkafka's client-side check (1,000,000 bytes by default) is lifted to its
+    // maximum, leaving the broker's `message.max.bytes` to decide.
+    let mut kafka = config.kafka.clone();
+    kafka
+        .properties
+        .insert("message.max.bytes".into(), RDKAFKA_MAX_MESSAGE_BYTES.into());
     let writer = Arc::new(
         Writer::new(
-            &config.kafka,
+            &kafka,
             BalancerConfig {
                 rack: config.rack.clone(),
                 breaker: config.breaker.clone(),
                 sticky_records: 1,
             },
             WriteLimits {
+                max_record_bytes: usize::MAX,
+                // Any record a gateway took fits alone (a gateway's own budget is at most
+                // u32::MAX); the worker's memory is bounded by the batches it leases.
+                inflight_bytes: u32::MAX as usize,
                 record_deadline: config.kafka.write_timeout * 3,
                 ..WriteLimits::default()
             },
