@@ -730,3 +730,121 @@ async fn the_worker_delivers_every_record_a_gateway_took_and_only_kafka_refuses_
     std::fs::remove_dir_all(dir).ok();
     Ok(())
 }
+
+/// A broker that goes down and up every 2 s for 2 minutes, with `retry.max_attempts: 5`.
+/// Each time it comes back its partitions' breakers go half-open, and only a probe may
+/// write (the old worker charged an attempt to every other record of the batch); the records that could not get one were never written, so they spend no
+/// attempt, and nothing is dead-lettered. Every record the gateway acknowledged, through
+/// Kafka or the queue, is in Kafka on its STRICT key's partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_broker_dead_letters_nothing() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    let stack = gateway_with(cfg.clone()).await?;
+    // Three probes close a breaker, an open one tries again within 2 s, and the leader
+    // answers in 150 ms: after each return the partition is half-open for about a second
+    // (a reconnect, then three probes one after another), while the worker leases more
+    // entries than it may probe with.
+    let worker = start_worker(&stack, cfg.clone(), |w| {
+        w.retry.max_attempts = 5;
+        w.breaker.close_after_successes = 3;
+        w.breaker.open_max = Duration::from_secs(2);
+        // Long enough for a reconnect at the leader's latency and a write after it.
+        w.kafka.write_timeout = Duration::from_secs(3);
+    })
+    .await?;
+    let target = 2;
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("flap-{i}"))
+        .filter(|k| partition_for_key(k.as_bytes(), PARTITIONS as usize) == target)
+        .take(20)
+        .collect();
+    let leader = stack.leader_of("fo", target).expect("a leader");
+    stack
+        .cluster
+        .broker_rtt(leader, Duration::from_millis(150))
+        .await?;
+    // A backlog for the partition, waiting when the flapping starts.
+    let queue = cfg.open().await?.expect("a queue");
+    let seeded: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            ballast_failover::envelope::encode(&ballast_failover::envelope::Envelope {
+                topic: "fo".into(),
+                key: Some(keys[i % keys.len()].clone().into_bytes().into()),
+                value: format!("seeded-{i}").into_bytes().into(),
+                message_id: format!("seeded-{i}"),
+                first_failed_at_unix_ms: 1,
+                ..Default::default()
+            })
+        })
+        .collect();
+    queue.enqueue(&seeded, Duration::ZERO).await?;
+    let mut expected: std::collections::HashSet<String> =
+        (0..200).map(|i| format!("seeded-{i}")).collect();
+
+    let flapping = Duration::from_secs(120);
+    let start = Instant::now();
+    let flap = async {
+        while start.elapsed() < flapping {
+            stack.cluster.broker_down(leader).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stack.cluster.broker_up(leader).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        anyhow::Ok(())
+    };
+    // Meanwhile producers go on writing to the partition: acknowledged by Kafka, or by
+    // the queue while the leader is down.
+    let feed = async {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while start.elapsed() < flapping {
+            let batch: Vec<pb::Record> = (0..2)
+                .map(|j| {
+                    let id = format!("fed-{}", i + j);
+                    let mut r = record("fo", Some(&keys[(i + j) % keys.len()]), &id);
+                    r.message_id = id;
+                    r
+                })
+                .collect();
+            i += 2;
+            for r in stack.produce(batch).await? {
+                if record_error(&r).is_none() {
+                    acked.push(r.message_id.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        anyhow::Ok(acked)
+    };
+    let (flapped, fed) = tokio::join!(flap, feed);
+    flapped?;
+    stack.cluster.broker_rtt(leader, Duration::ZERO).await?;
+    let fed = fed?;
+    assert!(
+        fed.len() > 100,
+        "the producers were acknowledged: {}",
+        fed.len()
+    );
+    expected.extend(fed);
+    drained_without_dead_letters(&worker).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let n = expected.len();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_unique(&bootstrap, "fo", n, Duration::from_secs(60))
+    })
+    .await??;
+    let mut ids = std::collections::HashSet::new();
+    for l in &landed {
+        assert_eq!(l.partition, target, "{:?} left its partition", l.message_id);
+        if let Some(id) = &l.message_id {
+            ids.insert(id.clone());
+        }
+    }
+    let missing: Vec<_> = expected.difference(&ids).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in kafka: {missing:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}

@@ -33,6 +33,8 @@ pub(crate) struct AttemptState {
     pub attempt: u32,
     /// Partitions not to try again (a failed one and the others of its leader).
     tried: Vec<i32>,
+    /// Attempts librdkafka took the record for: the Kafka writes tried.
+    pub kafka_writes: u32,
     last_error: String,
     /// The W3C trace context written into the record's headers, when the record does not
     /// carry its own.
@@ -213,6 +215,9 @@ impl<'a> Attempts<'a> {
         now: Instant,
     ) -> ControlFlow<Result<Acked, RecordError>> {
         use ErrorCode::*;
+        if launched.delivery.is_ok() {
+            state.kafka_writes += 1;
+        }
         let Launched { pick, span, .. } = launched;
         if let Err(e) = &result {
             span.record("error", e.message.as_str());

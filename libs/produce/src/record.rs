@@ -71,6 +71,10 @@ pub struct Produced {
     pub topic: String,
     pub outcome: Result<Acked, RecordError>,
     pub elapsed: Duration,
+    /// The Kafka writes tried for the record. 0 when it was answered before any: refused
+    /// at admission or by the in-flight budget, or no partition could take it (every
+    /// breaker open, or a half-open partition's probes taken by other records).
+    pub kafka_writes: u32,
 }
 
 impl Produced {
@@ -81,6 +85,7 @@ impl Produced {
             topic,
             outcome: Err(error),
             elapsed: Duration::ZERO,
+            kafka_writes: 0,
         }
     }
 

@@ -318,6 +318,7 @@ impl Writer {
                     topic: rec.topic,
                     outcome: Err(e),
                     elapsed: Duration::ZERO,
+                    kafka_writes: 0,
                 };
                 record_outcome(&span, &p);
                 Slot::Answered(p)
@@ -375,6 +376,7 @@ impl Writer {
             topic,
             outcome,
             elapsed: started.elapsed(),
+            kafka_writes: state.kafka_writes,
         };
         record_outcome(&span, &p);
         p
@@ -414,6 +416,7 @@ impl InFlight {
             topic: self.rec.topic,
             outcome,
             elapsed,
+            kafka_writes: self.state.kafka_writes,
         };
         record_outcome(&self.span, &p);
         p

@@ -185,7 +185,9 @@ impl Worker {
         while in_hand.next().await.is_some() {}
     }
 
-    async fn handle(&self, batch: Vec<Leased>) {
+    /// Writes one leased batch and settles each of its entries: acked, back in the queue
+    /// for later, or dead-lettered.
+    pub(crate) async fn handle(&self, batch: Vec<Leased>) {
         let prepared = batch.iter().map(|l| self.prepare(l)).collect();
         let decisions = self.write_ready(prepared).await;
         let mut acks = Vec::new();
@@ -317,18 +319,26 @@ impl Worker {
             .map(|d| {
                 d.unwrap_or_else(|| {
                     let (env, p) = outcomes.next().expect("one answer per written record");
-                    self.settle(env, p.outcome)
+                    self.settle(env, p)
                 })
             })
             .collect()
     }
 
-    /// What a written record's answer means for its entry.
-    fn settle(&self, env: Envelope, outcome: Result<Acked, ballast_core::RecordError>) -> Decision {
-        match outcome {
+    /// What a written record's answer means for its entry. An attempt is spent only when
+    /// a Kafka write was tried and failed: a record answered before any write (the
+    /// in-flight budget, a half-open partition whose probe another record holds, a
+    /// partition that went unhealthy since `prepare`) is held back as the health gate
+    /// holds it, so a flapping broker cannot use up `max_attempts`.
+    fn settle(&self, env: Envelope, p: ballast_produce::Produced) -> Decision {
+        let tried = p.kafka_writes > 0;
+        match p.outcome {
             Ok(Acked::Kafka { .. } | Acked::Failover { .. }) => Decision::Ack,
+            Err(e) if e.retryable() && !tried => {
+                Decision::Later(None, self.settings.health_gate_delay)
+            }
             Err(e) => {
-                let attempt = env.attempt + 1;
+                let attempt = env.attempt + u32::from(tried);
                 if !e.retryable() || attempt >= self.settings.max_attempts {
                     let reason = if e.retryable() {
                         format!("max attempts ({attempt}) reached: {}", e.message)
@@ -374,4 +384,171 @@ fn dead(env: &Envelope, attempts: u32, reason: String) -> Decision {
         reason,
         first_failed_at_unix_ms: env.first_failed_at_unix_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the mock cluster over TCP and a SQLite queue file: what a batch costs in
+    //! attempts depends on which of its writes Kafka was actually asked to take.
+    use super::*;
+    use ballast_balancer::{BalancerConfig, BreakerState};
+    use ballast_failover::SqlQueue;
+    use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, KafkaConfig};
+    use ballast_produce::{WriteLimits, WriteMetrics};
+    use std::collections::HashSet;
+
+    const PARTITION: i32 = 3;
+
+    async fn setup(
+        n: usize,
+        settings: RetrySettings,
+        limits: WriteLimits,
+    ) -> (EmbeddedCluster, Arc<SqlQueue>, Worker, std::path::PathBuf) {
+        let cluster = EmbeddedCluster::start(EmbeddedClusterConfig::default()).unwrap();
+        let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-attempts"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+        let queue = Arc::new(SqlQueue::connect(&url, "q", 2).await.unwrap());
+        let bodies: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                envelope::encode(&Envelope {
+                    topic: "events".into(),
+                    partition: Some(PARTITION),
+                    value: format!("v{i}").into_bytes().into(),
+                    message_id: format!("m-{i}"),
+                    first_failed_at_unix_ms: 1,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        queue.enqueue(&bodies, Duration::ZERO).await.unwrap();
+        let kafka = KafkaConfig {
+            bootstrap_servers: cluster.bootstrap_servers().to_string(),
+            ..KafkaConfig::default()
+        };
+        let mut registry = Registry::default();
+        let writer = Writer::new(
+            &kafka,
+            BalancerConfig {
+                sticky_records: 1,
+                ..BalancerConfig::default()
+            },
+            limits,
+            WriteMetrics::register(&mut registry),
+            None,
+        )
+        .unwrap();
+        writer.refresh_metadata().await.unwrap();
+        let metrics = WorkerMetrics::register(&mut registry);
+        let worker = Worker::new(queue.clone(), Arc::new(writer), settings, metrics);
+        (cluster, queue, worker, dir)
+    }
+
+    fn settings() -> RetrySettings {
+        RetrySettings {
+            backoff_base: Duration::ZERO,
+            health_gate_delay: Duration::ZERO,
+            ..RetrySettings::default()
+        }
+    }
+
+    /// The partition's leader, and its breaker left half-open: held (as for a draining
+    /// leader), then released.
+    async fn half_open(cluster: &EmbeddedCluster, worker: &Worker) -> i32 {
+        let status = worker.writer.partition_status("events");
+        let leader = status[PARTITION as usize].leader.expect("a leader");
+        worker.writer.set_draining_brokers(HashSet::from([leader]));
+        worker.writer.set_draining_brokers(HashSet::new());
+        let state = worker.writer.partition_status("events")[PARTITION as usize].state;
+        assert_eq!(state, BreakerState::HalfOpen);
+        // The probe's write goes unanswered past its deadline.
+        cluster
+            .broker_rtt(leader, Duration::from_secs(3))
+            .await
+            .unwrap();
+        leader
+    }
+
+    /// Every entry, decoded, once it is visible again.
+    async fn entries(queue: &SqlQueue, n: usize) -> Vec<Envelope> {
+        let got = queue
+            .receive(n, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), n, "every entry is still queued");
+        got.iter()
+            .map(|l| envelope::decode(&l.body).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_entries_whose_write_was_tried_spend_an_attempt() {
+        let n = 20;
+        let (cluster, queue, worker, dir) = setup(n, settings(), WriteLimits::default()).await;
+        half_open(&cluster, &worker).await;
+        let batch = queue
+            .receive(n, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), n);
+        worker.handle(batch).await;
+        let after = entries(&queue, n).await;
+        let charged: Vec<_> = after.iter().filter(|e| e.attempt > 0).collect();
+        // One probe was written (and timed out); the others never reached Kafka.
+        assert_eq!(charged.len(), 1, "{after:?}");
+        assert_eq!(charged[0].attempt, 1);
+        assert!(charged[0].last_error.contains("partition 3"), "{charged:?}");
+        for e in after.iter().filter(|e| e.attempt == 0) {
+            assert!(e.last_error.is_empty(), "{e:?}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_half_open_partition_dead_letters_only_its_probe() {
+        let n = 20;
+        let s = RetrySettings {
+            max_attempts: 1,
+            ..settings()
+        };
+        let (cluster, queue, worker, dir) = setup(n, s, WriteLimits::default()).await;
+        half_open(&cluster, &worker).await;
+        let batch = queue
+            .receive(n, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
+        worker.handle(batch).await;
+        let (dead, _) = queue.list_dead_letters(100, "").await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].info.attempts, 1);
+        entries(&queue, n - 1).await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The worker's own in-flight budget refuses records before any write: not an attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_the_budget_refuses_spend_no_attempt() {
+        let n = 10;
+        let limits = WriteLimits {
+            // Each record is 2 bytes ("v0"), held twice while in flight: room for one.
+            inflight_bytes: 5,
+            ..WriteLimits::default()
+        };
+        let (cluster, queue, worker, dir) = setup(n, settings(), limits).await;
+        let status = worker.writer.partition_status("events");
+        let leader = status[PARTITION as usize].leader.expect("a leader");
+        cluster
+            .broker_rtt(leader, Duration::from_secs(3))
+            .await
+            .unwrap();
+        let batch = queue
+            .receive(n, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
+        worker.handle(batch).await;
+        let after = entries(&queue, n).await;
+        let charged = after.iter().filter(|e| e.attempt > 0).count();
+        assert_eq!(charged, 1, "{after:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
