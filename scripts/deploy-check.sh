@@ -40,4 +40,5 @@ command -v psql >/dev/null || die "psql not found (scripts/dev-deps.sh installs 
 python3 deploy/check/deploy_check.py
 # Every dashboard panel and alert query against a real Prometheus scraping live stacks.
 command -v redis-server >/dev/null || die "redis-server not found (scripts/dev-deps.sh installs it)"
+command -v moto_server >/dev/null || die "moto_server not found (scripts/dev-deps.sh installs moto[server])"
 python3 deploy/check/live_prometheus.py

@@ -2,8 +2,9 @@
 """Evaluates every dashboard panel query and every alert's query against a real
 Prometheus scraping live `ballast dev` stacks, and fails unless each returns series.
 
-Two stacks run: one with SQLite failover and dedup on a Redis of its own, one without
-failover. Traffic drives each outcome the panels and alerts measure: records to Kafka
+Three stacks run: one with SQLite failover and dedup on a Redis of its own, one without
+failover, and one with SQS failover on a moto_server of its own (the retention series
+exist only there). Traffic drives each outcome the panels and alerts measure: records to Kafka
 (local and cross-AZ), a cluster outage (failover on the first stack; UNAVAILABLE and open
 breakers on the second), consumers claiming ids, and Redis going away under them.
 An alert's query is its expr without the last line (`<op> <threshold>`); promtool checks
@@ -38,6 +39,16 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_listening(port, what):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} is not listening on {port} after 30 s")
 
 
 def spawn(args, **kw):
@@ -104,10 +115,15 @@ def main():
     spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    log("starting two ballast dev stacks")
+    moto_port = free_port()
+    spawn(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
+          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(moto_port, "moto_server")
+    log("starting three ballast dev stacks")
     a = dev("--dedup-backend", "redis", "--redis-url", f"redis://127.0.0.1:{redis_port}")
     b = dev("--failover", "none")
-    targets = list(a["admin"].values()) + list(b["admin"].values())
+    c = dev("--failover", "sqs", "--sqs-endpoint", f"http://127.0.0.1:{moto_port}")
+    targets = [t for s in (a, b, c) for t in s["admin"].values()]
     prom = f"127.0.0.1:{free_port()}"
     (tmp / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

@@ -81,7 +81,7 @@ impl FailoverConfig {
             return bad("failover.timeout must be positive");
         }
         if self.backend == FailoverBackend::Sqs {
-            self.sqs.offload.validate()?;
+            self.sqs.validate()?;
         }
         let url = match self.backend {
             FailoverBackend::Sqlite | FailoverBackend::Postgres => self.database_url()?,

@@ -14,6 +14,7 @@ mod config;
 pub mod envelope;
 mod offload;
 mod queue;
+mod seen;
 mod sql;
 mod sqs;
 
@@ -22,4 +23,4 @@ pub use config::{FailoverBackend, FailoverConfig};
 pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
 pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Leased, QueueError, QueueStats};
 pub use sql::SqlQueue;
-pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES};
+pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES, SQS_MAX_RETENTION};

@@ -57,10 +57,18 @@ pub struct DeadLetter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     pub depth: u64,
-    pub oldest_age_ms: u64,
+    /// The age of the oldest entry: 0 when the queue is empty, None when the backend
+    /// cannot tell (an SQS queue holding entries this worker has not received).
+    pub oldest_age_ms: Option<u64>,
     pub in_flight: u64,
     pub redelivered: u64,
     pub dead_letters: u64,
+    /// The age of the oldest dead letter, as `oldest_age_ms` is the oldest entry's.
+    pub dead_letter_oldest_age_ms: Option<u64>,
+    /// How long the backend keeps an entry before deleting it by itself (SQS's
+    /// `MessageRetentionPeriod`); None when it keeps entries until they are deleted.
+    pub retention: Option<Duration>,
+    pub dead_letter_retention: Option<Duration>,
 }
 
 /// A durable queue off the node. Every method either did what it says or returned an

@@ -445,25 +445,34 @@ impl FailoverQueue for SqlQueue {
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
-        let dead =
-            sqlx::query("SELECT COUNT(*) AS n FROM ballast_failover_dead_letters WHERE queue = $1")
-                .bind(&self.queue)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let dead = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(dead_at), 0) AS oldest \
+             FROM ballast_failover_dead_letters WHERE queue = $1",
+        )
+        .bind(&self.queue)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let get = |r: &AnyRow, c: &str| r.try_get::<i64, _>(c).map_err(unavailable);
-        let depth = get(&row, "depth")? as u64;
-        let oldest = get(&row, "oldest")?;
-        Ok(QueueStats {
-            depth,
-            oldest_age_ms: if depth > 0 {
+        let age = |n: u64, oldest: i64| {
+            Some(if n > 0 {
                 (now - oldest).max(0) as u64
             } else {
                 0
-            },
+            })
+        };
+        let depth = get(&row, "depth")? as u64;
+        let dead_letters = get(&dead, "n")? as u64;
+        Ok(QueueStats {
+            depth,
+            oldest_age_ms: age(depth, get(&row, "oldest")?),
             in_flight: get(&row, "in_flight")? as u64,
             redelivered: get(&row, "redelivered")? as u64,
-            dead_letters: get(&dead, "n")? as u64,
+            dead_letters,
+            dead_letter_oldest_age_ms: age(dead_letters, get(&dead, "oldest")?),
+            // The tables keep an entry until it is deleted.
+            retention: None,
+            dead_letter_retention: None,
         })
     }
 

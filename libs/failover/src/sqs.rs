@@ -9,6 +9,7 @@
 use crate::envelope;
 use crate::offload::{Fetched, Offload, Pointer, S3OffloadConfig, SIZE_ATTRIBUTE};
 use crate::queue::*;
+use crate::seen::SeenAges;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
@@ -28,6 +29,11 @@ const MAX_ENTRIES: usize = 10;
 pub const SQS_MAX_RECORD_BYTES: usize = 176 * 1024;
 const MAX_BATCH_BYTES: usize = 240 * 1024;
 const MAX_DELAY_SECS: u64 = 900;
+/// SQS's longest `MessageRetentionPeriod`, 14 days: both queues are created with it, and
+/// it is the default `failover.sqs.min_retention`.
+pub const SQS_MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+/// How long a worker remembers an entry it received, for the oldest age it reports.
+const SEEN_FOR: Duration = Duration::from_secs(15 * 60);
 const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,12 @@ pub struct SqsConfig {
     pub create_queues: bool,
     /// Large bodies to S3 (the extended-client pattern).
     pub offload: S3OffloadConfig,
+    /// Refuse to start when the queue's or the dead-letter queue's
+    /// `MessageRetentionPeriod` is shorter. SQS deletes a message at its retention,
+    /// delivered or not, and holding one back (`ChangeMessageVisibility`) does not
+    /// reset the clock. `0s` turns the check off.
+    #[serde(with = "humantime_serde")]
+    pub min_retention: Duration,
 }
 
 impl Default for SqsConfig {
@@ -65,7 +77,21 @@ impl Default for SqsConfig {
             secret_access_key_file: None,
             create_queues: false,
             offload: S3OffloadConfig::default(),
+            min_retention: SQS_MAX_RETENTION,
         }
+    }
+}
+
+impl SqsConfig {
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if self.min_retention > SQS_MAX_RETENTION {
+            return Err(QueueError::Config(format!(
+                "failover.sqs.min_retention is {} s; SQS keeps a message at most 14 days ({} s)",
+                self.min_retention.as_secs(),
+                SQS_MAX_RETENTION.as_secs()
+            )));
+        }
+        self.offload.validate()
     }
 }
 
@@ -78,6 +104,13 @@ pub struct SqsQueue {
     offload: Option<Offload>,
     /// `failover.timeout`: the bound on each attempt of a send.
     enqueue_timeout: Duration,
+    /// Each queue's `MessageRetentionPeriod`, read at start.
+    retention: Duration,
+    dlq_retention: Duration,
+    /// Send times of the entries this queue received, for the oldest age (SQS reports
+    /// none through its API).
+    seen: SeenAges,
+    seen_dead: SeenAges,
 }
 
 /// A body as it goes out: inline (base64) or a pointer to the S3 object that holds it.
@@ -195,10 +228,67 @@ impl SqsQueue {
             requests: AtomicU64::new(0),
             offload,
             enqueue_timeout,
+            retention: Duration::ZERO,
+            dlq_retention: Duration::ZERO,
+            seen: SeenAges::new(SEEN_FOR),
+            seen_dead: SeenAges::new(SEEN_FOR),
         };
         q.queue_url = q.resolve(&cfg.queue, cfg.create_queues).await?;
         q.dlq_url = q.resolve(&cfg.dlq, cfg.create_queues).await?;
+        q.retention = q
+            .retention_of("failover.sqs.queue", &q.queue_url, cfg.min_retention)
+            .await?;
+        q.dlq_retention = q
+            .retention_of("failover.sqs.dlq", &q.dlq_url, cfg.min_retention)
+            .await?;
         Ok(q)
+    }
+
+    /// The queue's `MessageRetentionPeriod`; an error when it is below `min`.
+    async fn retention_of(
+        &self,
+        key: &str,
+        url: &str,
+        min: Duration,
+    ) -> Result<Duration, QueueError> {
+        self.count();
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        let secs = out
+            .attributes
+            .unwrap_or_default()
+            .get(&QueueAttributeName::MessageRetentionPeriod)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                QueueError::Config(format!(
+                    "{key} {url}: the queue reports no MessageRetentionPeriod"
+                ))
+            })?;
+        if Duration::from_secs(secs) < min {
+            return Err(QueueError::Config(format!(
+                "{key} {url}: MessageRetentionPeriod is {secs} s, below failover.sqs.min_retention \
+                 ({} s). SQS deletes a message at its retention whether or not it reached Kafka: \
+                 raise it (aws sqs set-queue-attributes --queue-url {url} --attributes \
+                 MessageRetentionPeriod={}) or lower failover.sqs.min_retention",
+                min.as_secs(),
+                SQS_MAX_RETENTION.as_secs()
+            )));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    fn seen_for(&self, url: &str) -> &SeenAges {
+        if url == self.dlq_url {
+            &self.seen_dead
+        } else {
+            &self.seen
+        }
     }
 
     /// SQS API calls made so far.
@@ -219,16 +309,32 @@ impl SqsQueue {
         }
         self.count();
         if create {
-            let out = self
+            let created = self
                 .client
                 .create_queue()
                 .queue_name(name_or_url)
+                .attributes(
+                    QueueAttributeName::MessageRetentionPeriod,
+                    SQS_MAX_RETENTION.as_secs().to_string(),
+                )
                 .send()
-                .await
-                .map_err(err_sdk)?;
-            return out
-                .queue_url
-                .ok_or_else(|| err("create_queue returned no url"));
+                .await;
+            match created {
+                Ok(out) => {
+                    return out
+                        .queue_url
+                        .ok_or_else(|| err("create_queue returned no url"))
+                }
+                // It exists with other attributes: use it as it is, and let the retention
+                // check judge it.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_queue_name_exists()) =>
+                {
+                    self.count();
+                }
+                Err(e) => return Err(err_sdk(e)),
+            }
         }
         let out = self
             .client
@@ -444,6 +550,9 @@ impl SqsQueue {
             let attr =
                 |k: MessageSystemAttributeName| attrs.get(&k).and_then(|v| v.parse::<i64>().ok());
             let entry_id = m.message_id.unwrap_or_default();
+            if let Some(sent) = attr(MessageSystemAttributeName::SentTimestamp) {
+                self.seen_for(url).note(&entry_id, sent);
+            }
             let raw = m.body.unwrap_or_default();
             let pointer = m
                 .message_attributes
@@ -539,6 +648,10 @@ impl SqsQueue {
                         f.message.clone().unwrap_or_default()
                     ));
                 }
+            }
+            let seen = self.seen_for(url);
+            for e in chunk.iter().filter(|e| !kept.contains(&e.receipt.as_str())) {
+                seen.forget(&e.entry_id);
             }
             // The messages are gone: so go their objects.
             if let Some(o) = &self.offload {
@@ -725,9 +838,16 @@ impl FailoverQueue for SqsQueue {
             req = req.message_attributes(SIZE_ATTRIBUTE, number_attr(*size as u64)?);
         }
         self.count();
-        if let Err(e) = req.send().await {
-            self.discard(std::slice::from_ref(&out)).await;
-            return Err(err_sdk(e));
+        match req.send().await {
+            Ok(sent) => {
+                if let Some(id) = sent.message_id {
+                    self.seen_dead.note(&id, now_ms());
+                }
+            }
+            Err(e) => {
+                self.discard(std::slice::from_ref(&out)).await;
+                return Err(err_sdk(e));
+            }
         }
         self.delete_from(&self.queue_url, std::slice::from_ref(entry))
             .await
@@ -736,13 +856,28 @@ impl FailoverQueue for SqsQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let (visible, in_flight, delayed) = self.approximate(&self.queue_url).await?;
         let (dead, dead_hidden, _) = self.approximate(&self.dlq_url).await?;
+        let (depth, dead_letters) = (visible + in_flight + delayed, dead + dead_hidden);
+        // SQS reports the oldest message's age only to CloudWatch
+        // (ApproximateAgeOfOldestMessage): this is the oldest this queue has received, and
+        // unknown when it has received none of what the queue holds.
+        let now = now_ms();
+        let age = |seen: &SeenAges, n: u64| {
+            if n == 0 {
+                seen.clear();
+                Some(0)
+            } else {
+                seen.oldest_age_ms(now)
+            }
+        };
         Ok(QueueStats {
-            depth: visible + in_flight + delayed,
-            // SQS exposes this only as the CloudWatch metric ApproximateAgeOfOldestMessage.
-            oldest_age_ms: 0,
+            depth,
+            oldest_age_ms: age(&self.seen, depth),
             in_flight,
             redelivered: 0,
-            dead_letters: dead + dead_hidden,
+            dead_letters,
+            dead_letter_oldest_age_ms: age(&self.seen_dead, dead_letters),
+            retention: Some(self.retention),
+            dead_letter_retention: Some(self.dlq_retention),
         })
     }
 

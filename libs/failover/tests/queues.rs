@@ -28,6 +28,7 @@ async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQue
             secret_access_key_file: Some(secret.clone()),
             create_queues: true,
             offload,
+            ..SqsConfig::default()
         },
         Duration::from_secs(10),
     )
@@ -361,11 +362,8 @@ async fn redrive_all_pages_through_a_large_dead_letter_store() {
 
 /// SQS bodies that did not come from Ballast keep their bytes (so they are dead-lettered
 /// as they came, never emptied), and a delete SQS refuses is an error, not silence.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
-    let moto = Moto::start();
-    let q = sqs_on(&moto, "ballast-raw").await;
-    // Another producer writes a body that is not base64.
+/// A plain SQS client on moto, as another producer or an operator's tool would use.
+async fn raw_sqs(moto: &Moto) -> aws_sdk_sqs::Client {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
@@ -375,6 +373,183 @@ async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
         .load()
         .await;
     aws_sdk_sqs::Client::new(&shared)
+}
+
+async fn retention_secs(raw: &aws_sdk_sqs::Client, url: &str) -> String {
+    let attrs = raw
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attrs[&aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod].clone()
+}
+
+fn sqs_config(moto: &Moto, name: &str) -> SqsConfig {
+    SqsConfig {
+        queue: name.into(),
+        dlq: format!("{name}-dlq"),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        create_queues: true,
+        ..SqsConfig::default()
+    }
+}
+
+/// SQS deletes a message at its queue's retention, delivered or not: both queues are
+/// created with the longest (14 days), and a queue kept for less than
+/// `failover.sqs.min_retention` is refused at start, naming it and its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queues_keep_messages_fourteen_days_and_shorter_ones_are_refused() {
+    let moto = Moto::start();
+    let raw = raw_sqs(&moto).await;
+    let q = sqs_on(&moto, "ballast-ret").await;
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.retention, Some(Duration::from_secs(1_209_600)));
+    assert_eq!(
+        stats.dead_letter_retention,
+        Some(Duration::from_secs(1_209_600))
+    );
+    assert_eq!(retention_secs(&raw, q.queue()).await, "1209600");
+
+    // A queue made elsewhere with SQS's default of 4 days.
+    let name = unique("ballast-short");
+    let url = raw
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    assert_eq!(retention_secs(&raw, &url).await, "345600");
+    for create_queues in [true, false] {
+        let cfg = SqsConfig {
+            create_queues,
+            ..sqs_config(&moto, &name)
+        };
+        let err = SqsQueue::connect(&cfg, Duration::from_secs(5))
+            .await
+            .expect_err("4 days is under 14")
+            .to_string();
+        assert!(
+            err.contains("failover.sqs.queue") && err.contains(&name) && err.contains("345600 s"),
+            "{err}"
+        );
+    }
+    // The dead-letter queue is checked as well.
+    let main = unique("ballast-main");
+    let short_dlq = unique("ballast-short-dlq");
+    raw.create_queue()
+        .queue_name(&short_dlq)
+        .send()
+        .await
+        .unwrap();
+    let err = SqsQueue::connect(
+        &SqsConfig {
+            dlq: short_dlq.clone(),
+            ..sqs_config(&moto, &main)
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("the dead-letter queue keeps 4 days")
+    .to_string();
+    assert!(
+        err.contains("failover.sqs.dlq") && err.contains(&short_dlq) && err.contains("345600 s"),
+        "{err}"
+    );
+    // An operator who accepts 4 days says so.
+    let q = SqsQueue::connect(
+        &SqsConfig {
+            min_retention: Duration::from_secs(4 * 86_400),
+            ..sqs_config(&moto, &name)
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("4 days allowed");
+    assert_eq!(
+        q.stats().await.unwrap().retention,
+        Some(Duration::from_secs(345_600))
+    );
+}
+
+/// SQS reports no oldest age through its API: the queue reports the oldest send time it
+/// has received, unknown (never 0) while it holds entries it has not received, and 0 when
+/// empty. Dead letters likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_reports_the_oldest_age_it_has_seen_or_none() {
+    let moto = Moto::start();
+    let q = sqs_on(&moto, "ballast-age").await;
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (s.oldest_age_ms, s.dead_letter_oldest_age_ms),
+        (Some(0), Some(0))
+    );
+    q.enqueue(&[body(1)], Duration::ZERO).await.unwrap();
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (s.depth, s.oldest_age_ms),
+        (1, None),
+        "unknown until received"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let got = q
+        .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let age = q.stats().await.unwrap().oldest_age_ms.expect("seen");
+    assert!((1_000..60_000).contains(&age), "{age}");
+    // Held back (the retention clock goes on): still known.
+    q.retry_later(&got[0], None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(q.stats().await.unwrap().oldest_age_ms.unwrap() >= age);
+
+    // A dead letter's age is known from when it was moved.
+    q.enqueue(&[body(2)], Duration::ZERO).await.unwrap();
+    let got = q
+        .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "the held entry stays hidden");
+    q.dead_letter(
+        &got[0],
+        &DeadInfo {
+            topic: "events".into(),
+            message_id: "id-2".into(),
+            attempts: 5,
+            reason: "test".into(),
+            first_failed_at_unix_ms: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let s = q.stats().await.unwrap();
+    assert_eq!(s.dead_letters, 1);
+    assert!(
+        s.dead_letter_oldest_age_ms.is_some_and(|a| a < 60_000),
+        "{s:?}"
+    );
+    assert!(s.oldest_age_ms.is_some_and(|a| a >= age), "{s:?}");
+    q.purge(&[], true).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().dead_letter_oldest_age_ms, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_keeps_foreign_bodies_and_reports_refused_deletes() {
+    let moto = Moto::start();
+    let q = sqs_on(&moto, "ballast-raw").await;
+    // Another producer writes a body that is not base64.
+    raw_sqs(&moto)
+        .await
         .send_message()
         .queue_url(q.queue())
         .message_body("not base64: {json?}")

@@ -69,6 +69,11 @@ pub struct DevOptions {
     pub sqs_dlq: String,
     #[arg(long, default_value = "us-east-1")]
     pub sqs_region: String,
+    /// An S3 bucket for `--failover sqs` to offload large records to (created on a local
+    /// endpoint): the gateway then takes records up to its 1 MiB default, not only the
+    /// 176 KiB an SQS message holds.
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
     /// The topology service's gRPC address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub topology_addr: SocketAddr,
@@ -178,6 +183,10 @@ impl DevOptions {
                     cfg.sqs.access_key_id = Some("ballast".into());
                     cfg.sqs.secret_access_key = Some("ballast".into());
                     cfg.sqs.create_queues = true;
+                    cfg.sqs.offload.create_bucket = true;
+                }
+                if let Some(bucket) = &self.s3_bucket {
+                    cfg.sqs.offload.bucket = bucket.clone();
                 }
             }
         }
@@ -203,6 +212,7 @@ impl Default for DevOptions {
             sqs_queue: "ballast-failover".into(),
             sqs_dlq: "ballast-failover-dlq".into(),
             sqs_region: "us-east-1".into(),
+            s3_bucket: None,
             retry_addr: "127.0.0.1:0".parse().expect("valid"),
             topology_addr: "127.0.0.1:0".parse().expect("valid"),
             max_attempts: 5,
@@ -303,7 +313,7 @@ impl DevStack {
         cfg.shutdown_grace = Duration::from_secs(5);
         cfg.topology.endpoint = Some(format!("http://{topology_addr}"));
         cfg.topology.client.ca_file = tls.as_ref().map(|t| t.ca_file.clone());
-        if cfg.failover.backend == FailoverBackend::Sqs {
+        if cfg.failover.backend == FailoverBackend::Sqs && !cfg.failover.sqs.offload.enabled() {
             // Never accept a record the failover queue cannot hold.
             cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
         }

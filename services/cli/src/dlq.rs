@@ -65,10 +65,21 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             println!("{:<14} {}", "backend", s.backend);
             println!("{:<14} {}", "queue", s.queue);
             println!("{:<14} {}", "depth", s.depth);
-            println!("{:<14} {} ms", "oldest age", s.oldest_age_ms);
+            let ms = |v: Option<u64>, none: &str| v.map_or(none.to_string(), |v| format!("{v} ms"));
+            println!("{:<14} {}", "oldest age", ms(s.oldest_age_ms, "unknown"));
             println!("{:<14} {}", "in flight", s.in_flight);
             println!("{:<14} {}", "redelivered", s.redelivered);
             println!("{:<14} {}", "dead letters", s.dead_letters);
+            println!(
+                "{:<14} {}",
+                "oldest dead",
+                ms(s.dead_letter_oldest_age_ms, "unknown")
+            );
+            println!(
+                "{:<14} {}",
+                "retention",
+                ms(s.retention_ms, "until deleted")
+            );
         }
         DlqAction::List {
             page_size,

@@ -427,3 +427,76 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// `ballast dev --failover sqs --s3-bucket`: on a local SQS and S3 (moto), a record larger
+/// than an SQS message can hold fails over through S3 during an outage and reaches Kafka
+/// after it, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
+    let moto = ballast_testkit::deps::Moto::start();
+    let queue = ballast_testkit::deps::unique("dev-s3");
+    let bucket = queue.to_lowercase();
+    let endpoint = moto.endpoint();
+    let dev = ReadyProcess::spawn(
+        BIN,
+        &[
+            "dev",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--topic",
+            "big:3:3",
+            "--failover",
+            "sqs",
+            "--sqs-endpoint",
+            &endpoint,
+            "--sqs-queue",
+            &queue,
+            "--sqs-dlq",
+            &format!("{queue}-dlq"),
+            "--s3-bucket",
+            &bucket,
+        ],
+    );
+    let gateway = dev.field("gateway");
+    let control = dev.field("control");
+    let bootstrap = dev.field("kafka_bootstrap");
+    wait_serving(gateway.parse()?).await?;
+    let out = Command::new(BIN)
+        .args(["chaos", "--control", &control, "outage"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = "L".repeat(400 * 1024);
+    let mut rec = record("big", None, &value);
+    rec.message_id = "large-1".into();
+    let mut client = IngestClient::connect(format!("http://{gateway}")).await?;
+    let results = client
+        .produce(pb::ProduceRequest { records: vec![rec] })
+        .await?
+        .into_inner()
+        .results;
+    assert!(
+        matches!(
+            results[0].outcome,
+            Some(pb::record_result::Outcome::Failover(_))
+        ),
+        "{:?}",
+        results[0].outcome
+    );
+    assert_eq!(moto.s3_keys(&bucket).await?.len(), 1, "the body is in S3");
+    let out = Command::new(BIN)
+        .args(["chaos", "--control", &control, "recover"])
+        .output()?;
+    assert!(out.status.success());
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "big", 1, Duration::from_secs(60))
+    })
+    .await??;
+    assert_eq!(landed.len(), 1);
+    assert_eq!(landed[0].message_id.as_deref(), Some("large-1"));
+    assert_eq!(landed[0].value.len(), value.len());
+    Ok(())
+}

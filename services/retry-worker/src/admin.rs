@@ -52,6 +52,9 @@ impl pb::retry_admin_server::RetryAdmin for RetryAdminService {
             in_flight: s.in_flight,
             redelivered: s.redelivered,
             dead_letters: s.dead_letters,
+            dead_letter_oldest_age_ms: s.dead_letter_oldest_age_ms,
+            retention_ms: s.retention.map(|d| d.as_millis() as u64),
+            dead_letter_retention_ms: s.dead_letter_retention.map(|d| d.as_millis() as u64),
         }))
     }
 

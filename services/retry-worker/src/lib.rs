@@ -152,13 +152,11 @@ async fn publish_stats(
     loop {
         tick.tick().await;
         match queue.stats().await {
-            Ok(s) => {
-                m.depth.set(s.depth as i64);
-                m.oldest_age_seconds.set((s.oldest_age_ms / 1000) as i64);
-                m.in_flight.set(s.in_flight as i64);
-                m.dead_letters.set(s.dead_letters as i64);
+            Ok(s) => m.publish(Some(&s)),
+            Err(e) => {
+                tracing::debug!(error = %e, "queue stats");
+                m.publish(None);
             }
-            Err(e) => tracing::debug!(error = %e, "queue stats"),
         }
     }
 }

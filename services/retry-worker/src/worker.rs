@@ -27,9 +27,47 @@ struct OutcomeLabels {
 pub struct WorkerMetrics {
     records: Family<OutcomeLabels, Counter>,
     pub depth: Gauge,
-    pub oldest_age_seconds: Gauge,
+    pub oldest_age_seconds: OptionalGauge,
     pub in_flight: Gauge,
     pub dead_letters: Gauge,
+    pub dead_letters_oldest_age_seconds: OptionalGauge,
+    pub queue_retention_seconds: OptionalGauge,
+    pub dead_letters_retention_seconds: OptionalGauge,
+}
+
+/// A gauge with no series while its value is unknown, so that "unknown" is never read
+/// as a measurement of 0.
+#[derive(Debug, Clone, Default)]
+pub struct OptionalGauge(Arc<std::sync::Mutex<Option<f64>>>);
+
+impl OptionalGauge {
+    pub fn set(&self, v: Option<f64>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    fn get(&self) -> Option<f64> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl prometheus_client::encoding::EncodeMetric for OptionalGauge {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match self.get() {
+            Some(v) => encoder.encode_gauge(&v),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Gauge
+    }
+
+    fn is_empty(&self) -> bool {
+        self.get().is_none()
+    }
 }
 
 impl WorkerMetrics {
@@ -37,9 +75,12 @@ impl WorkerMetrics {
         let m = Self {
             records: Family::default(),
             depth: Gauge::default(),
-            oldest_age_seconds: Gauge::default(),
+            oldest_age_seconds: OptionalGauge::default(),
             in_flight: Gauge::default(),
             dead_letters: Gauge::default(),
+            dead_letters_oldest_age_seconds: OptionalGauge::default(),
+            queue_retention_seconds: OptionalGauge::default(),
+            dead_letters_retention_seconds: OptionalGauge::default(),
         };
         let r = registry.sub_registry_with_prefix("ballast_retry");
         r.register(
@@ -54,8 +95,23 @@ impl WorkerMetrics {
         );
         r.register(
             "queue_oldest_age_seconds",
-            "Age of the oldest entry in the failover queue",
+            "Age of the oldest entry in the failover queue (no series while unknown)",
             m.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "dead_letters_oldest_age_seconds",
+            "Age of the oldest entry in the dead-letter store (no series while unknown)",
+            m.dead_letters_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "queue_retention_seconds",
+            "How long the failover queue keeps an entry before deleting it by itself (SQS)",
+            m.queue_retention_seconds.clone(),
+        );
+        r.register(
+            "dead_letters_retention_seconds",
+            "How long the dead-letter store keeps an entry before deleting it by itself (SQS)",
+            m.dead_letters_retention_seconds.clone(),
         );
         r.register(
             "queue_in_flight",
@@ -68,6 +124,27 @@ impl WorkerMetrics {
             m.dead_letters.clone(),
         );
         m
+    }
+
+    /// Sets the queue gauges from one count; unknown values (or every value, on an error)
+    /// leave their series out.
+    pub fn publish(&self, stats: Option<&ballast_failover::QueueStats>) {
+        let secs = |ms: Option<u64>| ms.map(|ms| ms as f64 / 1000.0);
+        let Some(s) = stats else {
+            self.oldest_age_seconds.set(None);
+            self.dead_letters_oldest_age_seconds.set(None);
+            return;
+        };
+        self.depth.set(s.depth as i64);
+        self.oldest_age_seconds.set(secs(s.oldest_age_ms));
+        self.in_flight.set(s.in_flight as i64);
+        self.dead_letters.set(s.dead_letters as i64);
+        self.dead_letters_oldest_age_seconds
+            .set(secs(s.dead_letter_oldest_age_ms));
+        self.queue_retention_seconds
+            .set(s.retention.map(|d| d.as_secs_f64()));
+        self.dead_letters_retention_seconds
+            .set(s.dead_letter_retention.map(|d| d.as_secs_f64()));
     }
 
     fn count(&self, outcome: &str, n: u64) {
@@ -398,6 +475,46 @@ mod tests {
     use std::collections::HashSet;
 
     const PARTITION: i32 = 3;
+
+    /// An age the backend cannot tell has no series, never a 0; a known one is exported
+    /// in seconds with its fraction, beside the queue's retention.
+    #[test]
+    fn an_unknown_age_exports_no_series() {
+        let mut registry = Registry::default();
+        let m = WorkerMetrics::register(&mut registry);
+        let text = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+            out
+        };
+        let mut stats = ballast_failover::QueueStats {
+            depth: 3,
+            oldest_age_ms: None,
+            retention: Some(Duration::from_secs(1_209_600)),
+            ..Default::default()
+        };
+        m.publish(Some(&stats));
+        let page = text(&registry);
+        assert!(
+            !page.contains("ballast_retry_queue_oldest_age_seconds"),
+            "{page}"
+        );
+        assert!(
+            page.contains("ballast_retry_queue_retention_seconds 1209600"),
+            "{page}"
+        );
+        assert!(page.contains("ballast_retry_queue_depth 3"), "{page}");
+        stats.oldest_age_ms = Some(1_500);
+        m.publish(Some(&stats));
+        let page = text(&registry);
+        assert!(
+            page.contains("ballast_retry_queue_oldest_age_seconds 1.5"),
+            "{page}"
+        );
+        // A failed count leaves no stale age behind.
+        m.publish(None);
+        assert!(!text(&registry).contains("ballast_retry_queue_oldest_age_seconds"));
+    }
 
     async fn setup(
         n: usize,
