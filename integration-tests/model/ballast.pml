@@ -6,7 +6,11 @@
  * not acknowledge goes to the failover queue, and the gateway acknowledges it only after
  * the enqueue commits; a failed enqueue is a retryable error and the client resends the
  * same id. Two retry workers lease queue entries, write them to Kafka and delete them
- * after Kafka acknowledges; a worker can crash holding a lease, which then expires. Two
+ * after Kafka acknowledges; a worker can crash holding a lease, which then expires. A
+ * worker's write can also be refused before it reaches Kafka (a half-open partition whose
+ * probe another record holds, the in-flight budget); that costs no attempt. After
+ * MAX_ATTEMPTS failed Kafka writes an entry moves to the dead-letter store, which pages
+ * an operator (the BallastDeadLetters alert) who redrives it. Two
  * consumers of one group read every copy in Kafka and guard their work with dedup:
  * claim (NEW with a fence, IN_PROGRESS, DONE), work, commit with the fence. A consumer
  * can crash after its work and before its commit: its copy is delivered again and its
@@ -17,17 +21,20 @@
  * so every run ends and liveness is meaningful under weak fairness.
  *
  * Properties (see check.sh):
- *   safety      at the end, every acknowledged record is in Kafka, and every record in
- *               Kafka was committed by the group (assertions, ./pan)
+ *   safety      at the end, every acknowledged record is in Kafka or the dead-letter
+ *               store, and every record in Kafka was committed by the group; an entry
+ *               is dead-lettered only after MAX_ATTEMPTS failed Kafka writes
+ *               (assertions, ./pan)
  *   no_double   no id is committed twice in the group (ltl no_double_commit)
- *   liveness    an acknowledged record eventually reaches Kafka (ltl acked_reaches_kafka,
- *               ./pan -a -f: weak fairness)
+ *   liveness    an acknowledged record eventually reaches Kafka or the dead-letter store
+ *               (ltl acked_reaches_kafka_or_dlq, ./pan -a -f: weak fairness)
  *
  * Broken variants, each of which spin must reject:
  *   BUG_ACK_BEFORE_ENQUEUE   the gateway acknowledges before the enqueue commits
  *   BUG_INPROGRESS_AS_DONE   a consumer treats IN_PROGRESS as done and moves on
  *   BUG_COMMIT_WITHOUT_FENCE a commit marks DONE whatever the fence
  *   BUG_LEASE_NEVER_EXPIRES  a crashed worker's lease is never given back
+ *   BUG_ATTEMPT_WITHOUT_WRITE a write refused before Kafka saw it is charged an attempt
  */
 
 #define N 2                 /* records (ids 0..N-1) */
@@ -37,6 +44,9 @@ bool acked[N];              /* the client holds an acknowledgement */
 bool queued[N];             /* the failover queue holds an entry */
 byte lease[N];              /* 0: free; w: leased by worker w; 9: held by a dead worker */
 byte committed[N];          /* commits per id in the consumer group */
+byte attempts[N];           /* attempts the entry has been charged */
+byte failed_writes[N];      /* Kafka writes of the entry that were tried and failed */
+bool dead[N];               /* the dead-letter store holds the entry (an alert fires) */
 
 /* How often the environment breaks things; -D overrides each (check.sh --deep raises
  * KAFKA_FAULTS to 2). */
@@ -55,11 +65,20 @@ byte committed[N];          /* commits per id in the consumer group */
 #ifndef SLOW_EXPIRIES
 #define SLOW_EXPIRIES 1
 #endif
+#ifndef WRITE_REFUSALS
+#define WRITE_REFUSALS 1
+#endif
+/* retry.max_attempts: 1 lets one Kafka fault dead-letter an entry, so that path is
+ * explored within the default bounds. */
+#ifndef MAX_ATTEMPTS
+#define MAX_ATTEMPTS 1
+#endif
 byte kafka_faults = KAFKA_FAULTS;         /* Kafka writes that fail or time out */
 byte queue_faults = QUEUE_FAULTS;         /* enqueues that fail */
 byte worker_crashes = WORKER_CRASHES;
 byte consumer_crashes = CONSUMER_CRASHES;
 byte slow_expiries = SLOW_EXPIRIES;       /* leases that expire under a live consumer */
+byte write_refusals = WRITE_REFUSALS;     /* worker writes refused before Kafka saw them */
 bool gateway_done = false;
 
 /* dedup, per id */
@@ -105,6 +124,20 @@ active proctype Gateway() {
     gateway_done = true
 }
 
+/* One attempt charged to entry i: dead-lettered at MAX_ATTEMPTS (it leaves the queue for
+ * the dead-letter store), else back to the queue for a retry. */
+inline charge(i) {
+    attempts[i]++;
+    if
+    :: attempts[i] >= MAX_ATTEMPTS ->
+       atomic {
+           assert(failed_writes[i] >= MAX_ATTEMPTS);   /* only Kafka failures count */
+           dead[i] = true; queued[i] = false; lease[i] = 0
+       }
+    :: else -> lease[i] = 0                            /* back off, retry */
+    fi
+}
+
 proctype Worker(byte w) {
     byte i;
     bool ok;
@@ -116,6 +149,12 @@ end:
        fi;
        if
        :: atomic { worker_crashes > 0 -> worker_crashes--; lease[i] = 9 }   /* dies before writing */
+       :: atomic { write_refusals > 0 -> write_refusals-- };                 /* refused before Kafka */
+#ifdef BUG_ATTEMPT_WITHOUT_WRITE
+          charge(i)
+#else
+          lease[i] = 0                                                       /* held back, no attempt */
+#endif
        :: kafka_write(i, ok);
           if
           :: ok ->
@@ -123,7 +162,7 @@ end:
              :: atomic { worker_crashes > 0 -> worker_crashes--; lease[i] = 9 } /* dies before the delete */
              :: atomic { queued[i] = false; lease[i] = 0 }                      /* delete after the ack */
              fi
-          :: else -> lease[i] = 0                                               /* back off, retry */
+          :: else -> failed_writes[i]++; charge(i)
           fi
        fi
     od
@@ -219,8 +258,8 @@ active proctype Audit() {
     atomic {
         gateway_done && !queued[0] && !queued[1] &&
         settled[0] == kafka[0] && settled[1] == kafka[1] && taken[0] == 0 && taken[1] == 0 ->
-        assert(!acked[0] || kafka[0] > 0);
-        assert(!acked[1] || kafka[1] > 0);
+        assert(!acked[0] || kafka[0] > 0 || dead[0]);
+        assert(!acked[1] || kafka[1] > 0 || dead[1]);
         assert(kafka[0] == 0 || dstate[0] == DONE);
         assert(kafka[1] == 0 || dstate[1] == DONE)
     }
@@ -235,4 +274,6 @@ init {
 }
 
 ltl no_double_commit { [] (committed[0] <= 1 && committed[1] <= 1) }
-ltl acked_reaches_kafka { [] ((acked[0] -> <> (kafka[0] > 0)) && (acked[1] -> <> (kafka[1] > 0))) }
+ltl acked_reaches_kafka_or_dlq {
+    [] ((acked[0] -> <> (kafka[0] > 0 || dead[0])) && (acked[1] -> <> (kafka[1] > 0 || dead[1])))
+}

@@ -26,7 +26,7 @@ cp "$model" .
 
 failures=0
 # run VARIANT PROPERTY EXPECT [BOUNDS]: VARIANT is a -D flag or "", PROPERTY is safety,
-# no_double_commit or acked_reaches_kafka, EXPECT is pass or reject.
+# no_double_commit or acked_reaches_kafka_or_dlq, EXPECT is pass or reject.
 run() {
   local variant="$1" property="$2" expect="$3" bound="${4:-}"
   local defs=() cflags=(-w -O2) args=()
@@ -35,7 +35,7 @@ run() {
   case "$property" in
     safety) cflags+=(-DSAFETY -DNOCLAIM) ;;
     no_double_commit) args=(-a -N no_double_commit) ;;
-    acked_reaches_kafka) cflags+=(-DNFAIR=3); args=(-a -f -N acked_reaches_kafka) ;;
+    acked_reaches_kafka_or_dlq) cflags+=(-DNFAIR=3); args=(-a -f -N acked_reaches_kafka_or_dlq) ;;
   esac
   spin -a "${defs[@]}" ballast.pml >spin.log 2>&1 || { cat spin.log; exit 1; }
   gcc "${cflags[@]}" -o pan pan.c
@@ -59,14 +59,15 @@ run() {
 }
 
 for b in "${bounds[@]}"; do
-  for p in safety no_double_commit acked_reaches_kafka; do
+  for p in safety no_double_commit acked_reaches_kafka_or_dlq; do
     run "" "$p" pass "$b"
   done
 done
 run BUG_ACK_BEFORE_ENQUEUE safety reject
 run BUG_INPROGRESS_AS_DONE safety reject
 run BUG_COMMIT_WITHOUT_FENCE no_double_commit reject
-run BUG_LEASE_NEVER_EXPIRES acked_reaches_kafka reject
+run BUG_LEASE_NEVER_EXPIRES acked_reaches_kafka_or_dlq reject
+run BUG_ATTEMPT_WITHOUT_WRITE safety reject
 
 if [ "$failures" -gt 0 ]; then
   echo "model-check: $failures run(s) did not give the expected verdict" >&2

@@ -33,6 +33,24 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
         stdout.contains("every invariant holds (seed 20261123)"),
         "{stdout}"
     );
+    // What a healthy run shows, which a gateway answering every record with a retryable
+    // error would not: every record acknowledged (the audit flags any given up), and
+    // through Kafka more often than through the queue.
+    let total = |row: &str| -> usize {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(row))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {row:?} total:\n{stdout}"))
+    };
+    let (sent, kafka, failover) = (
+        total("records sent"),
+        total("acked: kafka"),
+        total("acked: failover"),
+    );
+    assert_eq!(sent, 50_000, "{stdout}");
+    assert_eq!(kafka + failover, sent, "{stdout}");
+    assert!(kafka > failover, "{stdout}");
     // Every fault kind was played: each has a row with the records sent during it.
     for kind in [
         "broker down",
@@ -48,6 +66,7 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
         "redis restart",
         "topology killed",
         "spot notice",
+        "broker flapping",
     ] {
         assert!(stderr.contains(kind), "{kind} was not played:\n{stderr}");
     }

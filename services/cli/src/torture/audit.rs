@@ -2,7 +2,7 @@
 //! every invariant is checked and the run is written up per fault kind.
 
 use super::faults::{Episode, Kind};
-use super::load::{record_number, value, Ledger, Outcome};
+use super::load::{key, record_number, value, Ledger, Outcome};
 use super::report::{KindRow, TortureReport};
 use super::system::{System, GROUP, TOPIC};
 use crate::demo::percentile;
@@ -160,10 +160,10 @@ pub async fn check(
     let seed = ledger.seed;
     // The load is over: the ledger is read without holding its lock across awaits.
     let entries = std::mem::take(&mut *ledger.entries.lock().expect("ledger lock"));
-    let mut copies: HashMap<&str, usize> = HashMap::new();
+    let mut copies: HashMap<&str, Vec<&Landed>> = HashMap::new();
     for l in landed {
         if let Some(id) = &l.message_id {
-            *copies.entry(id.as_str()).or_default() += 1;
+            copies.entry(id.as_str()).or_default().push(l);
         }
     }
     let by_place: HashMap<(i32, i64), &Landed> = landed
@@ -197,7 +197,22 @@ pub async fn check(
     for (n, e) in entries.iter().enumerate() {
         let id = ledger.id(n);
         let row = rows.entry(Kind::from_index(e.fault)).or_default();
-        let in_kafka = copies.get(id.as_str()).copied().unwrap_or(0);
+        let found = copies.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let in_kafka = found.len();
+        // Every copy, however it got there (first attempt, reroute, failover), carries
+        // the record's value, and a STRICT key's copies sit on its murmur2 partition.
+        if found.iter().any(|l| l.value != value(n)) {
+            flag("in kafka with another value", id.clone());
+        }
+        if let Some((k, ballast_proto::ingest::v1::KeyPolicy::Strict)) = key(n) {
+            let home = ballast_balancer::partition_for_key(k.as_bytes(), sys.partitions as usize);
+            if let Some(l) = found.iter().find(|l| l.partition != home) {
+                flag(
+                    "a strict key off its partition",
+                    format!("{id} on {} not {home}", l.partition),
+                );
+            }
+        }
         for r in [&mut *row, &mut total] {
             r.sent += 1;
             r.retryable += e.retryable_errors as usize;
@@ -236,9 +251,15 @@ pub async fn check(
                 }
                 true
             }
-            Some(Outcome::GivenUp | Outcome::Refused) => {
+            Some(outcome @ (Outcome::GivenUp | Outcome::Refused)) => {
                 row.given_up += 1;
                 total.given_up += 1;
+                // A healthy system acknowledges every record within the client's sends: a
+                // gateway answering everything with a retryable error keeps every other
+                // invariant, and fails this one.
+                if outcome == Outcome::GivenUp {
+                    flag("given up after every send", id.clone());
+                }
                 false
             }
         };
@@ -330,6 +351,9 @@ pub async fn check(
     let totals: Vec<(String, String)> = vec![
         ("seed".into(), seed.to_string()),
         ("records sent".into(), total.sent.to_string()),
+        ("acked: kafka".into(), total.kafka.to_string()),
+        ("acked: failover".into(), total.failover.to_string()),
+        ("given up or refused".into(), total.given_up.to_string()),
         ("faults played".into(), episodes.len().to_string()),
         ("kafka: records".into(), landed.len().to_string()),
         ("kafka: unique ids".into(), unique.to_string()),
@@ -394,7 +418,7 @@ pub async fn check(
         anyhow::bail!("{broken} broken invariant(s) with seed {seed}");
     }
     println!(
-        "torture: every invariant holds (seed {seed}): acknowledged => in kafka; processed => sent; none processed twice; acknowledged => processed; one final outcome per record"
+        "torture: every invariant holds (seed {seed}): every record acknowledged; acknowledged => in kafka, with its value, a strict key on its partition; processed => sent; none processed twice; acknowledged => processed; one final outcome per record"
     );
     Ok(())
 }

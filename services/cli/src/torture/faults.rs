@@ -27,10 +27,11 @@ pub enum Kind {
     RedisRestart,
     TopologyKilled,
     SpotNotice,
+    BrokerFlapping,
 }
 
 impl Kind {
-    pub const FAULTS: [Kind; 13] = [
+    pub const FAULTS: [Kind; 14] = [
         Kind::BrokerDown,
         Kind::LeaderMove,
         Kind::Leaderless,
@@ -44,6 +45,7 @@ impl Kind {
         Kind::RedisRestart,
         Kind::TopologyKilled,
         Kind::SpotNotice,
+        Kind::BrokerFlapping,
     ];
 
     pub fn label(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::RedisRestart => "redis restart",
             Kind::TopologyKilled => "topology killed",
             Kind::SpotNotice => "spot notice",
+            Kind::BrokerFlapping => "broker flapping",
         }
     }
 
@@ -279,6 +282,20 @@ pub async fn inject(
             tokio::time::sleep(hold / 2).await;
             set_broker(sys, broker, false).await?;
             (format!("broker {broker}"), Undo::Spot(broker))
+        }
+        Kind::BrokerFlapping => {
+            // Down and up every 400 ms for the hold: each return leaves the broker's
+            // partitions half-open, where records must not spend attempts they never made.
+            let end = tokio::time::Instant::now() + hold;
+            let mut flaps = 0;
+            while tokio::time::Instant::now() < end {
+                set_broker(sys, broker, false).await?;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                set_broker(sys, broker, true).await?;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                flaps += 1;
+            }
+            (format!("broker {broker} x{flaps}"), Undo::BrokerUp(broker))
         }
     })
 }

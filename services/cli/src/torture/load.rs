@@ -100,11 +100,20 @@ pub fn value(n: usize) -> Vec<u8> {
     format!("{n:09} {}", "x".repeat(30)).into_bytes()
 }
 
+/// Record `n`'s key, when it has one, and whether it is STRICT (fixed to its murmur2
+/// partition) or PREFERRED.
+pub fn key(n: usize) -> Option<(String, pb::KeyPolicy)> {
+    match n % 10 {
+        0..=3 => Some((format!("k-{}", n % 1000), pb::KeyPolicy::Strict)),
+        4 => Some((format!("k-{}", n % 1000), pb::KeyPolicy::Preferred)),
+        _ => None,
+    }
+}
+
 fn record(ledger: &Ledger, n: usize) -> pb::Record {
-    let (key, policy) = match n % 10 {
-        0..=3 => (Some(format!("k-{}", n % 1000)), pb::KeyPolicy::Strict),
-        4 => (Some(format!("k-{}", n % 1000)), pb::KeyPolicy::Preferred),
-        _ => (None, pb::KeyPolicy::Strict),
+    let (key, policy) = match key(n) {
+        Some((k, policy)) => (Some(k), policy),
+        None => (None, pb::KeyPolicy::Strict),
     };
     pb::Record {
         topic: TOPIC.into(),
