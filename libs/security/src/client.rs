@@ -22,6 +22,10 @@ pub struct ClientSecurity {
     /// The bearer token itself (the CLI's `--token` / `BALLAST_TOKEN`); never in YAML.
     #[serde(skip)]
     pub token: Option<String>,
+    /// Send the token without TLS to a host other than this one (a trusted network, or a
+    /// sidecar that encrypts). Off: such an endpoint is refused, since anyone on the path
+    /// could read the token.
+    pub allow_plaintext_token: bool,
 }
 
 /// Adds `authorization: Bearer …` to every call when a token is set.
@@ -66,9 +70,39 @@ impl ClientSecurity {
         Ok(Bearer(value))
     }
 
+    /// Refuses to send a bearer token in plaintext to another host, unless
+    /// `allow_plaintext_token` says so. Loopback and TLS are fine.
+    pub fn check_token_transport(&self, url: &str) -> anyhow::Result<()> {
+        let has_token = self.token.is_some() || self.token_file.is_some();
+        if !has_token || self.tls() || self.allow_plaintext_token {
+            return Ok(());
+        }
+        let uri: tonic::transport::Uri = url
+            .parse()
+            .with_context(|| format!("bad endpoint {url}"))?;
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        anyhow::ensure!(
+            loopback,
+            "refusing to send a bearer token in plaintext to {url}: anyone on the path could \
+             read it. Give the server's CA (ca_file, or --tls-ca) to use TLS, or on a trusted \
+             network set allow_plaintext_token: true (--allow-plaintext-token)"
+        );
+        Ok(())
+    }
+
     /// The endpoint for `url`, with TLS when a CA is configured (an `http://` URL becomes
-    /// `https://`).
+    /// `https://`). A token in plaintext to another host is refused
+    /// ([`Self::check_token_transport`]).
     pub fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        self.check_token_transport(url)?;
         if self.cert_file.is_some() != self.key_file.is_some() {
             anyhow::bail!("a client certificate needs both its cert and key files");
         }
@@ -114,5 +148,48 @@ impl ClientSecurity {
             .await
             .with_context(|| format!("connecting to {url}"))?;
         self.wrap(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_in_plaintext_only_to_this_host_or_when_allowed() {
+        let with_token = ClientSecurity {
+            token: Some("t".into()),
+            ..ClientSecurity::default()
+        };
+        let err = with_token
+            .endpoint("http://10.0.0.1:50051")
+            .expect_err("plaintext to another host")
+            .to_string();
+        assert!(
+            err.contains("allow_plaintext_token") && err.contains("--tls-ca"),
+            "{err}"
+        );
+        let from_file = ClientSecurity {
+            token_file: Some("/run/secrets/token".into()),
+            ..ClientSecurity::default()
+        };
+        assert!(from_file.endpoint("http://topology:50054").is_err());
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            with_token
+                .endpoint(url)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let allowed = ClientSecurity {
+            allow_plaintext_token: true,
+            ..with_token.clone()
+        };
+        allowed.endpoint("http://10.0.0.1:50051").unwrap();
+        ClientSecurity::default()
+            .endpoint("http://10.0.0.1:50051")
+            .unwrap();
     }
 }

@@ -119,6 +119,7 @@ pub fn redact(value: &mut serde_yaml::Value) {
                 let secret_key = k.as_str().is_some_and(names_a_secret);
                 if secret_key
                     && !v.is_null()
+                    && !v.is_bool()
                     && !matches!(v, Value::Mapping(_) | Value::Sequence(_))
                 {
                     *v = Value::String(REDACTED.into());

@@ -19,6 +19,9 @@ pub struct ClientArgs {
     /// Bearer token sent on every call.
     #[arg(long, env = "BALLAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Send the token without TLS to another host (a trusted network); refused otherwise.
+    #[arg(long, env = "BALLAST_ALLOW_PLAINTEXT_TOKEN")]
+    pub allow_plaintext_token: bool,
 }
 
 impl ClientArgs {
@@ -29,6 +32,7 @@ impl ClientArgs {
             key_file: self.tls_key.clone(),
             token: self.token.clone(),
             token_file: None,
+            allow_plaintext_token: self.allow_plaintext_token,
         }
     }
 

@@ -500,3 +500,30 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
     assert_eq!(landed[0].value.len(), value.len());
     Ok(())
 }
+
+/// A CLI command refuses to send its bearer token in plaintext to another host, and says
+/// how to use TLS or allow it; loopback (`ballast dev`) needs no flag.
+#[test]
+fn a_token_is_not_sent_in_plaintext_to_another_host() {
+    let out = Command::new(BIN)
+        .args(["dlq", "--admin", "http://ballast-test.invalid:1", "--token", "x", "stats"])
+        .env_remove("BALLAST_ALLOW_PLAINTEXT_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to send a bearer token in plaintext")
+            && err.contains("--allow-plaintext-token"),
+        "{err}"
+    );
+    // Allowed, it goes on and fails on the address instead.
+    let out = Command::new(BIN)
+        .args(["dlq", "--admin", "http://ballast-test.invalid:1", "--token", "x"])
+        .args(["--allow-plaintext-token", "stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("plaintext"), "{err}");
+}

@@ -263,6 +263,9 @@ impl GatewayConfig {
                     "topology.endpoint must start with http:// or https://, got {e:?}"
                 )));
             }
+            t.client
+                .check_token_transport(e)
+                .map_err(|err| ConfigError::Invalid(format!("topology.client: {err}")))?;
         }
         if t.connect_timeout.is_zero()
             || t.reconnect_backoff.is_zero()
@@ -332,6 +335,24 @@ mod tests {
             assert!(err.to_string().contains("does not exist"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_topology_token_in_plaintext_to_another_host_is_refused() {
+        let with = |endpoint: &str, allow: bool| {
+            let mut cfg = GatewayConfig::default();
+            cfg.topology.endpoint = Some(endpoint.into());
+            cfg.topology.client.token_file = Some("/run/secrets/topology-token".into());
+            cfg.topology.client.allow_plaintext_token = allow;
+            cfg.validate()
+        };
+        let err = with("http://topology:50054", false).unwrap_err().to_string();
+        assert!(
+            err.contains("topology.client") && err.contains("allow_plaintext_token"),
+            "{err}"
+        );
+        with("http://topology:50054", true).unwrap();
+        with("http://127.0.0.1:50054", false).unwrap();
     }
 
     #[test]
