@@ -740,16 +740,22 @@ async fn the_worker_delivers_every_record_a_gateway_took_and_only_kafka_refuses_
 async fn a_flapping_broker_dead_letters_nothing() -> anyhow::Result<()> {
     let (cfg, dir) = sqlite();
     let stack = gateway_with(cfg.clone()).await?;
-    // Three probes close a breaker, an open one tries again within 2 s, and the leader
-    // answers in 150 ms: after each return the partition is half-open for about a second
-    // (a reconnect, then three probes one after another), while the worker leases more
-    // entries than it may probe with.
+    // Five probes close a breaker, an open one tries again within 2 s, and the leader
+    // answers in 150 ms: after each return the partition is half-open for over a second
+    // (a reconnect, then five probes one after another), while the worker leases batches
+    // of 50, of which one may probe.
     let worker = start_worker(&stack, cfg.clone(), |w| {
         w.retry.max_attempts = 5;
-        w.breaker.close_after_successes = 3;
+        w.retry.max_number_of_messages = 50;
+        w.retry.backoff_base = Duration::from_millis(100);
+        w.breaker.close_after_successes = 5;
         w.breaker.open_max = Duration::from_secs(2);
-        // Long enough for a reconnect at the leader's latency and a write after it.
-        w.kafka.write_timeout = Duration::from_secs(3);
+        // A write in flight when the leader goes down outlives its 2 s away: librdkafka
+        // sends it again once it is back (a reconnect at its latency, then the write), so
+        // only the flapping's probes and refusals are in play, not writes that could
+        // never have been answered.
+        w.kafka.write_timeout = Duration::from_secs(5);
+        w.retry.lease = Duration::from_secs(30);
     })
     .await?;
     let target = 2;

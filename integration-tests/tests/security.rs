@@ -234,6 +234,46 @@ async fn the_gateway_authenticates_authorizes_and_reloads() -> anyhow::Result<()
     })
     .await?;
 
+    // A stream opened now follows the policy as it changes: with the grant withdrawn,
+    // its next batch is denied, record by record.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = ops
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    tx.send(batch(&["orders.eu"])).await?;
+    let first = answers.message().await?.expect("an answer");
+    assert!(kafka_ack(&first.results[0]).is_some(), "{first:?}");
+    std::fs::write(&pki.policy, POLICY)?;
+    eventually("the grant withdrawn", async || {
+        let r = ops.produce(batch(&["orders.eu"])).await;
+        r.is_ok_and(|r| record_error(&r.into_inner().results[0]).is_some())
+    })
+    .await?;
+    tx.send(batch(&["orders.eu"])).await?;
+    let next = answers.message().await?.expect("an answer");
+    assert_eq!(
+        record_error(&next.results[0]).map(|e| e.code),
+        Some(Code::PermissionDenied as i32),
+        "{next:?}"
+    );
+    drop(tx);
+
+    // A certificate named like a token principal ("orders") gets none of its grants.
+    let impostor = pki.ca.issue("impostor", "orders", &[])?;
+    let r = ingest(&pki.client(None, Some(&impostor)), addr)
+        .await?
+        .produce(batch(&["orders.eu"]))
+        .await?
+        .into_inner()
+        .results;
+    let denied = record_error(&r[0]).expect("the impostor is denied");
+    assert_eq!(denied.code, Code::PermissionDenied as i32);
+    assert!(
+        denied.message.contains("certificate principal"),
+        "{denied:?}"
+    );
+
     // Certificate rotation: the server's files are replaced by ones from a new CA; new
     // connections get the new certificate, without a restart.
     let rotated_dir = pki.dir.join("rotated");

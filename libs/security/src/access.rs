@@ -136,11 +136,26 @@ pub struct GrantsConfig {
     pub topology: Vec<TopologyAction>,
 }
 
-/// The policy file.
+/// The policy file. Bearer-token principals and client-certificate principals are kept
+/// apart, so a certificate whose name equals a token principal's gets nothing of its.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// Grants of bearer-token principals (`auth.tokens[].principal`).
+    pub tokens: BTreeMap<String, GrantsConfig>,
+    /// Grants of client-certificate principals (the URI SAN, else the DNS SAN, else the
+    /// CN).
+    pub certificates: BTreeMap<String, GrantsConfig>,
+    /// The older single section: a name that `auth.tokens` lists is a token principal
+    /// only, any other name a certificate principal only.
     pub principals: BTreeMap<String, GrantsConfig>,
+}
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    Token,
+    Certificate,
 }
 
 /// One action a call asks for.
@@ -215,7 +230,13 @@ impl Grants {
 #[derive(Debug, Default)]
 struct Loaded {
     tokens: HashMap<[u8; 32], String>,
-    grants: HashMap<String, Arc<Grants>>,
+    grants: HashMap<(PrincipalKind, String), Arc<Grants>>,
+}
+
+impl Loaded {
+    fn grants(&self, kind: PrincipalKind, principal: &str) -> Option<Arc<Grants>> {
+        self.grants.get(&(kind, principal.to_string())).cloned()
+    }
 }
 
 fn load(cfg: &AuthConfig) -> anyhow::Result<Loaded> {
@@ -226,9 +247,34 @@ fn load(cfg: &AuthConfig) -> anyhow::Result<Loaded> {
         .with_context(|| format!("auth.policy_file {}: cannot read it", path.display()))?;
     let policy: PolicyConfig = serde_yaml::from_str(&text)
         .with_context(|| format!("auth.policy_file {}: not a valid policy", path.display()))?;
+    let token_principals: std::collections::HashSet<&str> =
+        cfg.tokens.iter().map(|t| t.principal.as_str()).collect();
     let mut grants = HashMap::new();
-    for (principal, g) in &policy.principals {
-        grants.insert(principal.clone(), Arc::new(Grants::compile(principal, g)?));
+    let sections = [
+        ("tokens", Some(PrincipalKind::Token), &policy.tokens),
+        (
+            "certificates",
+            Some(PrincipalKind::Certificate),
+            &policy.certificates,
+        ),
+        ("principals", None, &policy.principals),
+    ];
+    for (section, kind, entries) in sections {
+        for (principal, g) in entries {
+            let kind = kind.unwrap_or(if token_principals.contains(principal.as_str()) {
+                PrincipalKind::Token
+            } else {
+                PrincipalKind::Certificate
+            });
+            let compiled = Arc::new(Grants::compile(principal, g)?);
+            anyhow::ensure!(
+                grants.insert((kind, principal.clone()), compiled).is_none(),
+                "auth.policy_file {}: {section}.{principal} is granted twice (a name under \
+                 principals is a token principal when auth.tokens lists it, else a \
+                 certificate principal)",
+                path.display()
+            );
+        }
     }
     let mut tokens = HashMap::new();
     for t in &cfg.tokens {
@@ -258,6 +304,10 @@ fn load(cfg: &AuthConfig) -> anyhow::Result<Loaded> {
 pub struct Caller {
     /// None when the service runs open.
     pub principal: Option<String>,
+    /// How the principal was proved; None when the service runs open.
+    pub kind: Option<PrincipalKind>,
+    /// The SHA-256 of the bearer token, so a stream can see it is still valid.
+    token: Option<[u8; 32]>,
     grants: Option<Arc<Grants>>,
     open: bool,
 }
@@ -266,6 +316,8 @@ impl Caller {
     fn open() -> Self {
         Self {
             principal: None,
+            kind: None,
+            token: None,
             grants: None,
             open: true,
         }
@@ -285,8 +337,13 @@ impl Caller {
 
     /// Why `action` is not allowed, for a per-record error.
     pub fn denial(&self, action: Action<'_>) -> String {
+        let kind = match self.kind {
+            Some(PrincipalKind::Token) => "token principal",
+            Some(PrincipalKind::Certificate) => "certificate principal",
+            None => "principal",
+        };
         format!(
-            "principal {:?} may not {action} (auth.policy_file grants it nothing of the kind)",
+            "{kind} {:?} may not {action} (auth.policy_file grants it nothing of the kind)",
             self.principal.as_deref().unwrap_or("")
         )
     }
@@ -371,38 +428,62 @@ impl Access {
             return Ok(Caller::open());
         }
         let loaded = self.loaded.read().expect("policy lock").clone();
-        let principal = match request.metadata().get("authorization") {
+        let (kind, token, principal) = match request.metadata().get("authorization") {
             Some(v) => {
                 let token = v
                     .to_str()
                     .ok()
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .ok_or_else(|| {
-                        ErrorCode::Unauthenticated.status(
-                            "the authorization header must be \"Bearer <token>\"",
-                        )
+                        ErrorCode::Unauthenticated
+                            .status("the authorization header must be \"Bearer <token>\"")
                     })?;
                 let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-                loaded
-                    .tokens
-                    .get(&hash)
-                    .cloned()
-                    .ok_or_else(|| ErrorCode::Unauthenticated.status("the bearer token is not valid"))?
+                let principal = loaded.tokens.get(&hash).cloned().ok_or_else(|| {
+                    ErrorCode::Unauthenticated.status("the bearer token is not valid")
+                })?;
+                (PrincipalKind::Token, Some(hash), principal)
             }
-            None => request
-                .extensions()
-                .get::<PeerInfo>()
-                .and_then(|p| p.principal.clone())
-                .ok_or_else(|| {
-                    ErrorCode::Unauthenticated.status(
-                        "no credentials: send a bearer token (authorization: Bearer …) or a client certificate",
-                    )
-                })?,
+            None => {
+                let principal = request
+                    .extensions()
+                    .get::<PeerInfo>()
+                    .and_then(|p| p.principal.clone())
+                    .ok_or_else(|| {
+                        ErrorCode::Unauthenticated.status(
+                            "no credentials: send a bearer token (authorization: Bearer …) or a client certificate",
+                        )
+                    })?;
+                (PrincipalKind::Certificate, None, principal)
+            }
         };
         Ok(Caller {
-            grants: loaded.grants.get(&principal).cloned(),
+            grants: loaded.grants(kind, &principal),
             principal: Some(principal),
+            kind: Some(kind),
+            token,
             open: false,
+        })
+    }
+
+    /// `caller` under the policy and tokens loaded now, not those of when its call began:
+    /// long-lived streams call this for every message. UNAUTHENTICATED when its bearer
+    /// token no longer names it.
+    pub fn refresh(&self, caller: &Caller) -> Result<Caller, tonic::Status> {
+        let (Some(kind), Some(principal)) = (caller.kind, caller.principal.as_deref()) else {
+            return Ok(caller.clone());
+        };
+        let loaded = self.loaded.read().expect("policy lock").clone();
+        if let Some(hash) = &caller.token {
+            if loaded.tokens.get(hash).map(String::as_str) != Some(principal) {
+                return Err(ErrorCode::Unauthenticated.status(
+                    "the bearer token is no longer valid (auth.tokens changed); reconnect with a valid one",
+                ));
+            }
+        }
+        Ok(Caller {
+            grants: loaded.grants(kind, principal),
+            ..caller.clone()
         })
     }
 
@@ -450,7 +531,8 @@ mod tests {
         let policy = write(
             &dir,
             "policy.yaml",
-            "principals:\n  orders:\n    produce: [\"orders.*\"]\n  spiffe://ops:\n    retry: [read]\n    topology: [read, mark_draining]\n",
+            "tokens:\n  orders:\n    produce: [\"orders.*\"]\n  spiffe://ops:\n    retry: [read]\n    topology: [read, mark_draining]\n\
+             certificates:\n  spiffe://ops:\n    retry: [read]\n    topology: [read, mark_draining]\n",
         );
         let hash_file = write(
             &dir,
@@ -509,7 +591,7 @@ mod tests {
         // Reload: a grant appears; a broken file keeps the last good policy.
         std::fs::write(
             &policy,
-            "principals:\n  orders:\n    produce: [\"orders.*\", payments]\n",
+            "tokens:\n  orders:\n    produce: [\"orders.*\", payments]\n",
         )
         .unwrap();
         access.reload_if_changed();
@@ -523,6 +605,103 @@ mod tests {
             .authenticate(&request(Some("orders-secret"), None))
             .unwrap();
         assert!(orders.allows(Action::Produce { topic: "payments" }));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A certificate named like a token principal gets none of its grants, in either
+    /// policy format; a name granted twice is refused.
+    #[test]
+    fn token_and_certificate_principals_are_kept_apart() {
+        let dir = std::env::temp_dir().join(format!("ballast-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = vec![TokenConfig {
+            principal: "orders".into(),
+            sha256: Some(token_sha256("orders-secret")),
+            sha256_file: None,
+        }];
+        for text in [
+            "tokens:\n  orders:\n    produce: [\"orders.*\"]\ncertificates:\n  spiffe://ops:\n    retry: [read]\n",
+            // The older single section: `orders` is listed in auth.tokens, so it is a token
+            // principal only.
+            "principals:\n  orders:\n    produce: [\"orders.*\"]\n  spiffe://ops:\n    retry: [read]\n",
+        ] {
+            let policy = write(&dir, "policy.yaml", text);
+            let access = Access::load(&AuthConfig {
+                policy_file: Some(policy),
+                tokens: tokens.clone(),
+                ..AuthConfig::default()
+            })
+            .unwrap();
+            let by_token = access
+                .authenticate(&request(Some("orders-secret"), None))
+                .unwrap();
+            assert!(by_token.allows(Action::Produce { topic: "orders.eu" }), "{text}");
+            let impostor = access
+                .authenticate(&request(None, Some("orders")))
+                .unwrap();
+            assert!(!impostor.allows(Action::Produce { topic: "orders.eu" }), "{text}");
+            assert!(
+                impostor.denial(Action::Produce { topic: "orders.eu" }).contains("certificate principal"),
+                "{text}"
+            );
+            let ops = access
+                .authenticate(&request(None, Some("spiffe://ops")))
+                .unwrap();
+            assert!(ops.allows(Action::Retry(RetryAction::Read)), "{text}");
+        }
+        let policy = write(
+            &dir,
+            "twice.yaml",
+            "tokens:\n  orders: {}\nprincipals:\n  orders: {}\n",
+        );
+        let err = Access::load(&AuthConfig {
+            policy_file: Some(policy),
+            tokens,
+            ..AuthConfig::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("granted twice"), "{err:#}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A caller taken when a stream opened follows later reloads through `refresh`, and
+    /// a rotated token ends it.
+    #[test]
+    fn refresh_follows_reloads_and_token_rotation() {
+        let dir = std::env::temp_dir().join(format!("ballast-refresh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = write(
+            &dir,
+            "policy.yaml",
+            "tokens:\n  orders:\n    produce: [orders]\n",
+        );
+        let hash = write(&dir, "orders.sha256", &token_sha256("orders-secret"));
+        let access = Access::load(&AuthConfig {
+            policy_file: Some(policy.clone()),
+            tokens: vec![TokenConfig {
+                principal: "orders".into(),
+                sha256: None,
+                sha256_file: Some(hash.clone()),
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let opened = access
+            .authenticate(&request(Some("orders-secret"), None))
+            .unwrap();
+        std::fs::write(&policy, "tokens:\n  orders:\n    produce: [payments]\n").unwrap();
+        access.reload_if_changed();
+        assert!(
+            opened.allows(Action::Produce { topic: "orders" }),
+            "the old copy"
+        );
+        let now = access.refresh(&opened).unwrap();
+        assert!(!now.allows(Action::Produce { topic: "orders" }));
+        assert!(now.allows(Action::Produce { topic: "payments" }));
+        std::fs::write(&hash, token_sha256("rotated")).unwrap();
+        access.reload_if_changed();
+        let e = access.refresh(&opened).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
         std::fs::remove_dir_all(&dir).ok();
     }
 

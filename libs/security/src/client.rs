@@ -77,9 +77,8 @@ impl ClientSecurity {
         if !has_token || self.tls() || self.allow_plaintext_token {
             return Ok(());
         }
-        let uri: tonic::transport::Uri = url
-            .parse()
-            .with_context(|| format!("bad endpoint {url}"))?;
+        let uri: tonic::transport::Uri =
+            url.parse().with_context(|| format!("bad endpoint {url}"))?;
         let host = uri
             .host()
             .unwrap_or_default()

@@ -12,7 +12,7 @@ mod tls;
 
 pub use access::{
     token_sha256, Access, Action, AuthConfig, Caller, GrantsConfig, PeerInfo, PolicyConfig,
-    RetryAction, TokenConfig, TopologyAction,
+    PrincipalKind, RetryAction, TokenConfig, TopologyAction,
 };
 pub use client::{AuthChannel, Bearer, ClientSecurity};
 pub use identity::principal_of;

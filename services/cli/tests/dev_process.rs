@@ -506,7 +506,14 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
 #[test]
 fn a_token_is_not_sent_in_plaintext_to_another_host() {
     let out = Command::new(BIN)
-        .args(["dlq", "--admin", "http://ballast-test.invalid:1", "--token", "x", "stats"])
+        .args([
+            "dlq",
+            "--admin",
+            "http://ballast-test.invalid:1",
+            "--token",
+            "x",
+            "stats",
+        ])
         .env_remove("BALLAST_ALLOW_PLAINTEXT_TOKEN")
         .output()
         .unwrap();
@@ -519,7 +526,13 @@ fn a_token_is_not_sent_in_plaintext_to_another_host() {
     );
     // Allowed, it goes on and fails on the address instead.
     let out = Command::new(BIN)
-        .args(["dlq", "--admin", "http://ballast-test.invalid:1", "--token", "x"])
+        .args([
+            "dlq",
+            "--admin",
+            "http://ballast-test.invalid:1",
+            "--token",
+            "x",
+        ])
         .args(["--allow-plaintext-token", "stats"])
         .output()
         .unwrap();

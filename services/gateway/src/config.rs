@@ -346,7 +346,9 @@ mod tests {
             cfg.topology.client.allow_plaintext_token = allow;
             cfg.validate()
         };
-        let err = with("http://topology:50054", false).unwrap_err().to_string();
+        let err = with("http://topology:50054", false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("topology.client") && err.contains("allow_plaintext_token"),
             "{err}"

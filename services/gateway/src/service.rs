@@ -133,13 +133,12 @@ impl pb::ingest_server::Ingest for IngestService {
                 let metadata = metadata.clone();
                 let caller = caller.clone();
                 async move {
-                    match item {
-                        Ok(req) => {
-                            let span = request_span(&metadata, req.records.len());
-                            Ok(service.produce_batch(req, &caller).instrument(span).await)
-                        }
-                        Err(status) => Err(status),
-                    }
+                    let req = item?;
+                    // Each batch under the policy and tokens of now: a reload or a revoked
+                    // token reaches a stream that is already open.
+                    let caller = service.access.refresh(&caller)?;
+                    let span = request_span(&metadata, req.records.len());
+                    Ok(service.produce_batch(req, &caller).instrument(span).await)
                 }
             })
             .buffered(window)

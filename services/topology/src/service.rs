@@ -92,8 +92,10 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::WatchTopologyRequest>,
     ) -> Result<Response<Self::WatchTopologyStream>, Status> {
-        self.access
+        let caller = self
+            .access
             .check(&req, Action::Topology(TopologyAction::Read))?;
+        let access = self.access.clone();
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             ErrorCode::ResourceExhausted.status(format!(
                 "too many watchers (limits.max_watchers = {})",
@@ -111,6 +113,14 @@ impl pb::topology_server::Topology for TopologyService {
         let stream = tokio_stream::wrappers::WatchStream::new(self.state.subscribe())
             .filter_map(move |snap| {
                 let _held = &permit;
+                // Every snapshot under the policy and tokens of now: a watcher whose
+                // grant was withdrawn, or whose token was revoked, is told and ended.
+                if let Err(status) = access
+                    .refresh(&caller)
+                    .and_then(|c| c.require(Action::Topology(TopologyAction::Read)))
+                {
+                    return futures::future::ready(Some(Err(status)));
+                }
                 let v = view(&snap, selection.as_ref());
                 let unchanged = last.as_ref().is_some_and(|l| {
                     l.version < v.version
@@ -123,6 +133,14 @@ impl pb::topology_server::Topology for TopologyService {
                     last = Some(v.clone());
                     Ok(v)
                 });
+                futures::future::ready(out)
+            })
+            // The stream ends after the first error.
+            .scan(false, |ended, item| {
+                let out = if *ended { None } else { Some(item) };
+                if matches!(out, Some(Err(_))) {
+                    *ended = true;
+                }
                 futures::future::ready(out)
             })
             .take_until(Box::pin(stopped));

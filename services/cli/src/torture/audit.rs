@@ -197,7 +197,10 @@ pub async fn check(
     for (n, e) in entries.iter().enumerate() {
         let id = ledger.id(n);
         let row = rows.entry(Kind::from_index(e.fault)).or_default();
-        let found = copies.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let found = copies
+            .get(id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let in_kafka = found.len();
         // Every copy, however it got there (first attempt, reroute, failover), carries
         // the record's value, and a STRICT key's copies sit on its murmur2 partition.
