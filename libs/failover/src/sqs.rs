@@ -895,33 +895,63 @@ impl FailoverQueue for SqsQueue {
     }
 
     async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
-        if all {
-            // A page at a time: memory stays bounded by one page (at most 100 bodies).
-            let mut total = 0;
-            loop {
-                let page = self.peek_dead(100, Duration::from_secs(30)).await?;
-                if page.is_empty() {
-                    return Ok(total);
-                }
-                total += self.redrive_entries(&page).await?;
-            }
+        // A page at a time: memory stays bounded by one page (at most DEAD_PAGE bodies)
+        // however large the dead-letter queue is.
+        let mut pages = DeadPages::new(ids, all);
+        let mut total = 0;
+        while let Some(chosen) = pages.next(self).await? {
+            total += self.redrive_entries(&chosen).await?;
         }
-        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
-        let chosen: Vec<Leased> = picked
-            .into_iter()
-            .filter(|l| ids.contains(&l.entry_id))
-            .collect();
-        self.redrive_entries(&chosen).await
+        Ok(total)
     }
 
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
-        let picked = self.peek_dead(10_000, Duration::from_secs(30)).await?;
-        let chosen: Vec<Leased> = picked
-            .into_iter()
-            .filter(|l| all || ids.contains(&l.entry_id))
-            .collect();
-        self.delete_from(&self.dlq_url, &chosen).await?;
-        Ok(chosen.len() as u64)
+        let mut pages = DeadPages::new(ids, all);
+        let mut total = 0;
+        while let Some(chosen) = pages.next(self).await? {
+            self.delete_from(&self.dlq_url, &chosen).await?;
+            total += chosen.len() as u64;
+        }
+        Ok(total)
+    }
+}
+
+/// Dead letters read per page by a redrive or purge.
+const DEAD_PAGE: usize = 100;
+
+/// The dead letters a redrive or purge picks (every one, or the given ids), a page at a
+/// time. SQS cannot page a queue: each page is a receive that hides what it read for
+/// 30 s, so the next receive reads others; it ends at an empty read, or once every
+/// given id was found.
+struct DeadPages<'a> {
+    ids: &'a [String],
+    all: bool,
+    found: usize,
+}
+
+impl<'a> DeadPages<'a> {
+    fn new(ids: &'a [String], all: bool) -> Self {
+        Self { ids, all, found: 0 }
+    }
+
+    async fn next(&mut self, q: &SqsQueue) -> Result<Option<Vec<Leased>>, QueueError> {
+        loop {
+            if !self.all && self.found >= self.ids.len() {
+                return Ok(None);
+            }
+            let page = q.peek_dead(DEAD_PAGE, Duration::from_secs(30)).await?;
+            if page.is_empty() {
+                return Ok(None);
+            }
+            let chosen: Vec<Leased> = page
+                .into_iter()
+                .filter(|l| self.all || self.ids.contains(&l.entry_id))
+                .collect();
+            self.found += chosen.len();
+            if !chosen.is_empty() {
+                return Ok(Some(chosen));
+            }
+        }
     }
 }
 
