@@ -246,25 +246,12 @@ async fn max_attempts_dead_letters_then_redrive_delivers() -> anyhow::Result<()>
         .cluster
         .broker_rtt(leader, Duration::from_secs(3))
         .await?;
-    let end = Instant::now() + Duration::from_secs(40);
-    let dead = loop {
-        let list = admin
-            .list_dead_letters(rpb::ListDeadLettersRequest {
-                page_size: 10,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .dead_letters;
-        if let Some(d) = list.into_iter().next() {
-            break d;
-        }
-        assert!(
-            Instant::now() < end,
-            "the record never reached the dead-letter store"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let dead = first_dead_letter(
+        &mut admin,
+        Duration::from_secs(40),
+        "the record never reached the dead-letter store",
+    )
+    .await?;
     assert_eq!(dead.message_id, "doomed-1");
     assert_eq!(dead.attempts, 2);
     assert!(dead.reason.contains("max attempts"), "{}", dead.reason);
@@ -577,6 +564,36 @@ async fn queue_gauges_are_counted_every_retry_stats_interval() -> anyhow::Result
     Ok(())
 }
 
+type Admin = RetryAdminClient<tonic::transport::Channel>;
+
+/// The first page of the worker's dead letters.
+async fn dead_letters(admin: &mut Admin) -> anyhow::Result<Vec<rpb::DeadLetter>> {
+    Ok(admin
+        .list_dead_letters(rpb::ListDeadLettersRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .dead_letters)
+}
+
+/// The first dead letter to appear within `within`; fails with `never` otherwise.
+async fn first_dead_letter(
+    admin: &mut Admin,
+    within: Duration,
+    never: &str,
+) -> anyhow::Result<rpb::DeadLetter> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(d) = dead_letters(admin).await?.into_iter().next() {
+            return Ok(d);
+        }
+        anyhow::ensure!(Instant::now() < end, "{never}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until the worker's queue is empty, failing at once with the dead letters' reasons
 /// when anything is dead-lettered.
 async fn drained_without_dead_letters(worker: &Worker) -> anyhow::Result<()> {
@@ -585,15 +602,7 @@ async fn drained_without_dead_letters(worker: &Worker) -> anyhow::Result<()> {
     loop {
         let s = admin.stats(rpb::StatsRequest {}).await?.into_inner();
         if s.dead_letters > 0 {
-            let dead = admin
-                .list_dead_letters(rpb::ListDeadLettersRequest {
-                    page_size: 10,
-                    page_token: String::new(),
-                })
-                .await?
-                .into_inner()
-                .dead_letters;
-            anyhow::bail!("dead-lettered: {dead:?}");
+            anyhow::bail!("dead-lettered: {:?}", dead_letters(&mut admin).await?);
         }
         if s.depth == 0 {
             return Ok(());
@@ -701,25 +710,12 @@ async fn the_worker_delivers_every_record_a_gateway_took_and_only_kafka_refuses_
         )
         .await?;
     let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
-    let end = Instant::now() + Duration::from_secs(30);
-    let dead = loop {
-        let list = admin
-            .list_dead_letters(rpb::ListDeadLettersRequest {
-                page_size: 10,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .dead_letters;
-        if let Some(d) = list.into_iter().next() {
-            break d;
-        }
-        assert!(
-            Instant::now() < end,
-            "the broker's refusal was never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let dead = first_dead_letter(
+        &mut admin,
+        Duration::from_secs(30),
+        "the broker's refusal was never dead-lettered",
+    )
+    .await?;
     assert_eq!(dead.message_id, "refused-1");
     assert!(
         dead.reason.to_lowercase().contains("too large")
