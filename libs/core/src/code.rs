@@ -11,6 +11,10 @@ pub enum ErrorCode {
     NotFound,
     ResourceExhausted,
     Unavailable,
+    /// The failover queue did not answer in time after it may have stored the record: it
+    /// may hold it. Retrying with the same message id can store a second copy (which the
+    /// dedup service absorbs), never lose one.
+    DeadlineExceeded,
     RecordTooLarge,
     PermissionDenied,
     FailedPrecondition,
@@ -28,11 +32,12 @@ struct Spec {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and metric label pre-registration.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::ResourceExhausted,
         ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
         ErrorCode::RecordTooLarge,
         ErrorCode::PermissionDenied,
         ErrorCode::FailedPrecondition,
@@ -62,6 +67,12 @@ impl ErrorCode {
                 tonic::Code::Unavailable,
                 true,
                 "unavailable",
+            ),
+            DeadlineExceeded => (
+                Code::DeadlineExceeded,
+                tonic::Code::DeadlineExceeded,
+                true,
+                "deadline_exceeded",
             ),
             RecordTooLarge => (
                 Code::RecordTooLarge,
@@ -192,6 +203,7 @@ mod tests {
     fn only_transient_codes_are_retryable() {
         assert!(ErrorCode::Unavailable.retryable());
         assert!(ErrorCode::ResourceExhausted.retryable());
+        assert!(ErrorCode::DeadlineExceeded.retryable());
         assert!(!ErrorCode::InvalidArgument.retryable());
         assert!(!ErrorCode::RecordTooLarge.retryable());
         assert!(!ErrorCode::PermissionDenied.retryable());

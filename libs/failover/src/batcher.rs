@@ -3,15 +3,16 @@
 //! ten records, and a breaker on the queue itself stops the gateway from hammering a queue
 //! that is failing.
 //!
-//! An error means the queue does not hold the record. Each record waiting for a batch is
-//! either taken into one (just before the batch is sent) or given up by its caller at
-//! `failover.timeout`, never both: the two race on one compare-and-swap. A caller whose
-//! record was taken waits for the batch's own outcome, which the backends bound
-//! (`statement_timeout` on PostgreSQL, `busy_timeout` on SQLite, the SDK's operation
-//! timeout on SQS); a record given up is never sent.
+//! An error means the queue does not hold the record, except [`QueueError::Ambiguous`],
+//! which says it may. Each record waiting for a batch is either taken into one (just
+//! before the batch is sent) or given up by its caller at `failover.timeout`, never both:
+//! the two race on one compare-and-swap. A record given up is never sent. A caller whose
+//! record was taken waits for the batch's own outcome, which each backend bounds on this
+//! side by `failover.write_timeout` (and this task again, should a backend not): so every
+//! record has its answer within `failover.timeout + failover.write_timeout`.
 
 use crate::config::FailoverConfig;
-use crate::queue::{FailoverQueue, QueueError};
+use crate::queue::{FailoverQueue, Fate, QueueError};
 use ballast_balancer::{Breaker, BreakerConfig, BreakerState};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,7 @@ impl Enqueuer {
             cfg.linger,
             cfg.concurrent_batches,
             cfg.initial_delay,
+            cfg.write_timeout,
         ));
         Self {
             tx,
@@ -158,6 +160,10 @@ impl Enqueuer {
     }
 }
 
+/// How much later than `failover.write_timeout` the batching task gives up on a backend
+/// call that did not bound itself.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(500);
+
 fn dropped() -> Result<String, QueueError> {
     Err(QueueError::Unavailable("failover batch was dropped".into()))
 }
@@ -168,6 +174,7 @@ async fn run(
     linger: Duration,
     concurrent: usize,
     delay: Duration,
+    write_timeout: Duration,
 ) {
     let max = queue.max_batch().max(1);
     let slots = Arc::new(Semaphore::new(concurrent));
@@ -204,7 +211,19 @@ async fn run(
                 replies.push(p.reply);
                 shares.push(p.bytes);
             }
-            match queue.enqueue(&bodies, delay).await {
+            // The backends bound their own calls; this bound (a little later) only catches
+            // one that does not.
+            let outcome = tokio::time::timeout(
+                write_timeout + BACKSTOP_GRACE,
+                queue.enqueue(&bodies, delay),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError::Ambiguous(format!(
+                    "the failover queue did not answer within {write_timeout:?} (failover.write_timeout)"
+                )))
+            });
+            match outcome {
                 Ok(ids) => {
                     for (reply, id) in replies.into_iter().zip(ids) {
                         let _ = reply.send(Ok(id));
@@ -212,9 +231,12 @@ async fn run(
                 }
                 // Each record learns its own fate: held, or not held.
                 Err(QueueError::Partial { stored, reason }) => {
-                    for (reply, id) in replies.into_iter().zip(stored) {
-                        let _ =
-                            reply.send(id.ok_or_else(|| QueueError::Unavailable(reason.clone())));
+                    for (reply, fate) in replies.into_iter().zip(stored) {
+                        let _ = reply.send(match fate {
+                            Fate::Held(id) => Ok(id),
+                            Fate::NotHeld => Err(QueueError::Unavailable(reason.clone())),
+                            Fate::Unknown => Err(QueueError::Ambiguous(reason.clone())),
+                        });
                     }
                 }
                 Err(e) => {

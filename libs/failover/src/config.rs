@@ -39,9 +39,15 @@ pub struct FailoverConfig {
     pub pending_bytes: usize,
     /// Batches sent at once.
     pub concurrent_batches: usize,
-    /// The deadline of one enqueue call.
+    /// How long a record waits to be taken into a batch; one not taken by then fails
+    /// with UNAVAILABLE and is never sent.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The client-side bound on one batch's write, everything included: S3 PUTs, SQS
+    /// requests, the SQL transaction. A record that failed over has its answer within
+    /// `timeout + write_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// How long records wait in the queue before the first retry.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
@@ -65,6 +71,7 @@ impl Default for FailoverConfig {
             pending_bytes: 64 * 1024 * 1024,
             concurrent_batches: 8,
             timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             initial_delay: Duration::ZERO,
             allow_node_local: false,
         }
@@ -77,8 +84,8 @@ impl FailoverConfig {
         if self.pending_limit == 0 || self.concurrent_batches == 0 || self.pending_bytes == 0 {
             return bad("failover.pending_limit, failover.pending_bytes and failover.concurrent_batches must be positive");
         }
-        if self.timeout.is_zero() {
-            return bad("failover.timeout must be positive");
+        if self.timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("failover.timeout and failover.write_timeout must be positive");
         }
         if self.backend == FailoverBackend::Sqs {
             self.sqs.validate()?;
@@ -113,6 +120,15 @@ impl FailoverConfig {
         }
     }
 
+    /// The longest a record may wait for its failover answer: to be taken into a batch,
+    /// then the batch's write. Zero for `backend: none`.
+    pub fn answer_bound(&self) -> Duration {
+        match self.backend {
+            FailoverBackend::None => Duration::ZERO,
+            _ => self.timeout + self.write_timeout,
+        }
+    }
+
     /// Whether the queue lives on this node's disk (SQLite).
     pub fn node_local(&self) -> bool {
         self.backend == FailoverBackend::Sqlite
@@ -123,11 +139,13 @@ impl FailoverConfig {
         self.validate()?;
         Ok(match self.backend {
             FailoverBackend::None => None,
-            FailoverBackend::Sqs => {
-                Some(Arc::new(SqsQueue::connect(&self.sqs, self.timeout).await?))
-            }
+            FailoverBackend::Sqs => Some(Arc::new(
+                SqsQueue::connect(&self.sqs, self.write_timeout).await?,
+            )),
             FailoverBackend::Sqlite | FailoverBackend::Postgres => Some(Arc::new(
-                SqlQueue::connect(&self.database_url()?, &self.queue, self.max_connections).await?,
+                SqlQueue::connect(&self.database_url()?, &self.queue, self.max_connections)
+                    .await?
+                    .with_write_timeout(self.write_timeout),
             )),
         })
     }

@@ -21,6 +21,6 @@ mod sqs;
 pub use batcher::Enqueuer;
 pub use config::{FailoverBackend, FailoverConfig};
 pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
-pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Leased, QueueError, QueueStats};
+pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, QueueError, QueueStats};
 pub use sql::SqlQueue;
 pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES, SQS_MAX_RETENTION};

@@ -105,13 +105,13 @@ pub(crate) enum Fetched {
     Missing(String),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Offload {
     client: Client,
     bucket: String,
     prefix: String,
     threshold: usize,
-    /// `failover.timeout`: the bound on each attempt of a put.
+    /// `failover.write_timeout`: the bound on a put.
     put_timeout: Duration,
 }
 
@@ -180,13 +180,21 @@ impl Offload {
         body.len() > self.threshold
     }
 
-    /// Stores `body` as a new object.
-    pub async fn put(&self, body: &[u8]) -> Result<Pointer, QueueError> {
-        let key = format!("{}{}", self.prefix, uuid::Uuid::now_v7());
+    /// A new object's place. It is chosen before the put, so an object whose put did
+    /// not answer can still be deleted.
+    pub fn pointer(&self) -> Pointer {
+        Pointer {
+            bucket: self.bucket.clone(),
+            key: format!("{}{}", self.prefix, uuid::Uuid::now_v7()),
+        }
+    }
+
+    /// Stores `body` at `pointer`.
+    pub async fn put(&self, pointer: &Pointer, body: &[u8]) -> Result<(), QueueError> {
         self.client
             .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
+            .bucket(&pointer.bucket)
+            .key(&pointer.key)
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
             .customize()
             // A put answers a waiting client: bound it like an SQS send.
@@ -197,10 +205,7 @@ impl Offload {
             .send()
             .await
             .map_err(|e| err_sdk("put_object", e))?;
-        Ok(Pointer {
-            bucket: self.bucket.clone(),
-            key,
-        })
+        Ok(())
     }
 
     pub async fn get(&self, pointer: &Pointer) -> Result<Fetched, QueueError> {
@@ -227,6 +232,16 @@ impl Offload {
             .await
             .map_err(|e| QueueError::Unavailable(format!("s3 get_object body: {e}")))?;
         Ok(Fetched::Body(bytes.into_bytes().to_vec()))
+    }
+
+    /// Deletes, in the background, objects no message points at, so no caller waits on
+    /// it.
+    pub fn delete_later(&self, pointers: Vec<Pointer>) {
+        if pointers.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.delete(&pointers).await });
     }
 
     /// Deletes objects whose messages are gone. A failure leaves an orphan object (a

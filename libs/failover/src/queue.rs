@@ -12,13 +12,53 @@ pub enum QueueError {
     Config(String),
     #[error("failover queue: {0}")]
     Invalid(String),
-    /// An enqueue stored some bodies and not others (SQS answers a batch entry by entry):
-    /// `stored[i]` is the entry id of body `i`, or None when the queue does not hold it.
-    #[error("failover queue stored {} of {} records: {reason}", stored.iter().flatten().count(), stored.len())]
-    Partial {
-        stored: Vec<Option<String>>,
-        reason: String,
-    },
+    /// The call may have been applied, but its answer did not come within its bound (or
+    /// the connection failed after the request went out): the queue may hold the bodies.
+    /// Sending them again may store a second copy, never lose one.
+    #[error("failover queue outcome unknown: {0}")]
+    Ambiguous(String),
+    /// An enqueue's bodies met different fates (SQS answers a batch entry by entry, and
+    /// sub-batches go one after another): `stored[i]` is body `i`'s.
+    #[error("failover queue stored {} of {} records: {reason}", stored.iter().filter(|f| matches!(f, Fate::Held(_))).count(), stored.len())]
+    Partial { stored: Vec<Fate>, reason: String },
+}
+
+/// What became of one body of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// The queue holds it, under this entry id.
+    Held(String),
+    /// The queue does not hold it.
+    NotHeld,
+    /// The queue may hold it (see [`QueueError::Ambiguous`]).
+    Unknown,
+}
+
+impl QueueError {
+    /// Whether the queue may hold what the failed call carried.
+    pub fn may_hold(&self) -> bool {
+        matches!(self, QueueError::Ambiguous(_))
+    }
+}
+
+/// The client-side bound on a backend call: past `deadline`, `unknown` says what the
+/// caller can assume (nothing stored, or the call's outcome is not known).
+pub(crate) async fn bounded<T>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    bound: Duration,
+    applied: bool,
+    fut: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(r) => r,
+        Err(_) if applied => Err(QueueError::Ambiguous(format!(
+            "{what} did not answer within {bound:?} (failover.write_timeout)"
+        ))),
+        Err(_) => Err(QueueError::Unavailable(format!(
+            "{what} did not answer within {bound:?} (failover.write_timeout); nothing was stored"
+        ))),
+    }
 }
 
 /// An entry handed to one worker until its lease ends.
@@ -87,8 +127,10 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
         0
     }
 
-    /// Stores bodies, visible after `delay`; returns their entry ids in order. An error
-    /// means no body is held, except [`QueueError::Partial`], which says which are.
+    /// Stores bodies, visible after `delay`; returns their entry ids in order, within the
+    /// backend's write bound (`failover.write_timeout`). An error means no body is held,
+    /// except [`QueueError::Ambiguous`] (any may be) and [`QueueError::Partial`] (which
+    /// says, body by body).
     async fn enqueue(&self, bodies: &[Vec<u8>], delay: Duration)
         -> Result<Vec<String>, QueueError>;
 

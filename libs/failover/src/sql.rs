@@ -26,7 +26,13 @@ pub struct SqlQueue {
     postgres: bool,
     queue: String,
     max_batch: usize,
+    /// The client-side bound on each call (`failover.write_timeout`): PostgreSQL's
+    /// `statement_timeout` is the server's, and a black-holed connection never hears it.
+    write_timeout: Duration,
 }
+
+/// `failover.write_timeout`'s default.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn unavailable(e: sqlx::Error) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -89,7 +95,32 @@ impl SqlQueue {
             postgres,
             queue: queue.to_string(),
             max_batch: 100,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         })
+    }
+
+    /// Bounds every call by `write_timeout` on this side (10 s by default).
+    pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
+        self.write_timeout = write_timeout;
+        self
+    }
+
+    /// Runs one worker or admin call under `write_timeout`. Past it, the call is dropped
+    /// and fails with UNAVAILABLE; a lease, a retry or a dead letter the database may
+    /// still have applied is safe to do again.
+    async fn bound<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        tokio::time::timeout(self.write_timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError::Unavailable(format!(
+                    "the failover database did not answer {what} within {:?} (failover.write_timeout)",
+                    self.write_timeout
+                )))
+            })
     }
 
     /// Opens a transaction that takes the write lock at once. SQLite's default (deferred)
@@ -105,6 +136,223 @@ impl SqlQueue {
             "BEGIN IMMEDIATE"
         };
         self.pool.begin_with(begin).await.map_err(unavailable)
+    }
+
+    /// The rows of one enqueue, inserted in an open transaction; their ids in body order.
+    async fn insert(
+        &self,
+        bodies: &[Vec<u8>],
+        now: i64,
+        visible: i64,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, Vec<String>), QueueError> {
+        // One multi-row INSERT per chunk, not one statement (and one round trip) per body;
+        // the queue, times and deliveries are bound once and shared by every row.
+        let mut tx = self.write_tx().await?;
+        let mut ids = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(INSERT_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, $3, 0, ${})", i + 4))
+                .collect();
+            // Only placeholders are spliced in; every value is bound.
+            let sql = sqlx::AssertSqlSafe(format!(
+                "INSERT INTO ballast_failover_entries (queue, enqueued_at, visible_at, deliveries, body) \
+                 VALUES {} RETURNING id",
+                rows.join(",")
+            ));
+            let mut q = sqlx::query(sql).bind(&self.queue).bind(now).bind(visible);
+            for body in chunk {
+                q = q.bind(body.as_slice());
+            }
+            let returned = q.fetch_all(&mut *tx).await.map_err(unavailable)?;
+            let mut chunk_ids = returned
+                .iter()
+                .map(|r| r.try_get::<i64, _>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            if chunk_ids.len() != chunk.len() {
+                return Err(QueueError::Unavailable(format!(
+                    "insert of {} entries returned {} ids",
+                    chunk.len(),
+                    chunk_ids.len()
+                )));
+            }
+            // Rows take their ids in VALUES order, and RETURNING need not keep that order:
+            // ascending ids are the bodies' ids in order.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids.into_iter().map(|id| id.to_string()));
+        }
+        Ok((tx, ids))
+    }
+
+    /// Deletes leased entries, by lease token, in one transaction.
+    async fn delete_leased(&self, by_lease: &[(&str, Vec<i64>)]) -> Result<(), QueueError> {
+        let mut tx = self.write_tx().await?;
+        for (token, ids) in by_lease {
+            for chunk in ids.chunks(500) {
+                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                // Only placeholders are spliced in; every value is bound.
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM ballast_failover_entries WHERE lease_token = $1 AND id IN ({})",
+                    marks.join(",")
+                ));
+                let mut q = sqlx::query(sql).bind(*token);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx).await.map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn retry_entry(
+        &self,
+        entry: &Leased,
+        new_body: Option<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
+            return Err(QueueError::Invalid(format!(
+                "bad receipt {:?}",
+                entry.receipt
+            )));
+        };
+        let visible = now_ms() + delay.as_millis() as i64;
+        let body = new_body.unwrap_or_else(|| entry.body.clone());
+        let last_error = envelope::decode(&body)
+            .map(|e| e.last_error)
+            .unwrap_or_default();
+        sqlx::query(
+            "UPDATE ballast_failover_entries SET visible_at = $1, body = $2, last_error = $3, lease_token = NULL \
+             WHERE id = $4 AND lease_token = $5",
+        )
+        .bind(visible)
+        .bind(body.as_slice())
+        .bind(last_error)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dead_letter_entry(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {
+        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
+            return Err(QueueError::Invalid(format!(
+                "bad receipt {:?}",
+                entry.receipt
+            )));
+        };
+        let mut tx = self.write_tx().await?;
+        let deleted =
+            sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
+                .bind(id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if deleted.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO ballast_failover_dead_letters \
+                 (queue, body, topic, message_id, attempts, reason, first_failed_at, dead_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&self.queue)
+            .bind(entry.body.as_slice())
+            .bind(&info.topic)
+            .bind(&info.message_id)
+            .bind(info.attempts as i64)
+            .bind(&info.reason)
+            .bind(info.first_failed_at_unix_ms)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn read_stats(&self) -> Result<QueueStats, QueueError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS depth, COALESCE(MIN(enqueued_at), 0) AS oldest, \
+             COALESCE(SUM(CASE WHEN lease_token IS NOT NULL AND visible_at > $1 THEN 1 ELSE 0 END), 0) AS in_flight, \
+             COALESCE(SUM(CASE WHEN deliveries > 1 THEN 1 ELSE 0 END), 0) AS redelivered \
+             FROM ballast_failover_entries WHERE queue = $2",
+        )
+        .bind(now)
+        .bind(&self.queue)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let dead = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(dead_at), 0) AS oldest \
+             FROM ballast_failover_dead_letters WHERE queue = $1",
+        )
+        .bind(&self.queue)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let get = |r: &AnyRow, c: &str| r.try_get::<i64, _>(c).map_err(unavailable);
+        let age = |n: u64, oldest: i64| {
+            Some(if n > 0 {
+                (now - oldest).max(0) as u64
+            } else {
+                0
+            })
+        };
+        let depth = get(&row, "depth")? as u64;
+        let dead_letters = get(&dead, "n")? as u64;
+        Ok(QueueStats {
+            depth,
+            oldest_age_ms: age(depth, get(&row, "oldest")?),
+            in_flight: get(&row, "in_flight")? as u64,
+            redelivered: get(&row, "redelivered")? as u64,
+            dead_letters,
+            dead_letter_oldest_age_ms: age(dead_letters, get(&dead, "oldest")?),
+            // The tables keep an entry until it is deleted.
+            retention: None,
+            dead_letter_retention: None,
+        })
+    }
+
+    async fn dead_letter_page(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<DeadLetter>, String), QueueError> {
+        let after: i64 = if page_token.is_empty() {
+            0
+        } else {
+            page_token
+                .parse()
+                .map_err(|_| QueueError::Invalid(format!("bad page token {page_token:?}")))?
+        };
+        let size = page_size.clamp(1, 1000);
+        let rows = sqlx::query(
+            "SELECT id, topic, message_id, attempts, reason, first_failed_at, dead_at, \
+             CAST(LENGTH(body) AS BIGINT) AS body_len \
+             FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(&self.queue)
+        .bind(after)
+        .bind(size as i64 + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut out = rows
+            .iter()
+            .map(Self::dead_letter_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        let next = if out.len() > size {
+            out.truncate(size);
+            out.last().map(|d| d.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((out, next))
     }
 
     fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
@@ -233,43 +481,33 @@ impl FailoverQueue for SqlQueue {
         }
         let now = now_ms();
         let visible = now + delay.as_millis() as i64;
-        // One multi-row INSERT per chunk, not one statement (and one round trip) per body;
-        // the queue, times and deliveries are bound once and shared by every row.
-        let mut tx = self.write_tx().await?;
-        let mut ids = Vec::with_capacity(bodies.len());
-        for chunk in bodies.chunks(INSERT_CHUNK) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, $2, $3, 0, ${})", i + 4))
-                .collect();
-            // Only placeholders are spliced in; every value is bound.
-            let sql = sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ballast_failover_entries (queue, enqueued_at, visible_at, deliveries, body) \
-                 VALUES {} RETURNING id",
-                rows.join(",")
-            ));
-            let mut q = sqlx::query(sql).bind(&self.queue).bind(now).bind(visible);
-            for body in chunk {
-                q = q.bind(body.as_slice());
-            }
-            let returned = q.fetch_all(&mut *tx).await.map_err(unavailable)?;
-            let mut chunk_ids = returned
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
-            if chunk_ids.len() != chunk.len() {
-                return Err(QueueError::Unavailable(format!(
-                    "insert of {} entries returned {} ids",
-                    chunk.len(),
-                    chunk_ids.len()
-                )));
-            }
-            // Rows take their ids in VALUES order, and RETURNING need not keep that order:
-            // ascending ids are the bodies' ids in order.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids.into_iter().map(|id| id.to_string()));
-        }
-        tx.commit().await.map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let bound = self.write_timeout;
+        // Until COMMIT is sent, a call cut short leaves nothing: the transaction dies with
+        // its connection. Once it is sent, only the answer says whether the rows are kept.
+        let (tx, ids) = crate::queue::bounded(
+            deadline,
+            "the failover database",
+            bound,
+            false,
+            self.insert(bodies, now, visible),
+        )
+        .await?;
+        crate::queue::bounded(
+            deadline,
+            "the failover database's commit",
+            bound,
+            true,
+            async {
+                tx.commit().await.map_err(|e| match e {
+                    // The server answered: it refused the commit, and kept nothing.
+                    sqlx::Error::Database(_) => unavailable(e),
+                    // The connection failed with COMMIT sent: either outcome is possible.
+                    e => QueueError::Ambiguous(format!("commit: {e}")),
+                })
+            },
+        )
+        .await?;
         Ok(ids)
     }
 
@@ -297,15 +535,16 @@ impl FailoverQueue for SqlQueue {
         loop {
             let now = now_ms();
             let token = uuid::Uuid::now_v7().simple().to_string();
-            let rows = sqlx::query(sql)
+            let poll = sqlx::query(sql)
                 .bind(now + lease.as_millis() as i64)
                 .bind(&token)
                 .bind(&self.queue)
                 .bind(now)
                 .bind(max.max(1) as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+                .fetch_all(&self.pool);
+            let rows = self
+                .bound("a receive", async { poll.await.map_err(unavailable) })
+                .await?;
             if !rows.is_empty() || tokio::time::Instant::now() >= end {
                 let mut out = rows
                     .iter()
@@ -345,23 +584,7 @@ impl FailoverQueue for SqlQueue {
         if by_lease.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_tx().await?;
-        for (token, ids) in &by_lease {
-            for chunk in ids.chunks(500) {
-                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-                // Only placeholders are spliced in; every value is bound.
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM ballast_failover_entries WHERE lease_token = $1 AND id IN ({})",
-                    marks.join(",")
-                ));
-                let mut q = sqlx::query(sql).bind(*token);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *tx).await.map_err(unavailable)?;
-            }
-        }
-        tx.commit().await.map_err(unavailable)
+        self.bound("an ack", self.delete_leased(&by_lease)).await
     }
 
     async fn retry_later(
@@ -370,110 +593,17 @@ impl FailoverQueue for SqlQueue {
         new_body: Option<Vec<u8>>,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
-            return Err(QueueError::Invalid(format!(
-                "bad receipt {:?}",
-                entry.receipt
-            )));
-        };
-        let visible = now_ms() + delay.as_millis() as i64;
-        let body = new_body.unwrap_or_else(|| entry.body.clone());
-        let last_error = envelope::decode(&body)
-            .map(|e| e.last_error)
-            .unwrap_or_default();
-        sqlx::query(
-            "UPDATE ballast_failover_entries SET visible_at = $1, body = $2, last_error = $3, lease_token = NULL \
-             WHERE id = $4 AND lease_token = $5",
-        )
-        .bind(visible)
-        .bind(body.as_slice())
-        .bind(last_error)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        self.bound("a retry", self.retry_entry(entry, new_body, delay))
+            .await
     }
 
     async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {
-        let Some((id, token)) = Self::parse_receipt(&entry.receipt) else {
-            return Err(QueueError::Invalid(format!(
-                "bad receipt {:?}",
-                entry.receipt
-            )));
-        };
-        let mut tx = self.write_tx().await?;
-        let deleted =
-            sqlx::query("DELETE FROM ballast_failover_entries WHERE id = $1 AND lease_token = $2")
-                .bind(id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if deleted.rows_affected() == 1 {
-            sqlx::query(
-                "INSERT INTO ballast_failover_dead_letters \
-                 (queue, body, topic, message_id, attempts, reason, first_failed_at, dead_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&self.queue)
-            .bind(entry.body.as_slice())
-            .bind(&info.topic)
-            .bind(&info.message_id)
-            .bind(info.attempts as i64)
-            .bind(&info.reason)
-            .bind(info.first_failed_at_unix_ms)
-            .bind(now_ms())
-            .execute(&mut *tx)
+        self.bound("a dead letter", self.dead_letter_entry(entry, info))
             .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let now = now_ms();
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS depth, COALESCE(MIN(enqueued_at), 0) AS oldest, \
-             COALESCE(SUM(CASE WHEN lease_token IS NOT NULL AND visible_at > $1 THEN 1 ELSE 0 END), 0) AS in_flight, \
-             COALESCE(SUM(CASE WHEN deliveries > 1 THEN 1 ELSE 0 END), 0) AS redelivered \
-             FROM ballast_failover_entries WHERE queue = $2",
-        )
-        .bind(now)
-        .bind(&self.queue)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let dead = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(MIN(dead_at), 0) AS oldest \
-             FROM ballast_failover_dead_letters WHERE queue = $1",
-        )
-        .bind(&self.queue)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let get = |r: &AnyRow, c: &str| r.try_get::<i64, _>(c).map_err(unavailable);
-        let age = |n: u64, oldest: i64| {
-            Some(if n > 0 {
-                (now - oldest).max(0) as u64
-            } else {
-                0
-            })
-        };
-        let depth = get(&row, "depth")? as u64;
-        let dead_letters = get(&dead, "n")? as u64;
-        Ok(QueueStats {
-            depth,
-            oldest_age_ms: age(depth, get(&row, "oldest")?),
-            in_flight: get(&row, "in_flight")? as u64,
-            redelivered: get(&row, "redelivered")? as u64,
-            dead_letters,
-            dead_letter_oldest_age_ms: age(dead_letters, get(&dead, "oldest")?),
-            // The tables keep an entry until it is deleted.
-            retention: None,
-            dead_letter_retention: None,
-        })
+        self.bound("a stats query", self.read_stats()).await
     }
 
     async fn list_dead_letters(
@@ -481,49 +611,28 @@ impl FailoverQueue for SqlQueue {
         page_size: usize,
         page_token: &str,
     ) -> Result<(Vec<DeadLetter>, String), QueueError> {
-        let after: i64 = if page_token.is_empty() {
-            0
-        } else {
-            page_token
-                .parse()
-                .map_err(|_| QueueError::Invalid(format!("bad page token {page_token:?}")))?
-        };
-        let size = page_size.clamp(1, 1000);
-        let rows = sqlx::query(
-            "SELECT id, topic, message_id, attempts, reason, first_failed_at, dead_at, \
-             CAST(LENGTH(body) AS BIGINT) AS body_len \
-             FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+        self.bound(
+            "a dead-letter listing",
+            self.dead_letter_page(page_size, page_token),
         )
-        .bind(&self.queue)
-        .bind(after)
-        .bind(size as i64 + 1)
-        .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
-        let mut out = rows
-            .iter()
-            .map(Self::dead_letter_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
-        let next = if out.len() > size {
-            out.truncate(size);
-            out.last().map(|d| d.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((out, next))
     }
 
     async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
         if !all {
             let ids = Self::id_list(ids)?;
-            return self.redrive_rows(Some(&ids), 0).await.map(|(n, _)| n);
+            return self
+                .bound("a redrive", self.redrive_rows(Some(&ids), 0))
+                .await
+                .map(|(n, _)| n);
         }
         // Every dead letter, a page at a time: memory stays bounded by one page however
         // large the store is, and each page moves in its own transaction.
         let (mut total, mut after) = (0, 0);
         loop {
-            let (n, last) = self.redrive_rows(None, after).await?;
+            let (n, last) = self
+                .bound("a redrive", self.redrive_rows(None, after))
+                .await?;
             if n == 0 {
                 return Ok(total);
             }
@@ -534,24 +643,26 @@ impl FailoverQueue for SqlQueue {
 
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
         if all {
-            let r = sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE queue = $1")
+            let purge = sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE queue = $1")
                 .bind(&self.queue)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
+                .execute(&self.pool);
+            let r = self
+                .bound("a purge", async { purge.await.map_err(unavailable) })
+                .await?;
             return Ok(r.rows_affected());
         }
         let mut n = 0;
         for id in Self::id_list(ids)? {
-            n += sqlx::query(
+            let purge = sqlx::query(
                 "DELETE FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2",
             )
             .bind(&self.queue)
             .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
+            .execute(&self.pool);
+            n += self
+                .bound("a purge", async { purge.await.map_err(unavailable) })
+                .await?
+                .rows_affected();
         }
         Ok(n)
     }

@@ -102,8 +102,9 @@ pub struct SqsQueue {
     dlq_url: String,
     requests: AtomicU64,
     offload: Option<Offload>,
-    /// `failover.timeout`: the bound on each attempt of a send.
-    enqueue_timeout: Duration,
+    /// `failover.write_timeout`: the client-side bound on one enqueue, its S3 puts and
+    /// every sub-batch included.
+    write_timeout: Duration,
     /// Each queue's `MessageRetentionPeriod`, read at start.
     retention: Duration,
     dlq_retention: Duration,
@@ -122,14 +123,59 @@ struct Outgoing {
 }
 
 /// The deadlines of a call that answers a waiting client (an SQS send, an S3 put): each
-/// attempt `failover.timeout` (5 s by default), and twice that in all, so that one hung
-/// attempt is retried. They follow the setting: a deployment (or a bench on a slow
-/// emulator) that gives the queue longer gives each call longer too.
-pub(crate) fn enqueue_timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+/// attempt half of `failover.write_timeout` (10 s by default), and all of it in all, so
+/// that one hung attempt is retried. They follow the setting: a deployment (or a bench on
+/// a slow emulator) that gives the queue longer gives each call longer too. The enqueue as
+/// a whole is bounded by the same setting on this side as well.
+pub(crate) fn enqueue_timeouts(write_timeout: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(attempt)
-        .operation_timeout(attempt.saturating_mul(2))
+        .operation_attempt_timeout(write_timeout / 2)
+        .operation_timeout(write_timeout)
         .build()
+}
+
+/// Whether a failed call may still have been applied. SQS answered (a service error), or
+/// the request was never built or never reached a connection: not applied. A timeout, a
+/// connection lost after the request went out, or an answer that could not be read: it may
+/// have been.
+fn may_have_applied<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> bool {
+    use aws_sdk_sqs::error::SdkError;
+    match e {
+        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => false,
+        SdkError::DispatchFailure(d) => !d.as_connector_error().is_some_and(|c| never_connected(c)),
+        _ => true,
+    }
+}
+
+/// Whether a connector error happened before a connection existed (refused, DNS, connect
+/// timeout), so no byte of the request was sent. hyper reports these as "client error
+/// (Connect)", and the SDK's connect timeout as "HTTP connect timeout".
+fn never_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text.contains("client error (Connect)") || text.contains("HTTP connect timeout") {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// A send's error: ambiguous when the request may have been applied.
+fn err_send<E: std::error::Error + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
+    let applied = may_have_applied(&e);
+    let text = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+    if applied {
+        QueueError::Ambiguous(text)
+    } else {
+        QueueError::Unavailable(text)
+    }
 }
 
 /// SQS counts delays in whole seconds; a positive delay is never rounded down to none.
@@ -162,8 +208,9 @@ fn number_attr(v: u64) -> Result<MessageAttributeValue, QueueError> {
 }
 
 impl SqsQueue {
-    /// Connects with `cfg`; each send is bounded by `enqueue_timeout` (`failover.timeout`).
-    pub async fn connect(cfg: &SqsConfig, enqueue_timeout: Duration) -> Result<Self, QueueError> {
+    /// Connects with `cfg`; each enqueue is bounded by `write_timeout`
+    /// (`failover.write_timeout`).
+    pub async fn connect(cfg: &SqsConfig, write_timeout: Duration) -> Result<Self, QueueError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(ep) = &cfg.endpoint {
             loader = loader.endpoint_url(ep);
@@ -210,13 +257,8 @@ impl SqsQueue {
         let client = Client::new(&shared);
         let offload = if cfg.offload.enabled() {
             Some(
-                Offload::connect(
-                    &cfg.offload,
-                    &shared,
-                    cfg.endpoint.is_some(),
-                    enqueue_timeout,
-                )
-                .await?,
+                Offload::connect(&cfg.offload, &shared, cfg.endpoint.is_some(), write_timeout)
+                    .await?,
             )
         } else {
             None
@@ -227,7 +269,7 @@ impl SqsQueue {
             dlq_url: String::new(),
             requests: AtomicU64::new(0),
             offload,
-            enqueue_timeout,
+            write_timeout,
             retention: Duration::ZERO,
             dlq_retention: Duration::ZERO,
             seen: SeenAges::new(SEEN_FOR),
@@ -349,29 +391,69 @@ impl SqsQueue {
 
     /// Turns a body into what the message carries: a large one is written to S3 first.
     async fn outgoing(&self, body: &[u8]) -> Result<Outgoing, QueueError> {
-        match &self.offload {
-            Some(o) if o.wants(body) => {
-                let pointer = o.put(body).await?;
-                Ok(Outgoing {
-                    text: pointer.to_body(),
-                    offloaded: Some((pointer, body.len())),
-                })
-            }
-            _ => Ok(Outgoing {
-                text: base64::engine::general_purpose::STANDARD.encode(body),
-                offloaded: None,
-            }),
-        }
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let bodies = [body.to_vec()];
+        Ok(self.outgoing_all(&bodies, deadline).await?.remove(0))
     }
 
-    /// Deletes the objects of bodies whose messages were not stored.
-    async fn discard(&self, unsent: &[Outgoing]) {
-        if let Some(o) = &self.offload {
-            let pointers: Vec<Pointer> = unsent
+    /// What each body's message carries. The large ones are written to S3 all at once, by
+    /// `deadline`; when any put fails or does not answer in time, every object is deleted
+    /// (in the background) and nothing is sent.
+    async fn outgoing_all(
+        &self,
+        bodies: &[Vec<u8>],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Outgoing>, QueueError> {
+        let inline = |b: &[u8]| Outgoing {
+            text: base64::engine::general_purpose::STANDARD.encode(b),
+            offloaded: None,
+        };
+        let Some(o) = &self.offload else {
+            return Ok(bodies.iter().map(|b| inline(b)).collect());
+        };
+        let places: Vec<Option<Pointer>> = bodies
+            .iter()
+            .map(|b| o.wants(b).then(|| o.pointer()))
+            .collect();
+        let puts = futures::future::join_all(
+            bodies
                 .iter()
-                .filter_map(|u| u.offloaded.as_ref().map(|(p, _)| p.clone()))
-                .collect();
-            o.delete(&pointers).await;
+                .zip(&places)
+                .filter_map(|(b, p)| p.as_ref().map(|p| o.put(p, b))),
+        );
+        let failed = match tokio::time::timeout_at(deadline, puts).await {
+            Ok(results) => results.into_iter().find_map(Result::err),
+            Err(_) => Some(QueueError::Unavailable(format!(
+                "s3 did not take the offloaded bodies within {:?} (failover.write_timeout); nothing was sent",
+                self.write_timeout
+            ))),
+        };
+        if let Some(e) = failed {
+            o.delete_later(places.into_iter().flatten().collect());
+            return Err(e);
+        }
+        Ok(bodies
+            .iter()
+            .zip(places)
+            .map(|(b, p)| match p {
+                Some(p) => Outgoing {
+                    text: p.to_body(),
+                    offloaded: Some((p, b.len())),
+                },
+                None => inline(b),
+            })
+            .collect())
+    }
+
+    /// Deletes (in the background) the objects of bodies whose messages were not stored.
+    fn discard<'a>(&self, unsent: impl IntoIterator<Item = &'a Outgoing>) {
+        if let Some(o) = &self.offload {
+            o.delete_later(
+                unsent
+                    .into_iter()
+                    .filter_map(|u| u.offloaded.as_ref().map(|(p, _)| p.clone()))
+                    .collect(),
+            );
         }
     }
 
@@ -397,23 +479,21 @@ impl SqsQueue {
         b.build().map_err(err)
     }
 
+    /// Sends bodies in sub-batches of what fits one `SendMessageBatch`, all within
+    /// `failover.write_timeout`. A sub-batch that fails stops the rest, which are never
+    /// sent; each body's fate is reported (see [`QueueError::Partial`]). The S3 object of
+    /// a body whose message may have landed is kept: deleting it would turn the message
+    /// into a false "body lost" dead letter.
     async fn send_batches(
         &self,
         url: &str,
         bodies: &[Vec<u8>],
         delay: Duration,
     ) -> Result<Vec<String>, QueueError> {
-        let mut outgoing = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            match self.outgoing(body).await {
-                Ok(o) => outgoing.push(o),
-                Err(e) => {
-                    self.discard(&outgoing).await;
-                    return Err(e);
-                }
-            }
-        }
-        let mut ids = Vec::with_capacity(bodies.len());
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let outgoing = self.outgoing_all(bodies, deadline).await?;
+        let mut fates: Vec<Fate> = Vec::with_capacity(bodies.len());
+        let mut failure = None;
         let mut start = 0;
         while start < bodies.len() {
             // As many as fit 10 entries and the size limit.
@@ -427,45 +507,74 @@ impl SqsQueue {
                 bytes += size;
                 end += 1;
             }
-            let sent = self
-                .send_batch(
+            let sent = tokio::time::timeout_at(
+                deadline,
+                self.send_batch(
                     url,
                     &bodies[start..end],
                     &outgoing[start..end],
                     start,
                     delay,
-                )
-                .await;
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    QueueError::Ambiguous(format!(
+                        "sqs did not answer within {:?} (failover.write_timeout)",
+                        self.write_timeout
+                    )),
+                    Vec::new(),
+                ))
+            });
             match sent {
-                Ok(batch_ids) => ids.extend(batch_ids),
+                Ok(ids) => fates.extend(ids.into_iter().map(Fate::Held)),
                 Err((e, confirmed)) => {
-                    let unsent: Vec<Outgoing> = outgoing
-                        .drain(start..)
-                        .enumerate()
-                        .filter(|(i, _)| !confirmed.iter().any(|(c, _)| c == i))
-                        .map(|(_, o)| o)
-                        .collect();
-                    self.discard(&unsent).await;
-                    if ids.is_empty() && confirmed.is_empty() {
-                        return Err(e);
-                    }
-                    // Some bodies are held: say which, so only the others are errors.
-                    let mut stored: Vec<Option<String>> = ids.into_iter().map(Some).collect();
-                    stored.extend((0..bodies.len() - start).map(|i| {
+                    let rest = if e.may_hold() {
+                        Fate::Unknown
+                    } else {
+                        Fate::NotHeld
+                    };
+                    fates.extend((0..end - start).map(|i| {
                         confirmed
                             .iter()
                             .find(|(c, _)| *c == i)
-                            .map(|(_, id)| id.clone())
+                            .map_or(rest.clone(), |(_, id)| Fate::Held(id.clone()))
                     }));
-                    return Err(QueueError::Partial {
-                        stored,
-                        reason: e.to_string(),
-                    });
+                    failure = Some(e);
+                    break;
                 }
             }
             start = end;
         }
-        Ok(ids)
+        // Sub-batches after a failed one were never sent.
+        fates.resize(bodies.len(), Fate::NotHeld);
+        self.discard(
+            outgoing
+                .iter()
+                .zip(&fates)
+                .filter(|(_, f)| **f == Fate::NotHeld)
+                .map(|(o, _)| o),
+        );
+        let Some(e) = failure else {
+            return Ok(fates
+                .into_iter()
+                .filter_map(|f| match f {
+                    Fate::Held(id) => Some(id),
+                    _ => None,
+                })
+                .collect());
+        };
+        // One fate for every body: the error says it whole.
+        if fates.iter().all(|f| *f == Fate::NotHeld) && !e.may_hold()
+            || fates.iter().all(|f| *f == Fate::Unknown) && e.may_hold()
+        {
+            return Err(e);
+        }
+        Err(QueueError::Partial {
+            stored: fates,
+            reason: e.to_string(),
+        })
     }
 
     /// One `SendMessageBatch`; on failure, the error and the entries SQS confirmed anyway
@@ -495,11 +604,11 @@ impl SqsQueue {
             // An enqueue answers a waiting client: bound it tighter than a long poll.
             .config_override(
                 aws_sdk_sqs::config::Builder::default()
-                    .timeout_config(enqueue_timeouts(self.enqueue_timeout)),
+                    .timeout_config(enqueue_timeouts(self.write_timeout)),
             )
             .send()
             .await
-            .map_err(|e| (err_sdk(e), Vec::new()))?;
+            .map_err(|e| (err_send(e), Vec::new()))?;
         let confirmed = |i: usize| {
             let id = format!("m{}", first + i);
             out.successful.iter().find(|s| s.id == id)
@@ -845,7 +954,7 @@ impl FailoverQueue for SqsQueue {
                 }
             }
             Err(e) => {
-                self.discard(std::slice::from_ref(&out)).await;
+                self.discard([&out]);
                 return Err(err_sdk(e));
             }
         }
@@ -983,11 +1092,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enqueue_deadlines_follow_the_failover_timeout() {
+    fn enqueue_deadlines_follow_the_write_timeout() {
         let t = enqueue_timeouts(Duration::from_secs(7));
-        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(7)));
-        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(14)));
-        let default = enqueue_timeouts(crate::FailoverConfig::default().timeout);
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(3500))
+        );
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(7)));
+        let default = enqueue_timeouts(crate::FailoverConfig::default().write_timeout);
         assert_eq!(default.operation_timeout(), Some(Duration::from_secs(10)));
     }
 }

@@ -149,9 +149,9 @@ impl FailoverQueue for EntryByEntry {
                 .message_id
                 .starts_with("refuse");
             stored.push(if refuse {
-                None
+                ballast_failover::Fate::NotHeld
             } else {
-                Some(
+                ballast_failover::Fate::Held(
                     self.0
                         .enqueue(std::slice::from_ref(b), delay)
                         .await?
@@ -159,8 +159,17 @@ impl FailoverQueue for EntryByEntry {
                 )
             });
         }
-        if stored.iter().all(Option::is_some) {
-            return Ok(stored.into_iter().flatten().collect());
+        if stored
+            .iter()
+            .all(|f| matches!(f, ballast_failover::Fate::Held(_)))
+        {
+            return Ok(stored
+                .into_iter()
+                .filter_map(|f| match f {
+                    ballast_failover::Fate::Held(id) => Some(id),
+                    _ => None,
+                })
+                .collect());
         }
         Err(ballast_failover::QueueError::Partial {
             stored,

@@ -112,6 +112,14 @@ pub(crate) async fn fail_over(
             queue: queue.queue_name().to_string(),
             entry_id,
         }),
+        // The queue may hold the record: say so, since UNAVAILABLE promises it does not.
+        Err(e) if e.may_hold() => Err(RecordError::new(
+            ErrorCode::DeadlineExceeded,
+            format!(
+                "kafka: {}; failover: {e}; the queue may hold the record: retry with the same message_id",
+                kafka_error.message
+            ),
+        )),
         Err(e) => Err(RecordError::new(
             ErrorCode::Unavailable,
             format!("kafka: {}; failover: {e}", kafka_error.message),

@@ -8,6 +8,7 @@
 pub use ballast_kafka::Landed;
 use ballast_proto::ingest::v1 as pb;
 pub mod deps;
+pub mod fault_proxy;
 pub mod kafka_proxy;
 pub mod otlp;
 pub mod postgres;

@@ -67,6 +67,7 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
         "topology killed",
         "spot notice",
         "broker flapping",
+        "failover backend black-holed",
     ] {
         assert!(stderr.contains(kind), "{kind} was not played:\n{stderr}");
     }

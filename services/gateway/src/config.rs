@@ -256,6 +256,25 @@ impl GatewayConfig {
                 "limits.record_deadline must be at least kafka.write_timeout".into(),
             ));
         }
+        // The handler is cancelled at `request_timeout`: the client would see CANCELLED for a
+        // record whose failover batch may still commit.
+        let needs = l.record_deadline + self.failover.answer_bound();
+        if l.request_timeout < needs {
+            return Err(ConfigError::Invalid(format!(
+                "limits.request_timeout is {:?}, shorter than what a record may need: {:?} (limits.record_deadline {:?}{}); raise limits.request_timeout or lower those",
+                l.request_timeout,
+                needs,
+                l.record_deadline,
+                if self.failover.backend == ballast_failover::FailoverBackend::None {
+                    String::new()
+                } else {
+                    format!(
+                        " + failover.timeout {:?} + failover.write_timeout {:?}",
+                        self.failover.timeout, self.failover.write_timeout
+                    )
+                }
+            )));
+        }
         let t = &self.topology;
         if let Some(e) = &t.endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
@@ -320,6 +339,25 @@ mod tests {
             assert_eq!(cfg.limits.inflight_bytes, 1_048_576);
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_request_timeout_shorter_than_a_record_may_need_is_refused() {
+        let mut cfg = GatewayConfig::default();
+        cfg.limits.request_timeout = Duration::from_secs(5);
+        cfg.validate()
+            .expect("record_deadline 5 s fits without failover");
+        cfg.failover.backend = ballast_failover::FailoverBackend::Postgres;
+        cfg.failover.database_url = "postgres://localhost/ballast".into();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("limits.request_timeout is 5s")
+                && err.contains("20s")
+                && err.contains("failover.write_timeout 10s"),
+            "{err}"
+        );
+        cfg.limits.request_timeout = Duration::from_secs(20);
+        cfg.validate().expect("5 s + 5 s + 10 s fits 20 s");
     }
 
     #[test]

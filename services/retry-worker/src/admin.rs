@@ -22,6 +22,7 @@ impl RetryAdminService {
 fn status(e: QueueError) -> Status {
     match e {
         QueueError::Unavailable(m) => ErrorCode::Unavailable.status(m),
+        QueueError::Ambiguous(m) => ErrorCode::DeadlineExceeded.status(m),
         e @ QueueError::Partial { .. } => ErrorCode::Unavailable.status(e.to_string()),
         QueueError::Config(m) | QueueError::Invalid(m) => ErrorCode::InvalidArgument.status(m),
     }

@@ -7,6 +7,7 @@ use ballast_proto::dev::v1 as dpb;
 use ballast_proto::dev::v1::dev_control_client::DevControlClient;
 use ballast_proto::topology::v1 as tpb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;
+use ballast_testkit::fault_proxy::Fault;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
@@ -28,10 +29,11 @@ pub enum Kind {
     TopologyKilled,
     SpotNotice,
     BrokerFlapping,
+    FailoverBlackHole,
 }
 
 impl Kind {
-    pub const FAULTS: [Kind; 14] = [
+    pub const FAULTS: [Kind; 15] = [
         Kind::BrokerDown,
         Kind::LeaderMove,
         Kind::Leaderless,
@@ -46,6 +48,7 @@ impl Kind {
         Kind::TopologyKilled,
         Kind::SpotNotice,
         Kind::BrokerFlapping,
+        Kind::FailoverBlackHole,
     ];
 
     pub fn label(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Kind {
             Kind::TopologyKilled => "topology killed",
             Kind::SpotNotice => "spot notice",
             Kind::BrokerFlapping => "broker flapping",
+            Kind::FailoverBlackHole => "failover backend black-holed",
         }
     }
 
@@ -231,10 +235,20 @@ pub async fn inject(
         }
         Kind::FailoverUnreachable => {
             // With a broker down too, so the gateways need the queue they cannot reach.
-            sys.proxy.set_cut(true);
+            sys.proxy.set(Fault::Cut);
             set_broker(sys, broker, false).await?;
             (
                 format!("postgres cut, broker {broker} down"),
+                Undo::ProxyAndBroker(broker),
+            )
+        }
+        Kind::FailoverBlackHole => {
+            // Connections accepted and never answered: only the gateways' own bounds end
+            // the wait (failover.write_timeout).
+            sys.proxy.set(Fault::BlackHole);
+            set_broker(sys, broker, false).await?;
+            (
+                format!("postgres black-holed, broker {broker} down"),
                 Undo::ProxyAndBroker(broker),
             )
         }
@@ -326,7 +340,7 @@ pub async fn undo(undo: Undo, sys: &mut System) -> anyhow::Result<()> {
         }
         Undo::Restart(name) => sys.restart(&name).await?,
         Undo::ProxyAndBroker(b) => {
-            sys.proxy.set_cut(false);
+            sys.proxy.set(Fault::None);
             set_broker(sys, b, true).await?;
         }
         Undo::Spot(b) => {

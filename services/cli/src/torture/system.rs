@@ -11,9 +11,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 pub const TOPIC: &str = "torture";
 pub const GROUP: &str = "torture";
@@ -140,45 +139,6 @@ impl Proc {
     }
 }
 
-/// A TCP proxy whose connections the harness can cut: existing ones are closed and new
-/// ones refused until it is restored.
-#[derive(Debug, Clone)]
-pub struct CutProxy {
-    pub addr: SocketAddr,
-    cut: watch::Sender<bool>,
-}
-
-impl CutProxy {
-    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (cut, _) = watch::channel(false);
-        let tx = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut = tx.subscribe();
-                if *cut.borrow() {
-                    continue; // dropped: the client sees the connection close
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|c| *c) => {}
-                    }
-                });
-            }
-        });
-        Ok(Self { addr, cut })
-    }
-
-    pub fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
 /// Every process, by name, and the addresses the load and the faults use.
 #[derive(Debug)]
 pub struct System {
@@ -192,7 +152,7 @@ pub struct System {
     pub workers: Vec<SocketAddr>,
     pub dedup: SocketAddr,
     pub topology: SocketAddr,
-    pub proxy: CutProxy,
+    pub proxy: ballast_testkit::fault_proxy::FaultProxy,
     pub consumers: usize,
     pub partitions: i32,
     pub supervising: Arc<AtomicBool>,
@@ -283,7 +243,7 @@ impl System {
         let (bootstrap, control) = (cluster.bootstrap.clone(), cluster.control.clone());
 
         let upstream = database_addr(&plan.database_url)?;
-        let proxy = CutProxy::start(upstream).await?;
+        let proxy = ballast_testkit::fault_proxy::FaultProxy::start(upstream).await?;
         let proxied_url = plan
             .database_url
             .replacen(&upstream.to_string(), &proxy.addr.to_string(), 1)
@@ -325,6 +285,7 @@ impl System {
                 ("BALLAST_FAILOVER__DATABASE_URL", proxied_url.clone()),
                 ("BALLAST_FAILOVER__QUEUE", plan.queue.clone()),
                 ("BALLAST_FAILOVER__TIMEOUT", "3s".into()),
+                ("BALLAST_FAILOVER__WRITE_TIMEOUT", "3s".into()),
                 ("BALLAST_SHUTDOWN_GRACE", "5s".into()),
             ]);
         };
