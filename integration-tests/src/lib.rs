@@ -109,6 +109,47 @@ impl GatewayStack {
 
 /// Runs the topology service with `config` until its state shows the cluster reachable
 /// with `brokers` brokers (within 10 s), then stops it.
+/// An in-process retry worker; stops when dropped.
+#[derive(Debug)]
+pub struct Worker {
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a worker on `failover` against `stack`'s cluster, with short waits and
+/// backoffs, then `tweak`.
+pub async fn start_worker(
+    stack: &GatewayStack,
+    failover: ballast_failover::FailoverConfig,
+    tweak: impl FnOnce(&mut ballast_retry_worker::WorkerConfig),
+) -> anyhow::Result<Worker> {
+    let mut cfg = ballast_retry_worker::WorkerConfig {
+        failover,
+        ..ballast_retry_worker::WorkerConfig::default()
+    };
+    cfg.kafka.bootstrap_servers = stack.cluster.bootstrap_servers().to_string();
+    cfg.retry.wait_time = Duration::from_millis(200);
+    cfg.retry.backoff_base = Duration::from_millis(200);
+    cfg.retry.health_gate_delay = Duration::from_millis(300);
+    cfg.retry.lease = Duration::from_secs(10);
+    tweak(&mut cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = listener.local_addr()?;
+    let metrics_addr = metrics.local_addr()?;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ballast_retry_worker::run(cfg, listener, metrics, async {
+        let _ = rx.await;
+    }));
+    ballast_testkit::wait_serving(admin).await?;
+    Ok(Worker {
+        admin,
+        metrics: metrics_addr,
+        _stop: stop,
+    })
+}
+
 pub async fn topology_sees_brokers(
     config: ballast_topology::TopologyConfig,
     brokers: usize,

@@ -178,26 +178,7 @@ async fn a_black_holed_postgres_answers_every_record_within_the_bound() -> anyho
 async fn a_black_holed_sqs_and_s3_answer_every_record_within_the_bound() -> anyhow::Result<()> {
     let moto = Moto::start();
     let proxy = FaultProxy::start(hostport(&moto.endpoint())).await?;
-    let name = unique("bw");
-    let bucket = unique("bw-payloads").to_lowercase();
-    let sqs = |endpoint: String| SqsConfig {
-        queue: name.clone(),
-        dlq: format!("{name}-dlq"),
-        endpoint: Some(endpoint),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        create_queues: true,
-        ..SqsConfig::default()
-    };
-    let mut through = sqs(format!("http://{}", proxy.host_port()));
-    through.offload.bucket = bucket.clone();
-    through.offload.create_bucket = true;
-    let failover = FailoverConfig {
-        backend: FailoverBackend::Sqs,
-        sqs: through,
-        ..FailoverConfig::default()
-    };
+    let (failover, direct) = sqs_with_offload(&moto, &proxy);
     let stack = gateway(failover, 512 * 1024).await?;
 
     proxy.set(Fault::BlackHole);
@@ -216,7 +197,7 @@ async fn a_black_holed_sqs_and_s3_answer_every_record_within_the_bound() -> anyh
     }
     proxy.set(Fault::None);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let direct = ballast_failover::SqsQueue::connect(&sqs(moto.endpoint()), WRITE_TIMEOUT).await?;
+    let direct = ballast_failover::SqsQueue::connect(&direct.sqs, WRITE_TIMEOUT).await?;
     let held = held_ids(&direct).await?;
     for (id, _) in &large {
         assert!(
@@ -224,6 +205,86 @@ async fn a_black_holed_sqs_and_s3_answer_every_record_within_the_bound() -> anyh
             "{id} was answered UNAVAILABLE, yet is held"
         );
     }
+    Ok(())
+}
+
+/// SQS with S3 offload on moto: through `proxy` (the gateway's), and direct (for looking).
+fn sqs_with_offload(moto: &Moto, proxy: &FaultProxy) -> (FailoverConfig, FailoverConfig) {
+    let name = unique("bw");
+    let bucket = unique("bw-payloads").to_lowercase();
+    let cfg = |endpoint: String| {
+        let mut sqs = SqsConfig {
+            queue: name.clone(),
+            dlq: format!("{name}-dlq"),
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            create_queues: true,
+            ..SqsConfig::default()
+        };
+        sqs.offload.bucket = bucket.clone();
+        sqs.offload.create_bucket = true;
+        FailoverConfig {
+            backend: FailoverBackend::Sqs,
+            sqs,
+            ..FailoverConfig::default()
+        }
+    };
+    (
+        cfg(format!("http://{}", proxy.host_port())),
+        cfg(moto.endpoint()),
+    )
+}
+
+/// A `SendMessageBatch` that went out and was never answered may have landed. Its records
+/// are answered `DEADLINE_EXCEEDED`, their S3 objects stay, and once the request does
+/// arrive, the retry worker delivers every record with its body: none becomes a false
+/// "body lost" dead letter, as when the objects were deleted on the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_may_have_landed_keeps_its_objects_and_is_delivered() -> anyhow::Result<()> {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(hostport(&moto.endpoint())).await?;
+    let (failover, direct) = sqs_with_offload(&moto, &proxy);
+    let bucket = direct.sqs.offload.bucket.clone();
+    let stack = gateway(failover, 512 * 1024).await?;
+
+    // S3 answers; the SQS send hangs.
+    proxy.set(Fault::HoldRequests("AmazonSQS.SendMessageBatch"));
+    let records = records("landed", 3, 200 * 1024);
+    let answers = answered_in_bound(&stack, records.clone()).await?;
+    for (id, code) in &answers {
+        assert_eq!(*code, Code::DeadlineExceeded, "{id}");
+    }
+    assert_eq!(
+        moto.s3_keys(&bucket).await?.len(),
+        3,
+        "the objects of messages that may have landed are kept"
+    );
+
+    // The held send arrives; Kafka is back; a worker drains the queue.
+    proxy.set(Fault::None);
+    stack.cluster.broker_up(-1).await?;
+    let worker = ballast_integration_tests::start_worker(&stack, direct.clone(), |_| {}).await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        ballast_testkit::consume_unique(&bootstrap, "bw", 3, Duration::from_secs(60))
+    })
+    .await??;
+    for r in &records {
+        let l = landed
+            .iter()
+            .find(|l| l.message_id.as_deref() == Some(r.message_id.as_str()))
+            .unwrap_or_else(|| panic!("{} never reached kafka", r.message_id));
+        assert_eq!(l.value, r.value, "{}", r.message_id);
+    }
+    let queue = ballast_failover::SqsQueue::connect(&direct.sqs, WRITE_TIMEOUT).await?;
+    assert_eq!(
+        queue.stats().await?.dead_letters,
+        0,
+        "nothing dead-lettered"
+    );
+    drop(worker);
     Ok(())
 }
 

@@ -5,18 +5,16 @@
 
 use ballast_balancer::partition_for_key;
 use ballast_failover::{FailoverBackend, FailoverConfig, SqsConfig};
-use ballast_integration_tests::GatewayStack;
+use ballast_integration_tests::{start_worker, GatewayStack, Worker};
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::retry::v1 as rpb;
 use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
 use ballast_retry_worker::WorkerConfig;
 use ballast_testkit::deps::{require_postgres, unique, Moto};
-use ballast_testkit::{consume_all, consume_unique, kafka_ack, record, record_error, wait_serving};
+use ballast_testkit::{consume_all, consume_unique, kafka_ack, record, record_error};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 6;
 
@@ -62,44 +60,6 @@ fn sqs(moto: &Moto) -> FailoverConfig {
         },
         ..FailoverConfig::default()
     }
-}
-
-/// An in-process retry worker; stops when dropped.
-struct Worker {
-    admin: SocketAddr,
-    metrics: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_worker(
-    stack: &GatewayStack,
-    failover: FailoverConfig,
-    tweak: impl FnOnce(&mut WorkerConfig),
-) -> anyhow::Result<Worker> {
-    let mut cfg = WorkerConfig {
-        failover,
-        ..WorkerConfig::default()
-    };
-    cfg.kafka.bootstrap_servers = stack.cluster.bootstrap_servers().to_string();
-    cfg.retry.wait_time = Duration::from_millis(200);
-    cfg.retry.backoff_base = Duration::from_millis(200);
-    cfg.retry.health_gate_delay = Duration::from_millis(300);
-    cfg.retry.lease = Duration::from_secs(10);
-    tweak(&mut cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = listener.local_addr()?;
-    let metrics_addr = metrics.local_addr()?;
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(ballast_retry_worker::run(cfg, listener, metrics, async {
-        let _ = rx.await;
-    }));
-    wait_serving(admin).await?;
-    Ok(Worker {
-        admin,
-        metrics: metrics_addr,
-        _stop: stop,
-    })
 }
 
 async fn gateway_with(failover: FailoverConfig) -> anyhow::Result<GatewayStack> {

@@ -8,8 +8,14 @@
 //!   either way, as across a partition where packets are dropped: clients hear nothing,
 //!   ever. Bytes read meanwhile are held and delivered when the fault ends, as TCP would
 //!   retransmit them.
+//! - [`Fault::HoldRequests`]: like a black hole, but only for connections on which the
+//!   client sends a request containing the pattern (an SQS `X-Amz-Target`, say): from that
+//!   request on, nothing the client sends arrives, and nothing comes back, until the fault
+//!   ends. Other requests pass, so one service of an endpoint can hang while another works.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,6 +26,7 @@ pub enum Fault {
     None,
     Cut,
     BlackHole,
+    HoldRequests(&'static str),
 }
 
 /// A relay on a local port to `upstream`.
@@ -44,7 +51,7 @@ impl FaultProxy {
                 tokio::spawn(async move {
                     // A black-holed connection is accepted and never answered, not even
                     // reached through to the upstream, until the fault ends.
-                    if !wait_passing(&mut fault).await {
+                    if !wait_passing(&mut fault, &AtomicBool::new(false)).await {
                         return;
                     }
                     let Ok(outbound) = TcpStream::connect(upstream).await else {
@@ -52,9 +59,10 @@ impl FaultProxy {
                     };
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
+                    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                     tokio::select! {
-                        _ = pipe(ri, wo, fault.clone()) => {}
-                        _ = pipe(ro, wi, fault) => {}
+                        _ = pipe(ri, wo, fault.clone(), held.clone(), true) => {}
+                        _ = pipe(ro, wi, fault, held, false) => {}
                     }
                 });
             }
@@ -72,10 +80,16 @@ impl FaultProxy {
     }
 }
 
-/// Waits until bytes may move: true, or false when the connection is to be cut.
-async fn wait_passing(fault: &mut watch::Receiver<Fault>) -> bool {
-    match fault.wait_for(|f| *f != Fault::BlackHole).await {
-        Ok(f) => *f == Fault::None,
+/// Waits until bytes may move: true, or false when the connection is to be cut. `held`:
+/// this connection carried a request that `HoldRequests` matched.
+async fn wait_passing(fault: &mut watch::Receiver<Fault>, held: &AtomicBool) -> bool {
+    let holds = |f: &Fault| match f {
+        Fault::BlackHole => true,
+        Fault::HoldRequests(_) => held.load(Ordering::SeqCst),
+        Fault::None | Fault::Cut => false,
+    };
+    match fault.wait_for(|f| !holds(f)).await {
+        Ok(f) => *f != Fault::Cut,
         Err(_) => false,
     }
 }
@@ -86,10 +100,12 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
+    held: Arc<AtomicBool>,
+    requests: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if !wait_passing(&mut fault).await {
+        if !wait_passing(&mut fault, &held).await {
             return;
         }
         let n = tokio::select! {
@@ -103,7 +119,15 @@ async fn pipe(
             // A change while reading: a black hole holds, a cut ends.
             _ = fault.changed() => continue,
         };
-        if !wait_passing(&mut fault).await || to.write_all(&buf[..n]).await.is_err() {
+        if requests {
+            if let Fault::HoldRequests(pattern) = *fault.borrow() {
+                let p = pattern.as_bytes();
+                if buf[..n].windows(p.len()).any(|w| w == p) {
+                    held.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        if !wait_passing(&mut fault, &held).await || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
