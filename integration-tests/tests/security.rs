@@ -420,15 +420,49 @@ async fn retry_admin_and_topology_enforce_read_and_write() -> anyhow::Result<()>
         "a refused mark changed nothing: {snapshot:?}"
     );
 
+    // A watch the reader opens follows it as it changes.
+    let mut watch = reader_topo
+        .watch_topology(tpb::WatchTopologyRequest::default())
+        .await?
+        .into_inner();
+    watch.message().await?.expect("the current snapshot");
+
     // The ops certificate may do both.
     retry(pki.client(None, Some(&pki.ops)))
         .await?
         .purge(purge())
         .await?;
-    topo(pki.client(None, Some(&pki.ops)))
-        .await?
-        .mark_broker_draining(drain())
+    let mut ops_topo = topo(pki.client(None, Some(&pki.ops))).await?;
+    ops_topo.mark_broker_draining(drain()).await?;
+    let marked = watch.message().await?.expect("a snapshot after the mark");
+    assert!(marked.brokers.iter().any(|b| b.draining), "{marked:?}");
+
+    // The reader loses its topology grant: its open watch is ended at the next snapshot,
+    // with PERMISSION_DENIED, instead of streaming on under the old policy.
+    std::fs::write(
+        &pki.policy,
+        POLICY.replace("    topology: [read]\n    dedup", "    dedup"),
+    )?;
+    eventually("the grant withdrawn", async || {
+        reader_topo
+            .get_topology(tpb::GetTopologyRequest::default())
+            .await
+            .is_err_and(|e| e.code() == tonic::Code::PermissionDenied)
+    })
+    .await?;
+    ops_topo
+        .mark_broker_draining(tpb::MarkBrokerDrainingRequest {
+            broker_id: 2,
+            ..drain()
+        })
         .await?;
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .map_err(|_| anyhow::anyhow!("the revoked watch still waits"))?;
+    match ended {
+        Err(e) => assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}"),
+        Ok(m) => panic!("the revoked watch went on: {m:?}"),
+    }
 
     let _ = stop_tx.send(true);
     w.await??;
