@@ -57,6 +57,9 @@ pub struct EmbeddedClusterConfig {
     /// Racks assigned to brokers 1..=N in turn; empty means no racks.
     pub racks: Vec<String>,
     pub topics: Vec<TopicSpec>,
+    /// Consumer groups pinned to a coordinator broker (else the mock hashes the group id
+    /// over all brokers).
+    pub group_coordinators: Vec<(String, i32)>,
 }
 
 impl Default for EmbeddedClusterConfig {
@@ -69,6 +72,7 @@ impl Default for EmbeddedClusterConfig {
                 partitions: 6,
                 replication_factor: 3,
             }],
+            group_coordinators: Vec::new(),
         }
     }
 }
@@ -256,6 +260,12 @@ impl EmbeddedCluster {
         }
         for t in &cfg.topics {
             cluster.create_topic(&t.name, t.partitions, t.replication_factor)?;
+        }
+        for (group, broker) in &cfg.group_coordinators {
+            cluster.coordinator(
+                rdkafka::mocking::MockCoordinator::Group(group.clone()),
+                *broker,
+            )?;
         }
         Ok(cluster)
     }

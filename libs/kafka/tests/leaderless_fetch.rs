@@ -21,6 +21,7 @@ async fn a_consumer_fetching_a_partition_that_loses_its_leader_does_not_crash_th
             partitions: 1,
             replication_factor: 3,
         }],
+        ..Default::default()
     })?;
     let bootstrap = cluster.bootstrap_servers().to_string();
     let stop = Arc::new(AtomicBool::new(false));

@@ -12,6 +12,7 @@ fn cluster() -> EmbeddedCluster {
             partitions: 6,
             replication_factor: 3,
         }],
+        ..Default::default()
     })
     .expect("mock cluster starts")
 }

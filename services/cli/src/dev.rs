@@ -30,6 +30,10 @@ pub struct DevOptions {
     /// A topic to create, NAME:PARTITIONS[:RF]; repeatable. Default: events:6:3.
     #[arg(long = "topic")]
     pub topics: Vec<TopicSpec>,
+    /// Pin a consumer group's coordinator to a broker, GROUP=BROKER; repeatable. Default:
+    /// the mock hashes the group id over all brokers.
+    #[arg(long = "group-coordinator", value_parser = parse_group_coordinator)]
+    pub group_coordinators: Vec<(String, i32)>,
     /// The gateway's own rack.
     #[arg(long, default_value = "az-a")]
     pub rack: String,
@@ -221,8 +225,22 @@ impl Default for DevOptions {
             write_timeout: Duration::from_secs(1),
             tls_dir: None,
             cluster_only: false,
+            group_coordinators: Vec::new(),
         }
     }
+}
+
+fn parse_group_coordinator(s: &str) -> Result<(String, i32), String> {
+    let (group, broker) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected GROUP=BROKER, got {s:?}"))?;
+    let broker = broker
+        .parse()
+        .map_err(|_| format!("broker id {broker:?} is not a number"))?;
+    if group.is_empty() {
+        return Err(format!("empty group in {s:?}"));
+    }
+    Ok((group.to_string(), broker))
 }
 
 /// A running dev stack.
@@ -257,6 +275,7 @@ impl DevStack {
             brokers: opts.brokers,
             racks: opts.racks.clone(),
             topics,
+            group_coordinators: opts.group_coordinators.clone(),
         })
         .context("starting the mock kafka cluster")?;
         let cluster = Arc::new(cluster);
@@ -502,6 +521,7 @@ async fn run_cluster_only(opts: DevOptions) -> anyhow::Result<()> {
             brokers: opts.brokers,
             racks: opts.racks.clone(),
             topics,
+            group_coordinators: opts.group_coordinators.clone(),
         })
         .context("starting the mock kafka cluster")?,
     );
@@ -541,6 +561,7 @@ impl ClusterProcess {
     /// waits (up to `ready_within`) for its ready line; its stderr goes to `log`.
     pub async fn start(
         topics: &[String],
+        extra_args: &[String],
         log: std::process::Stdio,
         ready_within: Duration,
     ) -> anyhow::Result<Self> {
@@ -550,6 +571,7 @@ impl ClusterProcess {
         for t in topics {
             cmd.args(["--topic", t]);
         }
+        cmd.args(extra_args);
         let mut cluster = cmd
             .env("RUST_LOG", "warn,librdkafka=off,rdkafka=off")
             .stdout(std::process::Stdio::piped())

@@ -390,6 +390,7 @@ async fn offsets_of_partitions_no_longer_owned_are_skipped_not_fatal() -> anyhow
             partitions: 2,
             replication_factor: 1,
         }],
+        ..Default::default()
     })?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())

@@ -1,4 +1,4 @@
-//! The short torture run CI keeps: 50,000 records on a fixed seed through every process
+//! The short torture run CI keeps: 70,000 records on a fixed seed through every process
 //! of the system under faults, and every delivery invariant checked at the end.
 
 use std::process::Command;
@@ -10,7 +10,7 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
     let dir = std::env::temp_dir().join(format!("ballast-torture-test-{}", std::process::id()));
     let report = dir.join("report.html");
     let out = Command::new(BIN)
-        .args(["torture", "--records", "50000", "--seed", "20261123"])
+        .args(["torture", "--records", "70000", "--seed", "20261123"])
         .args([
             "--rate",
             "2500",
@@ -48,7 +48,7 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
         total("acked: kafka"),
         total("acked: failover"),
     );
-    assert_eq!(sent, 50_000, "{stdout}");
+    assert_eq!(sent, 70_000, "{stdout}");
     assert_eq!(kafka + failover, sent, "{stdout}");
     assert!(kafka > failover, "{stdout}");
     // Every fault kind was played: each has a row with the records sent during it.

@@ -419,6 +419,7 @@ async fn idle_cost(args: &BenchArgs) -> anyhow::Result<Vec<IdleRow>> {
                 tries += 1;
                 let started = crate::dev::ClusterProcess::start(
                     &specs,
+                    &[],
                     std::fs::File::create(&log)?.into(),
                     Duration::from_secs(180),
                 )

@@ -2,7 +2,7 @@
 //! once, in a seeded order, before kinds repeat at random; one fault is active at a time,
 //! then recovered, then a calm gap.
 
-use super::system::{System, TOPIC};
+use super::system::{System, COORDINATOR, TOPIC};
 use ballast_proto::dev::v1 as dpb;
 use ballast_proto::dev::v1::dev_control_client::DevControlClient;
 use ballast_proto::topology::v1 as tpb;
@@ -300,6 +300,12 @@ pub async fn inject(
         Kind::BrokerFlapping => {
             // Down and up every 400 ms for the hold: each return leaves the broker's
             // partitions half-open, where records must not spend attempts they never made.
+            // Any broker but the group's coordinator (see `COORDINATOR`).
+            let broker = if broker == COORDINATOR {
+                COORDINATOR + 1 + sched.pick(2) as i32
+            } else {
+                broker
+            };
             let end = tokio::time::Instant::now() + hold;
             let mut flaps = 0;
             while tokio::time::Instant::now() < end {

@@ -16,6 +16,8 @@ use tokio::process::{Child, Command};
 
 pub const TOPIC: &str = "torture";
 pub const GROUP: &str = "torture";
+/// The broker that coordinates `GROUP`.
+pub const COORDINATOR: i32 = 1;
 
 /// How to start one process again after it dies.
 #[derive(Debug, Clone)]
@@ -234,8 +236,16 @@ impl System {
         let redis_url = format!("redis://127.0.0.1:{redis_port}");
 
         // The cluster: started first, its ready line gives the bootstrap servers.
+        // The group's coordinator is pinned to broker 1, which the flapping fault leaves
+        // alone: librdkafka 2.12's mock aborts the whole cluster process
+        // (rdkafka_mock_cgrp.c, `!member->resp`) when a coordinator flaps while a join is
+        // pending, as after a consumer SIGKILL.
         let cluster = crate::dev::ClusterProcess::start(
             &[format!("{TOPIC}:{}:3", plan.partitions)],
+            &[
+                "--group-coordinator".into(),
+                format!("{GROUP}={COORDINATOR}"),
+            ],
             std::fs::File::create(dir.join("logs").join("cluster.log"))?.into(),
             Duration::from_secs(60),
         )
