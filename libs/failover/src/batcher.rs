@@ -11,7 +11,7 @@
 //! side by `failover.write_timeout` (and this task again, should a backend not): so every
 //! record has its answer within `failover.timeout + failover.write_timeout`.
 
-use crate::config::FailoverConfig;
+use crate::config::{FailoverConfig, BACKSTOP_GRACE};
 use crate::queue::{FailoverQueue, Fate, QueueError};
 use ballast_balancer::{Breaker, BreakerConfig, BreakerState};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -140,7 +140,7 @@ impl Enqueuer {
                 Err(QueueError::Unavailable("failover enqueuer stopped".into()))
             }
             Ok(()) => match tokio::time::timeout(self.timeout, &mut rx).await {
-                Ok(r) => r.unwrap_or_else(|_| dropped()),
+                Ok(r) => r.unwrap_or_else(|_| dropped(&state)),
                 // Give up only a record no batch has taken; a taken one is answered by its
                 // batch, held or not.
                 Err(_) => match state.compare_exchange(
@@ -153,19 +153,22 @@ impl Enqueuer {
                         "failover queue did not take the record within {:?} (failover.timeout); it does not hold it",
                         self.timeout
                     ))),
-                    Err(_) => rx.await.unwrap_or_else(|_| dropped()),
+                    Err(_) => rx.await.unwrap_or_else(|_| dropped(&state)),
                 },
             },
         }
     }
 }
 
-/// How much later than `failover.write_timeout` the batching task gives up on a backend
-/// call that did not bound itself.
-const BACKSTOP_GRACE: Duration = Duration::from_millis(500);
-
-fn dropped() -> Result<String, QueueError> {
-    Err(QueueError::Unavailable("failover batch was dropped".into()))
+/// A record's batch ended without a word. Taken, it may have been sent.
+fn dropped(state: &AtomicU8) -> Result<String, QueueError> {
+    if state.load(Ordering::Acquire) == TAKEN {
+        Err(QueueError::Ambiguous(
+            "failover batch was dropped after it was sent".into(),
+        ))
+    } else {
+        Err(QueueError::Unavailable("failover batch was dropped".into()))
+    }
 }
 
 async fn run(

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How much later than `failover.write_timeout` the batching task gives up on a backend
+/// call that did not bound itself.
+pub const BACKSTOP_GRACE: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailoverBackend {
@@ -121,11 +125,11 @@ impl FailoverConfig {
     }
 
     /// The longest a record may wait for its failover answer: to be taken into a batch,
-    /// then the batch's write. Zero for `backend: none`.
+    /// then the batch's write (and the backstop's grace). Zero for `backend: none`.
     pub fn answer_bound(&self) -> Duration {
         match self.backend {
             FailoverBackend::None => Duration::ZERO,
-            _ => self.timeout + self.write_timeout,
+            _ => self.timeout + self.write_timeout + BACKSTOP_GRACE,
         }
     }
 

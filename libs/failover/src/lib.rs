@@ -19,7 +19,7 @@ mod sql;
 mod sqs;
 
 pub use batcher::Enqueuer;
-pub use config::{FailoverBackend, FailoverConfig};
+pub use config::{FailoverBackend, FailoverConfig, BACKSTOP_GRACE};
 pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
 pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, QueueError, QueueStats};
 pub use sql::SqlQueue;

@@ -134,14 +134,17 @@ pub(crate) fn enqueue_timeouts(write_timeout: Duration) -> aws_config::timeout::
         .build()
 }
 
-/// Whether a failed call may still have been applied. SQS answered (a service error), or
-/// the request was never built or never reached a connection: not applied. A timeout, a
-/// connection lost after the request went out, or an answer that could not be read: it may
-/// have been.
-fn may_have_applied<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> bool {
+/// Whether a failed call may still have been applied. SQS refused it (a service error
+/// below 500), or the request was never built or never reached a connection: not applied.
+/// A timeout, a connection lost after the request went out, a server error (5xx), or an
+/// answer that could not be read: it may have been.
+fn may_have_applied<E>(
+    e: &aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> bool {
     use aws_sdk_sqs::error::SdkError;
     match e {
-        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
+        SdkError::ConstructionFailure(_) => false,
         SdkError::DispatchFailure(d) => !d.as_connector_error().is_some_and(|c| never_connected(c)),
         _ => true,
     }
@@ -496,6 +499,14 @@ impl SqsQueue {
         let mut failure = None;
         let mut start = 0;
         while start < bodies.len() {
+            if tokio::time::Instant::now() >= deadline {
+                // Out of time before this sub-batch went out: it and the rest are unsent.
+                failure = Some(QueueError::Unavailable(format!(
+                    "sqs did not take every sub-batch within {:?} (failover.write_timeout); the rest was not sent",
+                    self.write_timeout
+                )));
+                break;
+            }
             // As many as fit 10 entries and the size limit.
             let mut end = start;
             let mut bytes = 0;
@@ -601,10 +612,21 @@ impl SqsQueue {
             .queue_url(url)
             .set_entries(Some(entries))
             .customize()
-            // An enqueue answers a waiting client: bound it tighter than a long poll.
+            // An enqueue answers a waiting client: bound it tighter than a long poll. One
+            // attempt only: a retry after an attempt that may have landed would turn its
+            // "may hold" into the retry's answer, and send a second copy pointing at the
+            // same S3 objects.
             .config_override(
                 aws_sdk_sqs::config::Builder::default()
-                    .timeout_config(enqueue_timeouts(self.write_timeout)),
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .operation_attempt_timeout(self.write_timeout)
+                            .operation_timeout(self.write_timeout)
+                            .build(),
+                    )
+                    .retry_config(
+                        aws_sdk_sqs::config::retry::RetryConfig::standard().with_max_attempts(1),
+                    ),
             )
             .send()
             .await
@@ -628,7 +650,11 @@ impl SqsQueue {
             ));
         }
         if kept.len() < bodies.len() {
-            return Err((err("sqs did not confirm every entry"), kept));
+            // Neither confirmed nor refused: SQS did not say.
+            return Err((
+                QueueError::Ambiguous("sqs did not answer for every entry".into()),
+                kept,
+            ));
         }
         Ok(kept.into_iter().map(|(_, id)| id).collect())
     }
@@ -954,8 +980,12 @@ impl FailoverQueue for SqsQueue {
                 }
             }
             Err(e) => {
-                self.discard([&out]);
-                return Err(err_sdk(e));
+                let e = err_send(e);
+                // A dead letter that may have landed keeps its object.
+                if !e.may_hold() {
+                    self.discard([&out]);
+                }
+                return Err(e);
             }
         }
         self.delete_from(&self.queue_url, std::slice::from_ref(entry))

@@ -29,22 +29,31 @@ pub enum Fault {
     HoldRequests(&'static str),
 }
 
-/// A relay on a local port to `upstream`.
+/// A relay on a local port to `upstream`. Dropping it stops the relay: the listener
+/// closes and every connection, held or not, ends.
 #[derive(Debug)]
 pub struct FaultProxy {
     pub addr: SocketAddr,
     fault: watch::Sender<Fault>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (fault, _) = watch::channel(Fault::None);
-        let tx = fault.clone();
-        tokio::spawn(async move {
+        // Connections hold receivers only: when the sender goes with the proxy, their
+        // waits end.
+        let (fault, rx) = watch::channel(Fault::None);
+        let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let mut fault = tx.subscribe();
+                let mut fault = rx.clone();
                 if *fault.borrow_and_update() == Fault::Cut {
                     continue; // dropped: the client sees the connection close
                 }
@@ -54,7 +63,10 @@ impl FaultProxy {
                     if !wait_passing(&mut fault, &AtomicBool::new(false)).await {
                         return;
                     }
-                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                    let connect = TcpStream::connect(upstream);
+                    let Ok(Ok(outbound)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), connect).await
+                    else {
                         return;
                     };
                     let (ri, wi) = inbound.into_split();
@@ -67,7 +79,11 @@ impl FaultProxy {
                 });
             }
         });
-        Ok(Self { addr, fault })
+        Ok(Self {
+            addr,
+            fault,
+            accept,
+        })
     }
 
     /// `host:port` of the relay.

@@ -269,8 +269,10 @@ impl GatewayConfig {
                     String::new()
                 } else {
                     format!(
-                        " + failover.timeout {:?} + failover.write_timeout {:?}",
-                        self.failover.timeout, self.failover.write_timeout
+                        " + failover.timeout {:?} + failover.write_timeout {:?} + {:?}",
+                        self.failover.timeout,
+                        self.failover.write_timeout,
+                        ballast_failover::BACKSTOP_GRACE
                     )
                 }
             )));
@@ -352,12 +354,15 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(
             err.contains("limits.request_timeout is 5s")
-                && err.contains("20s")
+                && err.contains("20.5s")
                 && err.contains("failover.write_timeout 10s"),
             "{err}"
         );
         cfg.limits.request_timeout = Duration::from_secs(20);
-        cfg.validate().expect("5 s + 5 s + 10 s fits 20 s");
+        assert!(cfg.validate().is_err(), "20 s misses the backstop's grace");
+        cfg.limits.request_timeout = Duration::from_millis(20_500);
+        cfg.validate()
+            .expect("5 s + 5 s + 10 s + 0.5 s fits 20.5 s");
     }
 
     #[test]
