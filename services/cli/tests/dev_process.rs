@@ -505,38 +505,26 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
 /// how to use TLS or allow it; loopback (`ballast dev`) needs no flag.
 #[test]
 fn a_token_is_not_sent_in_plaintext_to_another_host() {
-    let out = Command::new(BIN)
-        .args([
-            "dlq",
-            "--admin",
-            "http://ballast-test.invalid:1",
-            "--token",
-            "x",
-            "stats",
-        ])
-        .env_remove("BALLAST_ALLOW_PLAINTEXT_TOKEN")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // `ballast dlq stats` with a token, to a host that is not this one; its stderr.
+    let dlq_stats = |allow: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["dlq", "--admin", "http://ballast-test.invalid:1"])
+            .args(["--token", "x"])
+            .args(allow)
+            .arg("stats")
+            .env_remove("BALLAST_ALLOW_PLAINTEXT_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = dlq_stats(&[]);
     assert!(
         err.contains("refusing to send a bearer token in plaintext")
             && err.contains("--allow-plaintext-token"),
         "{err}"
     );
     // Allowed, it goes on and fails on the address instead.
-    let out = Command::new(BIN)
-        .args([
-            "dlq",
-            "--admin",
-            "http://ballast-test.invalid:1",
-            "--token",
-            "x",
-        ])
-        .args(["--allow-plaintext-token", "stats"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = dlq_stats(&["--allow-plaintext-token"]);
     assert!(!err.contains("plaintext"), "{err}");
 }
