@@ -11,7 +11,7 @@ use crate::offload::{Fetched, Offload, Pointer, S3OffloadConfig, SIZE_ATTRIBUTE}
 use crate::queue::*;
 use crate::seen::SeenAges;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
@@ -1038,20 +1038,30 @@ impl FailoverQueue for SqsQueue {
         // however large the dead-letter queue is.
         let mut pages = DeadPages::new(ids, all);
         let mut total = 0;
-        while let Some(chosen) = pages.next(self).await? {
-            total += self.redrive_entries(&chosen).await?;
+        let done = async {
+            while let Some(chosen) = pages.next(self).await? {
+                total += self.redrive_entries(&chosen).await?;
+            }
+            Ok(())
         }
-        Ok(total)
+        .await;
+        pages.finish(self).await;
+        done.map(|()| total)
     }
 
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
         let mut pages = DeadPages::new(ids, all);
         let mut total = 0;
-        while let Some(chosen) = pages.next(self).await? {
-            self.delete_from(&self.dlq_url, &chosen).await?;
-            total += chosen.len() as u64;
+        let done = async {
+            while let Some(chosen) = pages.next(self).await? {
+                self.delete_from(&self.dlq_url, &chosen).await?;
+                total += chosen.len() as u64;
+            }
+            Ok(())
         }
-        Ok(total)
+        .await;
+        pages.finish(self).await;
+        done.map(|()| total)
     }
 }
 
@@ -1061,16 +1071,54 @@ const DEAD_PAGE: usize = 100;
 /// The dead letters a redrive or purge picks (every one, or the given ids), a page at a
 /// time. SQS cannot page a queue: each page is a receive that hides what it read for
 /// 30 s, so the next receive reads others; it ends at an empty read, or once every
-/// given id was found.
+/// given id was found. The dead letters it read and did not pick are made visible again
+/// by `finish`, so a `dlq list` right after a redrive by id still shows them.
 struct DeadPages<'a> {
     ids: &'a [String],
     all: bool,
     found: usize,
+    /// Receipts of the dead letters read and passed over (a receipt each, no body).
+    passed: Vec<String>,
 }
 
 impl<'a> DeadPages<'a> {
     fn new(ids: &'a [String], all: bool) -> Self {
-        Self { ids, all, found: 0 }
+        Self {
+            ids,
+            all,
+            found: 0,
+            passed: Vec::new(),
+        }
+    }
+
+    /// Makes the passed-over dead letters visible again. Best effort: one that stays
+    /// hidden comes back by itself after 30 s.
+    async fn finish(self, q: &SqsQueue) {
+        for chunk in self.passed.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(format!("v{i}"))
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            q.count();
+            let sent = q
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&q.dlq_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %err_sdk(e), "could not show passed-over dead letters again; they return within 30 s");
+            }
+        }
     }
 
     async fn next(&mut self, q: &SqsQueue) -> Result<Option<Vec<Leased>>, QueueError> {
@@ -1082,10 +1130,10 @@ impl<'a> DeadPages<'a> {
             if page.is_empty() {
                 return Ok(None);
             }
-            let chosen: Vec<Leased> = page
+            let (chosen, passed): (Vec<Leased>, Vec<Leased>) = page
                 .into_iter()
-                .filter(|l| self.all || self.ids.contains(&l.entry_id))
-                .collect();
+                .partition(|l| self.all || self.ids.contains(&l.entry_id));
+            self.passed.extend(passed.into_iter().map(|l| l.receipt));
             self.found += chosen.len();
             if !chosen.is_empty() {
                 return Ok(Some(chosen));

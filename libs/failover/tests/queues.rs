@@ -360,6 +360,61 @@ async fn redrive_all_pages_through_a_large_dead_letter_store() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// SQS redrive and purge read the dead-letter queue a page at a time (100 dead letters,
+/// each hidden while read): a store of 230 is picked from by id and purged whole. A
+/// redrive by id shows the dead letters it passed over again at once, so a `dlq list` or
+/// a purge right after it still sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_redrive_and_purge_page_through_a_large_dead_letter_store() {
+    let moto = Moto::start();
+    let q = sqs_on(&moto, "dead-pages").await;
+    let n = 230;
+    let bodies: Vec<Vec<u8>> = (0..n).map(body).collect();
+    q.enqueue(&bodies, Duration::ZERO).await.unwrap();
+    let mut dead = 0;
+    while dead < n {
+        let got = q
+            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "only {dead} of {n} leased");
+        for l in &got {
+            let info = DeadInfo {
+                topic: "events".into(),
+                message_id: format!("d-{}", l.entry_id),
+                attempts: 5,
+                reason: "test".into(),
+                first_failed_at_unix_ms: 1,
+            };
+            q.dead_letter(l, &info).await.unwrap();
+        }
+        dead += got.len();
+    }
+    let (listed, _) = q.list_dead_letters(100, "").await.unwrap();
+    assert!(listed.len() >= 2, "listed {}", listed.len());
+    let picked = vec![listed[0].id.clone(), listed[listed.len() - 1].id.clone()];
+    // The listing hid what it read for a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(q.redrive(&picked, false).await.unwrap(), 2);
+    let (after, _) = q.list_dead_letters(100, "").await.unwrap();
+    assert!(!after.is_empty(), "passed-over dead letters are listed again");
+    assert!(after.iter().all(|d| !picked.contains(&d.id)), "redriven ones left the store");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every dead letter the redrive read and passed over is visible again: a purge of
+    // everything right after finds all of them.
+    assert_eq!(q.purge(&[], true).await.unwrap(), (n - 2) as u64);
+    let (left, _) = q.list_dead_letters(100, "").await.unwrap();
+    assert!(left.is_empty(), "purged whole: {} left", left.len());
+    let back = q
+        .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 2, "the two redriven entries are queued again");
+    for l in &back {
+        assert_eq!(envelope::decode(&l.body).unwrap().attempt, 0, "attempts reset");
+    }
+}
+
 /// SQS bodies that did not come from Ballast keep their bytes (so they are dead-lettered
 /// as they came, never emptied), and a delete SQS refuses is an error, not silence.
 /// A plain SQS client on moto, as another producer or an operator's tool would use.
