@@ -11,8 +11,9 @@ use crate::offload::{Fetched, Offload, Pointer, S3OffloadConfig, SIZE_ATTRIBUTE}
 use crate::queue::*;
 use crate::seen::SeenAges;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use base64::Engine;

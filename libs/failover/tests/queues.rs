@@ -397,8 +397,14 @@ async fn sqs_redrive_and_purge_page_through_a_large_dead_letter_store() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(q.redrive(&picked, false).await.unwrap(), 2);
     let (after, _) = q.list_dead_letters(100, "").await.unwrap();
-    assert!(!after.is_empty(), "passed-over dead letters are listed again");
-    assert!(after.iter().all(|d| !picked.contains(&d.id)), "redriven ones left the store");
+    assert!(
+        !after.is_empty(),
+        "passed-over dead letters are listed again"
+    );
+    assert!(
+        after.iter().all(|d| !picked.contains(&d.id)),
+        "redriven ones left the store"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Every dead letter the redrive read and passed over is visible again: a purge of
     // everything right after finds all of them.
@@ -411,7 +417,11 @@ async fn sqs_redrive_and_purge_page_through_a_large_dead_letter_store() {
         .unwrap();
     assert_eq!(back.len(), 2, "the two redriven entries are queued again");
     for l in &back {
-        assert_eq!(envelope::decode(&l.body).unwrap().attempt, 0, "attempts reset");
+        assert_eq!(
+            envelope::decode(&l.body).unwrap().attempt,
+            0,
+            "attempts reset"
+        );
     }
 }
 
