@@ -43,18 +43,20 @@ fuzz TARGET SECONDS="600":
 # The embedded stack: mock Kafka (3 brokers, racks az-a/az-b/az-c), gateway, retry
 # workers, dedup and topology.
 dev *ARGS:
-    cargo run --release -p ballast -- dev {{ARGS}}
+    cargo run --release -p ballast-dev -- up {{ARGS}}
 
 # Every figure (P1, P3-P7) against its baseline in the same run; JSON in target/.
 # `just bench --suite broker-loss` runs one.
 bench *ARGS:
-    cargo run --release -p ballast -- bench --json target/ballast-bench.json {{ARGS}}
+    cargo build --release -p ballast -p ballast-dev
+    target/release/ballast-dev bench --json target/ballast-bench.json {{ARGS}}
 
 # The whole system as separate processes under seeded faults, then the delivery
 # invariants checked: `just torture --records 1000000 --seed 42`.
 torture *ARGS:
-    cargo run --release -p ballast -- torture {{ARGS}}
+    cargo build --release -p ballast -p ballast-dev
+    target/release/ballast-dev torture {{ARGS}}
 
 # The spot-interruption demo with its audit and HTML report.
 demo *ARGS:
-    cargo run --release -p ballast -- demo {{ARGS}}
+    cargo run --release -p ballast-dev -- demo {{ARGS}}

@@ -92,6 +92,10 @@ def check_image():
         )
         step(f"  rust:{tags[0]} >= rust-version {rust_version} >= {needed[1]}'s {'.'.join(map(str, needed[0]))}")
     check("USER 10001" in dockerfile, "the runtime image's user is not numeric")
+    # The image ships the operator CLI and the four services, never the development binary.
+    built = set(re.findall(r"-p (\S+)", dockerfile))
+    shipped = {"ballast", "ballast-gateway", "ballast-retry-worker", "ballast-dedup-service", "ballast-topology"}
+    check(built == shipped, f"the Dockerfile builds {sorted(built)}, not {sorted(shipped)}")
     for line in re.findall(r"^COPY (deploy/\S+.*?) /etc/ballast/", dockerfile, re.M):
         for f in line.split():
             check((ROOT / f).exists(), f"the Dockerfile copies {f}, which does not exist")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Evaluates every dashboard panel query and every alert's query against a real
-Prometheus scraping live `ballast dev` stacks, and fails unless each returns series.
+Prometheus scraping live `ballast-dev up` stacks, and fails unless each returns series.
 
 Three stacks run: one with SQLite failover and dedup on a Redis of its own, one without
 failover, and one with SQS failover on a moto_server of its own (the retention series
@@ -27,7 +27,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "ballast"
-BIN = Path(os.environ.get("BALLAST_BIN_DIR", ROOT / "target" / "debug")) / "ballast"
+BIN_DIR = Path(os.environ.get("BALLAST_BIN_DIR", ROOT / "target" / "debug"))
+BIN = BIN_DIR / "ballast"
+DEV_BIN = BIN_DIR / "ballast-dev"
 procs = []
 
 
@@ -58,22 +60,24 @@ def spawn(args, **kw):
 
 
 def dev(*args):
-    p = spawn([str(BIN), "dev", "--gateway-addr", "127.0.0.1:0", "--topic", "events:6:3", *args],
+    p = spawn([str(DEV_BIN), "up", "--gateway-addr", "127.0.0.1:0", "--topic", "events:6:3", *args],
               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 90
     while time.time() < deadline:
         line = p.stdout.readline()
         if not line:
-            raise SystemExit(f"ballast dev {' '.join(args)} exited before its ready line")
+            raise SystemExit(f"ballast-dev up {' '.join(args)} exited before its ready line")
         if line.startswith("{") and '"ready"' in line:
             return json.loads(line)
-    raise SystemExit("ballast dev gave no ready line within 90 s")
+    raise SystemExit("ballast-dev up gave no ready line within 90 s")
 
 
 def cli(*args, check=True):
-    r = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=120)
+    # chaos is a development tool; everything else is the operator CLI.
+    binary = DEV_BIN if args[0] == "chaos" else BIN
+    r = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120)
     if check and r.returncode != 0:
-        raise SystemExit(f"ballast {' '.join(args)}: {r.stderr.strip()[:500]}")
+        raise SystemExit(f"{binary.name} {' '.join(args)}: {r.stderr.strip()[:500]}")
     return r
 
 
@@ -108,8 +112,9 @@ def panel_queries():
 
 
 def main():
-    if not BIN.exists():
-        raise SystemExit(f"{BIN} is missing: build the workspace first")
+    for b in (BIN, DEV_BIN):
+        if not b.exists():
+            raise SystemExit(f"{b} is missing: build the workspace first")
     tmp = Path(tempfile.mkdtemp(prefix="ballast-live-prom-"))
     redis_port = free_port()
     spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -119,7 +124,7 @@ def main():
     spawn(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(moto_port, "moto_server")
-    log("starting three ballast dev stacks")
+    log("starting three ballast-dev up stacks")
     a = dev("--dedup-backend", "redis", "--redis-url", f"redis://127.0.0.1:{redis_port}")
     b = dev("--failover", "none")
     c = dev("--failover", "sqs", "--sqs-endpoint", f"http://127.0.0.1:{moto_port}")

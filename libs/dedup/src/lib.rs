@@ -8,13 +8,15 @@
 //!
 //! Backends: Redis (single node or Redis Cluster; Lua compare-and-set) and memory (for the
 //! embedded stack). Both pass one conformance suite. The `client` module wraps the gRPC
-//! API with `process_once`. This crate does not serve gRPC itself.
+//! API with `process_once`; the `consumer` module is a Kafka consumer built on it that
+//! processes each message id once. This crate does not serve gRPC itself.
 
 mod memory;
 mod redis_store;
 mod types;
 
 pub mod client;
+pub mod consumer;
 
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};

@@ -57,7 +57,7 @@ pub struct FailoverConfig {
     pub initial_delay: Duration,
     /// A gateway refuses `backend: sqlite` unless this is true: the file lives on the
     /// gateway's own disk, which a spot interruption takes with it, so an acknowledgement
-    /// from it is not off-node durability. `ballast dev` sets it.
+    /// from it is not off-node durability. `ballast-dev up` sets it.
     pub allow_node_local: bool,
 }
 

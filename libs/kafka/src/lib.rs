@@ -1,12 +1,13 @@
 //! Kafka access for Ballast: the producer wrapper every service writes through, a
-//! protocol-level metadata client that sees broker racks, and the embedded mock cluster
-//! used by `ballast dev` and the tests.
+//! protocol-level metadata client that sees broker racks, and (feature `embedded`) the
+//! mock cluster that `ballast-dev` and the tests run.
 //!
 //! This crate knows nothing of gRPC or of routing policy; partition choice lives in
 //! `ballast-balancer`.
 
 mod classify;
 mod config;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod metadata;
 mod producer;
@@ -16,6 +17,7 @@ mod security;
 
 pub use classify::{classify, classify_code};
 pub use config::{bootstrap_list, KafkaConfig};
+#[cfg(feature = "embedded")]
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{Delivery, KafkaProducer, OutgoingRecord, WriteError, Written};

@@ -10,7 +10,7 @@ fn too_many_topics_is_a_clear_error_not_a_hang() {
     let topics = (0..600)
         .map(|i| TopicSpec {
             name: format!("t{i}"),
-            // What `ballast dev --topic NAME` creates.
+            // What `ballast-dev up --topic NAME` creates.
             partitions: 6,
             replication_factor: 3,
         })

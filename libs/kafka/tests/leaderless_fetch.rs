@@ -1,4 +1,4 @@
-//! Found by `ballast torture`: a consumer fetching a partition that has just become
+//! Found by `ballast-dev torture`: a consumer fetching a partition that has just become
 //! leaderless crashed the whole process. librdkafka 2.12's mock cluster answers Fetch v12+
 //! with NOT_LEADER_OR_FOLLOWER plus a CurrentLeader tag that dereferences the partition's
 //! (NULL) leader. The embedded cluster caps Fetch at v11, which has no such tag.

@@ -40,7 +40,7 @@ pub struct AuthConfig {
     /// How often the policy and token files are checked for changes.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
-    /// Set by `ballast dev`: running open is expected there, so no warning.
+    /// Set by `ballast-dev up`: running open is expected there, so no warning.
     #[serde(skip)]
     pub quiet_when_open: bool,
 }

@@ -150,6 +150,15 @@ impl ClientSecurity {
     }
 }
 
+/// Turns `host:port` into a gRPC endpoint URL (`http://host:port`); a URL is kept as it is.
+pub fn service_url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! reloaded on change), and the client side of all of it.
 
 mod access;
+#[cfg(feature = "clap")]
+mod args;
 mod client;
 mod identity;
 pub mod pki;
@@ -14,6 +16,8 @@ pub use access::{
     token_sha256, Access, Action, AuthConfig, Caller, GrantsConfig, PeerInfo, PolicyConfig,
     PrincipalKind, RetryAction, TokenConfig, TopologyAction,
 };
-pub use client::{AuthChannel, Bearer, ClientSecurity};
+#[cfg(feature = "clap")]
+pub use args::ClientArgs;
+pub use client::{service_url, AuthChannel, Bearer, ClientSecurity};
 pub use identity::principal_of;
 pub use tls::{ClientAuth, TlsConfig, TlsServer};

@@ -1,4 +1,4 @@
-//! A small certificate authority for development and tests (`ballast dev --tls-dir`):
+//! A small certificate authority for development and tests (`ballast-dev up --tls-dir`):
 //! a CA, and certificates it signs for servers and clients. Never for production: the CA
 //! key lives only in memory and is gone when the process ends.
 

@@ -170,7 +170,7 @@ impl Host {
     }
 
     /// The service's authenticator and policy, reloaded as the files change. Without
-    /// `auth.policy_file` the service runs open, and says so (unless `ballast dev` set
+    /// `auth.policy_file` the service runs open, and says so (unless `ballast-dev up` set
     /// `quiet_when_open`).
     pub fn access(
         &mut self,

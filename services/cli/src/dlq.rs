@@ -5,11 +5,11 @@ use ballast_proto::retry::v1::retry_admin_client::RetryAdminClient;
 
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
-    /// The RetryAdmin address (`retry_admin` in the `ballast dev` ready line).
+    /// The RetryAdmin address (`retry_admin` in the `ballast-dev up` ready line).
     #[arg(long, env = "BALLAST_RETRY_ADMIN")]
     pub admin: String,
     #[command(flatten)]
-    pub client: crate::secure::ClientArgs,
+    pub client: ballast_security::ClientArgs,
     #[command(subcommand)]
     pub action: DlqAction,
 }

@@ -1,6 +1,7 @@
-//! `ballast`: the all-in-one CLI.
+//! `ballast`: the operator CLI and the four services. Development and test tools are in
+//! `ballast-dev`.
 
-use ballast::{bench, chaos, consume, demo, dev, dlq, produce, topology, torture};
+use ballast::{consume, dlq, produce, topology};
 use clap::{Parser, Subcommand};
 
 // Many small per-record allocations on the produce path; mimalloc handles them with less
@@ -20,22 +21,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded stack (mock Kafka with racks, gateway, retry workers, dedup,
-    /// topology, dev control) and print one JSON ready line.
-    Dev(Box<dev::DevOptions>),
-    /// Play a spot-interruption script against the dev stack under load and audit that
-    /// no acknowledged record is lost.
-    Demo(demo::DemoArgs),
-    /// Inject faults into a running `ballast dev`.
-    Chaos(chaos::ChaosArgs),
     /// Read a topic as a consumer group, processing each message id once via dedup.
     Consume(Box<consume::ConsumeArgs>),
     /// The failover queue's statistics and dead letters (list, redrive, purge).
     Dlq(dlq::DlqArgs),
     /// Send records through a gateway.
     Produce(produce::ProduceArgs),
-    /// Measure Ballast against baselines in the same run.
-    Bench(bench::BenchArgs),
     /// The cluster's shape, draining marks, placement planners and the spot watcher.
     Topology(topology::TopologyArgs),
     /// Run the ingest gateway (the same as `ballast-gateway`).
@@ -46,15 +37,6 @@ enum Command {
     Dedup(ballast_telemetry::ConfigArgs),
     /// Run the topology service (the same as `ballast-topology`).
     TopologyService(ballast_telemetry::ConfigArgs),
-    /// The whole system as separate processes under seeded faults, then the delivery
-    /// invariants checked.
-    Torture(torture::TortureArgs),
-    /// P8's baseline: a bare rdkafka producer process that reports its own CPU.
-    #[command(hide = true)]
-    BenchProducer(bench::cpu::ProducerArgs),
-    /// P8's transport floor: a gRPC ingest server that answers without Kafka.
-    #[command(hide = true)]
-    BenchSink(bench::sink::SinkArgs),
 }
 
 #[tokio::main]
@@ -85,29 +67,16 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    // The demo draws progress bars and breaks things on purpose: only errors interrupt it.
-    let log_level = match cli.command {
-        Command::Demo(_) => "error,librdkafka=off,rdkafka=off",
-        // librdkafka reports every refused connection during chaos; RUST_LOG shows them.
-        _ => "warn,ballast=info,ballast_gateway=info,librdkafka=off,rdkafka=off",
-    };
     let _telemetry = ballast_telemetry::init(&ballast_telemetry::TelemetryConfig {
-        log_level: log_level.into(),
+        log_level: "warn,ballast=info,ballast_topology=info,librdkafka=off,rdkafka=off".into(),
         service_name: "ballast".into(),
         ..Default::default()
     })?;
     match cli.command {
-        Command::Dev(opts) => dev::run(*opts).await,
-        Command::Demo(args) => demo::run(args).await,
-        Command::Chaos(args) => chaos::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(*args).await,
         Command::Dlq(args) => dlq::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchProducer(args) => bench::cpu::producer_process(args).await,
-        Command::BenchSink(args) => bench::sink::sink_process(args).await,
         Command::Topology(args) => topology::run(args).await,
-        Command::Torture(args) => torture::run(args).await,
         Command::Gateway(_)
         | Command::RetryWorker(_)
         | Command::Dedup(_)

@@ -9,7 +9,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value = "127.0.0.1:50051", env = "BALLAST_GATEWAY")]
     pub gateway: String,
     #[command(flatten)]
-    pub client: crate::secure::ClientArgs,
+    pub client: ballast_security::ClientArgs,
     #[arg(long)]
     pub topic: String,
     /// A record key; records without one are spread over healthy partitions.

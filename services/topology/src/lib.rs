@@ -9,6 +9,7 @@
 pub mod config;
 pub mod plan;
 mod service;
+pub mod spot;
 mod state;
 
 pub use config::{KafkaSource, PlanLimits, TopologyConfig};

@@ -2,11 +2,10 @@
 //! placement planners, and the spot-interruption watcher that runs beside each broker.
 
 mod render;
-mod spot;
 
+use ballast_topology::spot::{watch_spot, WatchSpotArgs};
 pub use render::render;
 use render::snapshot_json;
-pub use spot::{watch_spot, WatchSpotArgs};
 
 use anyhow::{bail, Context};
 use ballast_proto::topology::v1 as pb;
@@ -18,11 +17,11 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct TopologyArgs {
-    /// The topology service (`topology` in the `ballast dev` ready line).
+    /// The topology service (`topology` in the `ballast-dev up` ready line).
     #[arg(long, env = "BALLAST_TOPOLOGY", default_value = "127.0.0.1:50054")]
     pub topology: String,
     #[command(flatten)]
-    pub client: crate::secure::ClientArgs,
+    pub client: ballast_security::ClientArgs,
     #[command(subcommand)]
     pub action: TopologyAction,
 }
@@ -95,7 +94,7 @@ fn fail(s: tonic::Status) -> anyhow::Error {
 
 async fn client(
     addr: &str,
-    secure: &crate::secure::ClientArgs,
+    secure: &ballast_security::ClientArgs,
 ) -> anyhow::Result<TopologyClient<AuthChannel>> {
     Ok(TopologyClient::new(
         secure
@@ -289,7 +288,9 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
                 }))?
             );
         }
-        TopologyAction::WatchSpot(w) => watch_spot(&args.topology, &args.client, w).await?,
+        TopologyAction::WatchSpot(w) => {
+            watch_spot(&args.topology, &args.client.security(), w).await?
+        }
     }
     Ok(())
 }

@@ -183,7 +183,7 @@ pub struct Plan {
 
 impl System {
     pub async fn start(plan: &Plan) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
+        let exe = crate::ballast_bin()?;
         let dir = plan.dir.clone();
         std::fs::create_dir_all(dir.join("logs"))?;
         std::fs::create_dir_all(dir.join("redis"))?;

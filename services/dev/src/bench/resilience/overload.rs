@@ -70,7 +70,7 @@ impl GatewayProcess {
             &path,
             format!("listen: 127.0.0.1:{grpc}\nadmin_listen: 127.0.0.1:{admin}\n{config}"),
         )?;
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        let mut cmd = std::process::Command::new(crate::ballast_bin()?);
         cmd.args(["gateway", "--config"])
             .arg(&path)
             .stderr(std::process::Stdio::null());
@@ -78,7 +78,7 @@ impl GatewayProcess {
         Self::spawn(cmd, "the gateway process", grpc, Some(admin), dir)
     }
 
-    /// Starts `ballast bench-sink` on a free port, serving TLS with `tls` (certificate
+    /// Starts `ballast-dev bench-sink` on a free port, serving TLS with `tls` (certificate
     /// and key files).
     pub(in crate::bench) fn start_sink(
         name: &str,

@@ -3,13 +3,13 @@
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
 #[test]
 fn a_short_seeded_torture_run_keeps_every_invariant() {
     let dir = std::env::temp_dir().join(format!("ballast-torture-test-{}", std::process::id()));
     let report = dir.join("report.html");
-    let out = Command::new(BIN)
+    let out = Command::new(DEV)
         .args(["torture", "--records", "70000", "--seed", "20261123"])
         .args([
             "--rate",
@@ -25,7 +25,7 @@ fn a_short_seeded_torture_run_keeps_every_invariant() {
         .arg(&report)
         .env("RUST_BACKTRACE", "0")
         .output()
-        .expect("ballast torture runs");
+        .expect("ballast-dev torture runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -1,4 +1,4 @@
-//! `ballast dev`: the embedded stack in one process: a mock Kafka cluster with racks, the
+//! `ballast-dev up`: the embedded stack in one process: a mock Kafka cluster with racks, the
 //! ingest gateway, the retry workers, dedup, topology, DevControl, and a metrics endpoint.
 //! It prints one JSON ready line.
 
@@ -96,7 +96,7 @@ pub struct DevOptions {
     #[arg(long)]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Run only the mock cluster and DevControl (for services run as their own
-    /// processes, as `ballast torture` does); the ready line names those two.
+    /// processes, as `ballast-dev torture` does); the ready line names those two.
     #[arg(long)]
     pub cluster_only: bool,
 }
@@ -494,7 +494,7 @@ impl DevStack {
     }
 }
 
-/// Runs `ballast dev` until a shutdown signal.
+/// Runs `ballast-dev up` until a shutdown signal.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     if opts.cluster_only {
         return run_cluster_only(opts).await;
@@ -505,7 +505,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     stack.stop().await
 }
 
-/// `ballast dev --cluster-only`: the mock cluster and DevControl, until a shutdown signal.
+/// `ballast-dev up --cluster-only`: the mock cluster and DevControl, until a shutdown signal.
 async fn run_cluster_only(opts: DevOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
         opts.tls_dir.is_none(),
@@ -546,7 +546,7 @@ async fn run_cluster_only(opts: DevOptions) -> anyhow::Result<()> {
         .context("dev control server")
 }
 
-/// `ballast dev --cluster-only` as a child process (a fresh librdkafka mock cluster of its
+/// `ballast-dev up --cluster-only` as a child process (a fresh librdkafka mock cluster of its
 /// own), killed on drop.
 #[derive(Debug)]
 pub struct ClusterProcess {
@@ -567,7 +567,7 @@ impl ClusterProcess {
     ) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-        cmd.args(["dev", "--cluster-only"]);
+        cmd.args(["up", "--cluster-only"]);
         for t in topics {
             cmd.args(["--topic", t]);
         }

@@ -1,5 +1,6 @@
-//! The spot-interruption watcher: polls IMDS beside a broker and marks it draining when
-//! a notice arrives.
+//! The spot-interruption watcher: polls IMDS beside a broker and marks it draining in the
+//! topology service when a notice arrives. `ballast topology watch-spot` runs it (the
+//! systemd unit in `deploy/systemd`).
 
 use anyhow::bail;
 use ballast_proto::topology::v1 as pb;
@@ -39,7 +40,7 @@ const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
 /// place (re-sent each poll, which changes nothing while it holds) until stopped.
 pub async fn watch_spot(
     topology: &str,
-    secure: &crate::secure::ClientArgs,
+    security: &ballast_security::ClientSecurity,
     w: WatchSpotArgs,
 ) -> anyhow::Result<()> {
     if w.interval.is_zero() {
@@ -51,7 +52,7 @@ pub async fn watch_spot(
         .connect_timeout(Duration::from_secs(1))
         .read_timeout(Duration::from_secs(2))
         .build();
-    let endpoint = crate::endpoint(topology);
+    let endpoint = ballast_security::service_url(topology);
     tracing::info!(broker = w.broker_id, imds = %w.imds_endpoint, %endpoint, "watching for spot interruption notices");
     let mut announced = false;
     let mut imds_down = false;
@@ -95,7 +96,7 @@ pub async fn watch_spot(
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64);
         let mark = async {
-            let mut c = TopologyClient::new(secure.security().connect(&endpoint).await?);
+            let mut c = TopologyClient::new(security.connect(&endpoint).await?);
             let r = c
                 .mark_broker_draining(pb::MarkBrokerDrainingRequest {
                     broker_id: w.broker_id,

@@ -1,7 +1,9 @@
-//! `ballast bench` smoke test: every figure is produced. Speed is not asserted here;
+//! `ballast-dev bench` smoke test: every figure is produced. Speed is not asserted here;
 //! figures are read from `just bench`.
 
 use std::process::Command;
+
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
 /// Asserts that each of `keys` in `obj` is a finite, positive number.
 fn positive(obj: &serde_json::Value, keys: &[&str]) {
@@ -19,7 +21,7 @@ fn bench_quick_produces_every_figure() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
     let moto = ballast_testkit::deps::Moto::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+    let out = Command::new(DEV)
         .args([
             "bench",
             "--quick",
@@ -33,7 +35,7 @@ fn bench_quick_produces_every_figure() {
         .arg("--json")
         .arg(&json)
         .output()
-        .expect("run ballast bench");
+        .expect("run ballast-dev bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -147,7 +147,7 @@ pub enum Undo {
 }
 
 async fn control(sys: &System) -> anyhow::Result<DevControlClient<tonic::transport::Channel>> {
-    Ok(DevControlClient::connect(crate::endpoint(&sys.control)).await?)
+    Ok(DevControlClient::connect(ballast_security::service_url(&sys.control)).await?)
 }
 
 /// Takes a broker down, or brings it back.

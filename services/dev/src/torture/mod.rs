@@ -1,4 +1,4 @@
-//! `ballast torture`: the whole system as separate processes under a seeded schedule of
+//! `ballast-dev torture`: the whole system as separate processes under a seeded schedule of
 //! faults, driven by clients that resend with the same message_id, then the delivery
 //! invariants checked against what Kafka holds and what the consumer group processed.
 //!
@@ -130,7 +130,7 @@ pub async fn run(args: TortureArgs) -> anyhow::Result<()> {
     );
     let outcome = torture(&args, seed, dir).await;
     if let Err(e) = &outcome {
-        eprintln!("torture: FAILED with seed {seed} (replay: ballast torture --records {} --seed {seed}): {e:#}", args.records);
+        eprintln!("torture: FAILED with seed {seed} (replay: ballast-dev torture --records {} --seed {seed}): {e:#}", args.records);
     }
     outcome
 }

@@ -1,6 +1,8 @@
-//! `ballast demo --quick` end to end: the script runs, the audit adds up, nothing is lost.
+//! `ballast-dev demo --quick` end to end: the script runs, the audit adds up, nothing is lost.
 
 use std::process::Command;
+
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
 fn audit_value(out: &str, label: &str) -> u64 {
     out.lines()
@@ -13,11 +15,11 @@ fn audit_value(out: &str, label: &str) -> u64 {
 #[test]
 fn quick_demo_loses_nothing_and_the_audit_adds_up() {
     let report = std::env::temp_dir().join(format!("ballast-demo-{}.html", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast"))
+    let out = Command::new(DEV)
         .args(["demo", "--quick", "--records", "3000", "--report"])
         .arg(&report)
         .output()
-        .expect("run ballast demo");
+        .expect("run ballast-dev demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -4,7 +4,7 @@
 //! from `/proc/<pid>/stat` (user + system, every thread) over the phase; the cost is
 //! millicores per MB/s, which is CPU-seconds per MB × 1000 whatever the rate.
 //!
-//! A third process, `ballast bench-sink` (see `sink.rs`), takes the same load over gRPC
+//! A third process, `ballast-dev bench-sink` (see `sink.rs`), takes the same load over gRPC
 //! and answers without Kafka: the transport's own cost, and with the producer's, the
 //! floor under any gRPC front's ratio.
 
@@ -35,7 +35,7 @@ pub struct CpuRow {
     pub producer_millicores_per_mb_per_sec: f64,
     /// gateway ÷ producer millicores per MB/s; the target is ≤ 1.5 at 1 KiB.
     pub ratio: f64,
-    /// `ballast bench-sink` with the same load: gRPC in and answers out, no Kafka.
+    /// `ballast-dev bench-sink` with the same load: gRPC in and answers out, no Kafka.
     pub sink_cpu_seconds: f64,
     pub sink_mb_per_sec: f64,
     pub sink_millicores_per_mb_per_sec: f64,
@@ -86,7 +86,7 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
-/// `ballast bench-producer`: the baseline process. Writes `records` records of
+/// `ballast-dev bench-producer`: the baseline process. Writes `records` records of
 /// `record_bytes` to `topic` and prints its own CPU and elapsed time as one JSON line.
 #[derive(Debug, clap::Args)]
 pub struct ProducerArgs {
@@ -336,7 +336,7 @@ async fn drive(
     Ok((cpu_seconds(target.pid)? - cpu0, elapsed.as_secs_f64()))
 }
 
-/// Runs `ballast bench-producer` (on the `cpus` list with `taskset`, when given) and
+/// Runs `ballast-dev bench-producer` (on the `cpus` list with `taskset`, when given) and
 /// returns its CPU-seconds and elapsed seconds.
 async fn bare_producer(
     bootstrap: &str,
@@ -391,7 +391,7 @@ pub(super) async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String>
 
 /// An idle gateway process on clusters of 1 and 500 topics (6 partitions each; 50 with
 /// `--quick`), with one topic in use and with all of them: its CPU and the metadata bytes
-/// it reads per second. Each cluster is a fresh `ballast dev --cluster-only` process: the
+/// it reads per second. Each cluster is a fresh `ballast-dev up --cluster-only` process: the
 /// mock creates topics slowly, and in a process that already ran other clusters it can miss
 /// its creation deadline near 500. Each row has a fresh gateway process.
 /// Fresh cluster processes tried before the idle row gives up.

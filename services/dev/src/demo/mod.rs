@@ -1,4 +1,4 @@
-//! `ballast demo`: the dev stack under load while a spot-interruption script plays, then an
+//! `ballast-dev demo`: the dev stack under load while a spot-interruption script plays, then an
 //! audit of every acknowledged record against what Kafka actually holds.
 //!
 //! Phases: steady load; a draining notice for one broker; that broker dies; a partition
@@ -11,9 +11,10 @@
 
 pub(crate) mod report;
 
-use crate::consume::{ConsumeArgs, ConsumeCounts};
 use crate::dev::{DevOptions, DevStack};
 use ballast_balancer::BreakerState;
+use ballast_dedup_store::client::DedupClient;
+use ballast_dedup_store::consumer::{self, ConsumeCounts, ConsumerOptions};
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
@@ -390,32 +391,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if pb.is_hidden() {
         eprintln!("demo: a dedup-guarded consumer reads the topic");
     }
-    let consumed = crate::consume::consume(
-        &ConsumeArgs {
+    let dedup = DedupClient::connect(
+        &ballast_security::service_url(&stack.dedup_addr.to_string()),
+        "ballast-demo",
+    )
+    .await?;
+    let consumed = consumer::consume(
+        &ConsumerOptions {
             bootstrap: bootstrap.clone(),
-            kafka_tls_ca: None,
-            kafka_tls_cert: None,
-            kafka_tls_key: None,
-            kafka_sasl_mechanism: None,
-            kafka_sasl_username: None,
-            kafka_sasl_password_file: None,
-            kafka_sasl_token_file: None,
-            kafka_sasl_aws_region: None,
+            security: Default::default(),
             topic: TOPIC.into(),
             group: "ballast-demo".into(),
-            client: Default::default(),
-            dedup: stack.dedup_addr.to_string(),
             lease: Duration::from_secs(30),
             idle_exit: Duration::from_secs(5),
             start_timeout: Duration::from_secs(30),
             max_records: Some(landed.len() as u64),
             batch: 500,
             session_timeout: Duration::from_secs(10),
-            work_delay: Duration::ZERO,
+            dedup_retry_for: Duration::from_secs(60),
             processed_log: None,
             duplicates_log: None,
-            dedup_retry_for: Duration::from_secs(60),
         },
+        &dedup,
+        // The demo's processing is the counting.
+        |_record| async { Ok::<_, std::convert::Infallible>(()) },
         |c: &ConsumeCounts| {
             pb.set_position(c.read);
             pb.set_message(format!(

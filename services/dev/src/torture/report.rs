@@ -95,7 +95,7 @@ pub fn html(r: &TortureReport<'_>) -> String {
 workers on PostgreSQL behind a cuttable proxy, dedup on redis-server with an append-only
 file, topology, a dedup-guarded consumer group) under a fault schedule drawn from the seed.
 Clients resend with the same message_id on retryable errors. Replay with
-<code>ballast torture --seed {seed}</code> and the same flags.</p>
+<code>ballast-dev torture --seed {seed}</code> and the same flags.</p>
 {verdict}
 <h2>Fault timeline</h2>
 <p>Acknowledgements per second (Kafka, failover) and retryable errors per second; each

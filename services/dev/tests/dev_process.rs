@@ -1,5 +1,5 @@
-//! `ballast dev` as a user runs it: a separate process that prints one JSON ready line,
-//! takes records over gRPC, serves any Kafka client, obeys `ballast chaos`, and drains
+//! `ballast-dev up` as a user runs it: a separate process that prints one JSON ready line,
+//! takes records over gRPC, serves any Kafka client, obeys `ballast-dev chaos`, and drains
 //! on SIGTERM.
 
 use ballast_proto::ingest::v1 as pb;
@@ -9,14 +9,14 @@ use ballast_testkit::{consume_all, kafka_ack, record, wait_serving};
 use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::Result<()> {
     let mut dev = ReadyProcess::spawn(
-        BIN,
+        DEV,
         &[
-            "dev",
+            "up",
             "--gateway-addr",
             "127.0.0.1:0",
             "--topic",
@@ -103,7 +103,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     );
 
     // Chaos through the CLI.
-    let out = Command::new(BIN)
+    let out = Command::new(DEV)
         .args([
             "chaos",
             "--control",
@@ -119,7 +119,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "broker 2 down");
-    let out = Command::new(BIN)
+    let out = Command::new(DEV)
         .args([
             "chaos",
             "--control",
@@ -133,7 +133,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
     // Unkeyed records still go through with broker 2 down.
-    let out = Command::new(BIN)
+    let out = Command::new(ballast_dev::ballast_bin().unwrap())
         .args([
             "produce",
             "--gateway",
@@ -159,13 +159,13 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     // A whole-cluster outage: records are acknowledged through the SQLite failover queue,
     // and `ballast dlq stats` shows them until the retry workers drain them.
     let chaos = |args: &[&str]| {
-        Command::new(BIN)
+        Command::new(DEV)
             .args(["chaos", "--control", &control])
             .args(args)
             .output()
     };
     let produce = |topic: &str| {
-        Command::new(BIN)
+        Command::new(ballast_dev::ballast_bin().unwrap())
             .args(["produce", "--gateway", &gateway, "--topic", topic])
             .args(["--count", "5"])
             .output()
@@ -176,7 +176,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches(" failover ").count(), 5, "{text}");
     assert!(chaos(&["recover"])?.status.success());
-    let out = Command::new(BIN)
+    let out = Command::new(ballast_dev::ballast_bin().unwrap())
         .args(["dlq", "--admin", &retry_admin, "stats"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -188,7 +188,7 @@ async fn dev_serves_grpc_kafka_clients_chaos_and_drains_on_sigterm() -> anyhow::
         "the 5 failed-over records reached kafka too"
     );
 
-    // Transient errors through `ballast chaos`: the cluster answers the topic's metadata
+    // Transient errors through `ballast-dev chaos`: the cluster answers the topic's metadata
     // with UNKNOWN_TOPIC_OR_PARTITION and fails produce requests with NOT_ENOUGH_REPLICAS,
     // as it does while brokers are replaced. Every record is still acknowledged.
     let out = chaos(&["inject-errors", "--error", "NOPE"])?;
@@ -288,7 +288,7 @@ async fn reflected_services_v1alpha(addr: &str) -> anyhow::Result<Vec<String>> {
     reflected!(v1alpha, addr)
 }
 
-/// `ballast dev --tls-dir` serves every API over TLS with generated certificates, and
+/// `ballast-dev up --tls-dir` serves every API over TLS with generated certificates, and
 /// every client command reaches it with `--tls-ca` (and `--tls-cert`/`--tls-key`); a
 /// client without the CA is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,14 +296,8 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
     let dir = std::env::temp_dir().join(ballast_testkit::deps::unique("ballast-dev-tls"));
     let dir_arg = dir.display().to_string();
     let mut dev = ReadyProcess::spawn(
-        BIN,
-        &[
-            "dev",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--tls-dir",
-            &dir_arg,
-        ],
+        DEV,
+        &["up", "--gateway-addr", "127.0.0.1:0", "--tls-dir", &dir_arg],
     );
     let tls = dev.ready["tls"].clone();
     let file = |k: &str| {
@@ -322,13 +316,15 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
         ..Default::default()
     };
     ballast_testkit::wait_serving_with(dev.field("gateway").parse()?, &security).await?;
-    let cli = |args: &[&str]| {
-        Command::new(BIN)
+    let run = |bin: &std::path::Path, args: &[&str]| {
+        Command::new(bin)
             .args(args)
             .env_remove("BALLAST_TLS_CA")
             .output()
-            .expect("run ballast")
+            .expect("run the binary")
     };
+    let ballast = ballast_dev::ballast_bin()?;
+    let cli = |args: &[&str]| run(&ballast, args);
     let gateway = dev.field("gateway");
     let out = cli(&[
         "produce",
@@ -407,16 +403,19 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let control = dev.field("control");
-    let out = cli(&[
-        "chaos",
-        "--control",
-        &control,
-        "--tls-ca",
-        &ca,
-        "broker-up",
-        "--broker",
-        "1",
-    ]);
+    let out = run(
+        DEV.as_ref(),
+        &[
+            "chaos",
+            "--control",
+            &control,
+            "--tls-ca",
+            &ca,
+            "broker-up",
+            "--broker",
+            "1",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -428,7 +427,7 @@ async fn tls_dir_serves_every_api_over_tls_and_clients_follow() -> anyhow::Resul
     Ok(())
 }
 
-/// `ballast dev --failover sqs --s3-bucket`: on a local SQS and S3 (moto), a record larger
+/// `ballast-dev up --failover sqs --s3-bucket`: on a local SQS and S3 (moto), a record larger
 /// than an SQS message can hold fails over through S3 during an outage and reaches Kafka
 /// after it, whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,9 +437,9 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
     let bucket = queue.to_lowercase();
     let endpoint = moto.endpoint();
     let dev = ReadyProcess::spawn(
-        BIN,
+        DEV,
         &[
-            "dev",
+            "up",
             "--gateway-addr",
             "127.0.0.1:0",
             "--topic",
@@ -461,7 +460,7 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
     let control = dev.field("control");
     let bootstrap = dev.field("kafka_bootstrap");
     wait_serving(gateway.parse()?).await?;
-    let out = Command::new(BIN)
+    let out = Command::new(DEV)
         .args(["chaos", "--control", &control, "outage"])
         .output()?;
     assert!(
@@ -487,7 +486,7 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
         results[0].outcome
     );
     assert_eq!(moto.s3_keys(&bucket).await?.len(), 1, "the body is in S3");
-    let out = Command::new(BIN)
+    let out = Command::new(DEV)
         .args(["chaos", "--control", &control, "recover"])
         .output()?;
     assert!(out.status.success());
@@ -502,12 +501,12 @@ async fn dev_on_sqs_offloads_large_records_to_s3() -> anyhow::Result<()> {
 }
 
 /// A CLI command refuses to send its bearer token in plaintext to another host, and says
-/// how to use TLS or allow it; loopback (`ballast dev`) needs no flag.
+/// how to use TLS or allow it; loopback (`ballast-dev up`) needs no flag.
 #[test]
 fn a_token_is_not_sent_in_plaintext_to_another_host() {
     // `ballast dlq stats` with a token, to a host that is not this one; its stderr.
     let dlq_stats = |allow: &[&str]| {
-        let out = Command::new(BIN)
+        let out = Command::new(ballast_dev::ballast_bin().unwrap())
             .args(["dlq", "--admin", "http://ballast-test.invalid:1"])
             .args(["--token", "x"])
             .args(allow)

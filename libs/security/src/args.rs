@@ -1,8 +1,9 @@
-//! How every CLI command that calls a service reaches a secured one: TLS (`--tls-ca`),
-//! a client certificate for mTLS (`--tls-cert`, `--tls-key`) and a bearer token
-//! (`--token`, or better `BALLAST_TOKEN`, which keeps it out of the process list).
+//! How every command-line tool that calls a service reaches a secured one: TLS
+//! (`--tls-ca`), a client certificate for mTLS (`--tls-cert`, `--tls-key`) and a bearer
+//! token (`--token`, or better `BALLAST_TOKEN`, which keeps it out of the process list).
+//! Behind the `clap` feature, for the binaries only.
 
-use ballast_security::{AuthChannel, ClientSecurity};
+use crate::{AuthChannel, ClientSecurity};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -38,6 +39,6 @@ impl ClientArgs {
 
     /// Connects to a service at `addr` (`host:port` or a URL).
     pub async fn connect(&self, addr: &str) -> anyhow::Result<AuthChannel> {
-        self.security().connect(&crate::endpoint(addr)).await
+        self.security().connect(&crate::service_url(addr)).await
     }
 }

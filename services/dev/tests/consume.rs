@@ -1,4 +1,4 @@
-//! The example consumer against `ballast dev`: duplicates in Kafka (the same message id
+//! The example consumer against `ballast-dev up`: duplicates in Kafka (the same message id
 //! written twice) are read but processed once per group.
 
 use ballast_proto::ingest::v1 as pb;
@@ -7,7 +7,7 @@ use ballast_testkit::process::ReadyProcess;
 use ballast_testkit::{kafka_ack, record, wait_serving};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
 fn counts(out: &str) -> std::collections::HashMap<String, u64> {
     out.lines()
@@ -21,8 +21,8 @@ fn counts(out: &str) -> std::collections::HashMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_processed_equals_unique_ids_despite_duplicates() -> anyhow::Result<()> {
     let dev = ReadyProcess::spawn(
-        BIN,
-        &["dev", "--gateway-addr", "127.0.0.1:0", "--topic", "dups:3"],
+        DEV,
+        &["up", "--gateway-addr", "127.0.0.1:0", "--topic", "dups:3"],
     );
     let gateway = dev.field("gateway");
     wait_serving(gateway.parse()?).await?;
@@ -50,7 +50,7 @@ async fn unique_processed_equals_unique_ids_despite_duplicates() -> anyhow::Resu
     );
 
     let run = |group: &str| {
-        Command::new(BIN)
+        Command::new(ballast_dev::ballast_bin().unwrap())
             .args([
                 "consume",
                 "--bootstrap",
@@ -96,8 +96,8 @@ async fn a_consumer_killed_mid_work_loses_no_id() -> anyhow::Result<()> {
     use ballast_testkit::process::{signal, wait_exit};
     use std::time::{Duration, Instant};
     let dev = ReadyProcess::spawn(
-        BIN,
-        &["dev", "--gateway-addr", "127.0.0.1:0", "--topic", "work:2"],
+        DEV,
+        &["up", "--gateway-addr", "127.0.0.1:0", "--topic", "work:2"],
     );
     let gateway = dev.field("gateway");
     wait_serving(gateway.parse()?).await?;
@@ -121,7 +121,7 @@ async fn a_consumer_killed_mid_work_loses_no_id() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
     let consumer = |log: &std::path::Path, work_delay: &str, idle: &str| {
-        Command::new(BIN)
+        Command::new(ballast_dev::ballast_bin().unwrap())
             .args(["consume", "--bootstrap", &dev.field("kafka_bootstrap")])
             .args([
                 "--topic",
@@ -222,8 +222,8 @@ async fn consume_reads_kafka_over_sasl_ssl() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
-    let dev = ReadyProcess::spawn(BIN, &["dev", "--gateway-addr", "127.0.0.1:0"]);
-    let out = Command::new(BIN)
+    let dev = ReadyProcess::spawn(DEV, &["up", "--gateway-addr", "127.0.0.1:0"]);
+    let out = Command::new(ballast_dev::ballast_bin().unwrap())
         .args(["consume", "--bootstrap", &kafka.proxy.bootstrap])
         .arg("--kafka-tls-ca")
         .arg(&kafka.ca.ca_file)
@@ -249,7 +249,7 @@ async fn consume_reads_kafka_over_sasl_ssl() -> anyhow::Result<()> {
     assert_eq!(c["processed (unique)"], 12, "{text}");
 
     // A mechanism name that is not one: a clear error before anything connects.
-    let out = Command::new(BIN)
+    let out = Command::new(ballast_dev::ballast_bin().unwrap())
         .args(["consume", "--bootstrap", &kafka.proxy.bootstrap])
         .args(["--kafka-sasl-mechanism", "SCRAM-SHA-1"])
         .args([
@@ -267,20 +267,14 @@ async fn consume_reads_kafka_over_sasl_ssl() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Found by `ballast torture`: the consumer stopped on the transport errors librdkafka
+/// Found by `ballast-dev torture`: the consumer stopped on the transport errors librdkafka
 /// reports while the whole cluster is out, instead of waiting for it to return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
     use std::time::Duration;
     let dev = ReadyProcess::spawn(
-        BIN,
-        &[
-            "dev",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--topic",
-            "outage:2",
-        ],
+        DEV,
+        &["up", "--gateway-addr", "127.0.0.1:0", "--topic", "outage:2"],
     );
     let gateway = dev.field("gateway");
     wait_serving(gateway.parse()?).await?;
@@ -302,7 +296,7 @@ async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
     assert!(results.iter().all(|r| kafka_ack(r).is_some()));
     let log = std::env::temp_dir().join(format!("ballast-outage-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let mut consumer = Command::new(BIN)
+    let mut consumer = Command::new(ballast_dev::ballast_bin().unwrap())
         .args(["consume", "--bootstrap", &dev.field("kafka_bootstrap")])
         .args([
             "--topic",
@@ -319,7 +313,7 @@ async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
         .spawn()?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let chaos = |action: &str| {
-        Command::new(BIN)
+        Command::new(DEV)
             .args(["chaos", "--control", &dev.field("control"), action])
             .output()
     };
@@ -375,7 +369,7 @@ async fn a_consumer_rides_out_a_cluster_outage() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Found by `ballast torture`: after a rebalance moved a partition away mid-batch, storing
+/// Found by `ballast-dev torture`: after a rebalance moved a partition away mid-batch, storing
 /// its offset failed with librdkafka's "Erroneous state" and the consumer exited. Offsets
 /// of partitions it no longer owns are skipped; the others are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +412,10 @@ async fn offsets_of_partitions_no_longer_owned_are_skipped_not_fatal() -> anyhow
         ),
         "{refused:?}"
     );
-    let skipped = ballast::consume::store_offsets(&consumer, [("moved", 0, 3), ("moved", 1, 5)])?;
+    let skipped = ballast_dedup_store::consumer::store_offsets(
+        &consumer,
+        [("moved", 0, 3), ("moved", 1, 5)],
+    )?;
     assert_eq!(skipped, 1);
     consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
     let committed = consumer.committed(std::time::Duration::from_secs(5))?;

@@ -1,15 +1,15 @@
-//! `ballast chaos`: fault injection against a running `ballast dev` through DevControl.
+//! `ballast-dev chaos`: fault injection against a running `ballast-dev up` through DevControl.
 
 use ballast_proto::dev::v1 as pb;
 use ballast_proto::dev::v1::dev_control_client::DevControlClient;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
-    /// The DevControl address from the `ballast dev` ready line.
+    /// The DevControl address from the `ballast-dev up` ready line.
     #[arg(long, env = "BALLAST_CONTROL")]
     pub control: String,
     #[command(flatten)]
-    pub client: crate::secure::ClientArgs,
+    pub client: ballast_security::ClientArgs,
     #[command(subcommand)]
     pub action: ChaosAction,
 }

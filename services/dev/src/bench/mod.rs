@@ -1,4 +1,4 @@
-//! `ballast bench`: measures Ballast against a baseline in the same run, on the same
+//! `ballast-dev bench`: measures Ballast against a baseline in the same run, on the same
 //! dependencies, and reports ratios.
 //!
 //! P4 (dedup) lives in `dedup.rs`, P5 (failover) in `failover.rs`, and P3 (broker loss),
@@ -135,7 +135,7 @@ pub struct GatewayFigures {
     pub gateway_p99_ms: f64,
     /// gateway p99 − direct p99 at half load; the target is ≤ 1 ms.
     pub added_p99_ms: f64,
-    /// p99 of the same batches at the same rate through `ballast bench-sink` (a process
+    /// p99 of the same batches at the same rate through `ballast-dev bench-sink` (a process
     /// that answers over gRPC without Kafka): the gRPC hop alone.
     pub sink_p99_ms: f64,
     /// A second gateway on the same cluster, serving the clients over TLS (1.3, rustls).

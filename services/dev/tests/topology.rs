@@ -1,4 +1,4 @@
-//! `ballast topology` as a user runs it: `show` against `ballast dev`, the planners' JSON,
+//! `ballast topology` as a user runs it: `show` against `ballast-dev up`, the planners' JSON,
 //! and `watch-spot` against a local stub that serves EC2 instance metadata (IMDSv2).
 
 use axum::extract::State;
@@ -10,10 +10,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ballast");
+const DEV: &str = env!("CARGO_BIN_EXE_ballast-dev");
 
+/// Runs `ballast`, or `ballast-dev` for its `chaos` tool.
 fn ballast(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    let bin = match args.first() {
+        Some(&"chaos") => DEV.into(),
+        _ => ballast_dev::ballast_bin().unwrap(),
+    };
+    Command::new(bin)
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .output()
@@ -95,7 +100,7 @@ async fn imds_stub() -> anyhow::Result<(String, Shared)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_against_dev_and_the_spot_watcher_marks_its_broker_draining() -> anyhow::Result<()> {
-    let dev = ReadyProcess::spawn(BIN, &["dev", "--gateway-addr", "127.0.0.1:0"]);
+    let dev = ReadyProcess::spawn(DEV, &["up", "--gateway-addr", "127.0.0.1:0"]);
     let topology = dev.field("topology");
     let control = dev.field("control");
 
@@ -147,7 +152,7 @@ async fn show_against_dev_and_the_spot_watcher_marks_its_broker_draining() -> an
 
     // The spot watcher: nothing while IMDS has no notice.
     let (imds, stub) = imds_stub().await?;
-    let mut watcher = Command::new(BIN)
+    let mut watcher = Command::new(ballast_dev::ballast_bin().unwrap())
         .args([
             "topology",
             "--topology",

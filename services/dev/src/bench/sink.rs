@@ -1,4 +1,4 @@
-//! P8's transport floor: `ballast bench-sink`, a gRPC server that accepts connections as
+//! P8's transport floor: `ballast-dev bench-sink`, a gRPC server that accepts connections as
 //! the gateway does (TCP_NODELAY, the same TLS acceptor, the gateway's HTTP/2 windows,
 //! frame size and request size limit), decodes each `ProduceRequest` and answers every
 //! record as written, with no Kafka behind it. Its CPU per MB/s is what receiving the bytes over
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tonic::{Request, Response, Status, Streaming};
 
-/// `ballast bench-sink`: serves until killed.
+/// `ballast-dev bench-sink`: serves until killed.
 #[derive(Debug, clap::Args)]
 pub struct SinkArgs {
     /// Where to listen (host:port).
