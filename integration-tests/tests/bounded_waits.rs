@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const RECORD_DEADLINE: Duration = Duration::from_secs(1);
-/// What the README promises a record that fails over: its Kafka deadline, then
+/// What the book (docs/src/guarantee.md) promises a record that fails over: its Kafka deadline, then
 /// `failover.timeout + failover.write_timeout` and the backstop's grace.
 const BOUND: Duration = Duration::from_millis(4500);
 /// Room for a loaded machine.
