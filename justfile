@@ -28,6 +28,11 @@ docs:
     mdbook build docs
     python3 scripts/check-book.py
 
+# Rewrites the references generated from the code (the book's configuration pages and
+# deploy/schema/*.schema.json); `just test` fails while they differ from the code.
+gen-docs:
+    BALLAST_BLESS=1 cargo test -p ballast-integration-tests --test reference --locked
+
 # Everything under deploy/ that can be checked without Docker or a cluster: the image's
 # Rust tag, hadolint, the Helm chart rendered for each ci/ values file and validated
 # against the Kubernetes and CRD schemas, the configs against the services' loaders, and

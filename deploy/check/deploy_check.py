@@ -274,6 +274,43 @@ def check_configs(rendered):
             r = run([str(bindir / bin_name), "--config", str(path), "--dump-config"], env={**os.environ, "RUST_BACKTRACE": "0"})
             check(r.returncode == 0, f"{label}: {bin_name} refuses its config: {r.stderr.strip()[:600]}")
         step(f"  {len(jobs)} configs loaded")
+        check_editor_schemas(jobs, bindir)
+
+
+# The JSON Schema each service prints (--print-schema), committed for editors.
+SCHEMAS = {
+    "ballast-gateway": "gateway",
+    "ballast-retry-worker": "retry-worker",
+    "ballast-dedup": "dedup",
+    "ballast-topology": "topology-service",
+}
+
+
+def check_editor_schemas(jobs, bindir):
+    """Every config the services load also passes their committed JSON Schema (what an
+    editor checks), the schema is the one the binary prints, and a mistyped key fails it."""
+    import jsonschema
+
+    step("the editors' JSON Schemas (deploy/schema) against the same configs")
+    validators = {}
+    for bin_name, name in SCHEMAS.items():
+        path = ROOT / "deploy" / "schema" / f"{name}.schema.json"
+        if not check(path.exists(), f"{path} is missing: run just gen-docs"):
+            return
+        schema = json.loads(path.read_text())
+        printed = run([str(bindir / bin_name), "--print-schema"])
+        check(printed.returncode == 0 and json.loads(printed.stdout or "null") == schema,
+              f"{bin_name} --print-schema differs from {path.name}: run just gen-docs")
+        validators[bin_name] = jsonschema.Draft202012Validator(schema)
+    for label, bin_name, path in jobs:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+        errors = [e.message for e in validators[bin_name].iter_errors(config)]
+        check(not errors, f"{label}: the {SCHEMAS[bin_name]} schema refuses it: {errors[:3]}")
+        if label.startswith("example"):
+            typo = {**config, "kafak": {"bootstrap_servers": "b:9092"}}
+            check(any("kafak" in e.message for e in validators[bin_name].iter_errors(typo)),
+                  f"{label}: the {SCHEMAS[bin_name]} schema accepts a mistyped key")
+    step(f"  {len(jobs)} configs pass their schema; a mistyped key fails each example's")
 
 
 def check_rules(rendered):

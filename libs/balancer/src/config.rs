@@ -4,19 +4,22 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Per-partition circuit breaker settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// The sliding window in which failures are counted.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub window: Duration,
     /// Failures within `window` that open the breaker.
     pub failure_threshold: u32,
     /// How long the breaker stays open the first time.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub open_base: Duration,
     /// The cap on the open period, which doubles each time a probe fails.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub open_max: Duration,
     /// Probes admitted at once while half-open.
     pub half_open_probes: u32,
@@ -60,7 +63,7 @@ impl BreakerConfig {
 }
 
 /// Balancer settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalancerConfig {
     /// The rack (availability zone) of this process; unkeyed records prefer partitions

@@ -19,7 +19,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port/db`, or `rediss://` for TLS. AUTH goes in the URL
@@ -34,14 +34,21 @@ pub struct RedisConfig {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// For `rediss://` with mutual TLS: the client certificate and key (PEM).
     pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key, for Redis with mTLS.
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// Prefix of every key this store writes, so several deployments can share one Redis.
     pub key_prefix: String,
     /// How long a committed id stays DONE.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub done_window: Duration,
+    /// The deadline of one connection attempt to Redis.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub connect_timeout: Duration,
+    /// The deadline of one Redis command.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub response_timeout: Duration,
 }
 

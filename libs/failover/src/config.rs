@@ -11,7 +11,7 @@ use std::time::Duration;
 /// call that did not bound itself.
 pub const BACKSTOP_GRACE: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailoverBackend {
     /// No failover: records Kafka cannot take get a retryable UNAVAILABLE.
@@ -21,9 +21,10 @@ pub enum FailoverBackend {
     Postgres,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
+    /// Where records go when Kafka cannot take them: `sqs`, `sqlite`, `postgres`, or `none` (answer UNAVAILABLE instead).
     pub backend: FailoverBackend,
     /// The queue's name inside the SQL tables.
     pub queue: String,
@@ -32,10 +33,12 @@ pub struct FailoverConfig {
     /// A file holding `database_url` (with its password), e.g. a mounted Secret; wins
     /// over `database_url`.
     pub database_url_file: Option<std::path::PathBuf>,
+    /// SQL backends: the connection pool's size.
     pub max_connections: u32,
     pub sqs: SqsConfig,
     /// Enqueues from concurrent requests wait at most this long to share a batch.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub linger: Duration,
     /// Records waiting for a batch; more fail with UNAVAILABLE.
     pub pending_limit: usize,
@@ -46,14 +49,19 @@ pub struct FailoverConfig {
     /// How long a record waits to be taken into a batch; one not taken by then fails
     /// with UNAVAILABLE and is never sent.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub timeout: Duration,
-    /// The client-side bound on one batch's write, everything included: S3 PUTs, SQS
-    /// requests, the SQL transaction. A record that failed over has its answer within
-    /// `timeout + write_timeout`.
+    /// The gateway-side bound on one batch's write, everything included: S3 puts (sent
+    /// at once), SQS sub-batches (one attempt each), the SQL transaction. A record that
+    /// failed over has its answer within `timeout + write_timeout` and half a second; a
+    /// gateway refuses a `limits.request_timeout` shorter than `limits.record_deadline`
+    /// plus that.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub write_timeout: Duration,
     /// How long records wait in the queue before the first retry.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub initial_delay: Duration,
     /// A gateway refuses `backend: sqlite` unless this is true: the file lives on the
     /// gateway's own disk, which a spot interruption takes with it, so an acknowledgement

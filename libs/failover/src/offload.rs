@@ -18,7 +18,7 @@ pub(crate) const SIZE_ATTRIBUTE: &str = "ExtendedPayloadSize";
 /// attributes in SQS's 256 KiB.
 pub const MAX_INLINE_BODY_BYTES: usize = 180 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3OffloadConfig {
     /// The bucket for large bodies; offload is off when empty. Endpoint, region and
@@ -61,7 +61,7 @@ impl S3OffloadConfig {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct Location {
     s3_bucket_name: String,

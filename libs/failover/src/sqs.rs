@@ -37,7 +37,7 @@ pub const SQS_MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 const SEEN_FOR: Duration = Duration::from_secs(15 * 60);
 const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqsConfig {
     /// The queue name (resolved to a URL at start) or a full queue URL.
@@ -50,11 +50,12 @@ pub struct SqsConfig {
     pub region: Option<String>,
     /// Static credentials for local endpoints; None uses the default credential chain.
     pub access_key_id: Option<String>,
+    /// A static secret key; prefer `secret_access_key_file` or the AWS credential chain.
     pub secret_access_key: Option<String>,
     /// A file holding the secret access key (a mounted Secret); wins over
     /// `secret_access_key`.
     pub secret_access_key_file: Option<std::path::PathBuf>,
-    /// Create the queues if missing (development).
+    /// Create the queues if missing (development), both with 14 days' retention.
     pub create_queues: bool,
     /// Large bodies to S3 (the extended-client pattern).
     pub offload: S3OffloadConfig,
@@ -63,6 +64,7 @@ pub struct SqsConfig {
     /// delivered or not, and holding one back (`ChangeMessageVisibility`) does not
     /// reset the clock. `0s` turns the check off.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub min_retention: Duration,
 }
 

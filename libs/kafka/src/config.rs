@@ -6,21 +6,25 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
+    /// librdkafka `client.id`, as the brokers log and quota it.
     pub client_id: String,
     /// The deadline of one write attempt. librdkafka's `message.timeout.ms` is set to it,
     /// so no record waits longer on one partition.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub write_timeout: Duration,
     /// librdkafka `linger.ms`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub linger: Duration,
     /// How often leader and rack metadata is refreshed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub metadata_refresh_interval: Duration,
     /// How often metadata for every topic is fetched, to discover topics and drop deleted
     /// ones. Between these, each refresh asks only for the topics in use, so a large
@@ -28,9 +32,11 @@ pub struct KafkaConfig {
     /// shorter than `metadata_refresh_interval` (a shorter value acts as it). Explicit
     /// refreshes (startup, an unknown topic) always fetch every topic.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub metadata_full_refresh_interval: Duration,
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub metadata_timeout: Duration,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`, for the producer and the
     /// metadata client alike.

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
     #[default]
@@ -42,7 +44,7 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSsl {
     /// PEM CA bundle that signs the brokers' certificates; unset, the system's CA
@@ -51,6 +53,7 @@ pub struct KafkaSsl {
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate and key, for brokers that require mTLS.
     pub cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
     pub key_file: Option<PathBuf>,
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// One bearer token: the principal it names, and its SHA-256 (never the token itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub principal: String,
@@ -31,14 +31,17 @@ pub struct TokenConfig {
     pub sha256_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The policy file (YAML); authentication and authorization are on when set.
     pub policy_file: Option<PathBuf>,
+    /// Bearer tokens this service accepts, each `{principal, sha256}` or `{principal,
+    /// sha256_file}`: the SHA-256 (hex) of the token, never the token.
     pub tokens: Vec<TokenConfig>,
     /// How often the policy and token files are checked for changes.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub reload_interval: Duration,
     /// Set by `ballast-dev up`: running open is expected there, so no warning.
     #[serde(skip)]
@@ -103,7 +106,7 @@ pub fn token_sha256(token: &str) -> String {
 }
 
 /// Retry-admin actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryAction {
     /// Stats, ListDeadLetters.
@@ -113,7 +116,7 @@ pub enum RetryAction {
 }
 
 /// Topology actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TopologyAction {
     /// GetTopology, Watch.
@@ -125,7 +128,7 @@ pub enum TopologyAction {
 }
 
 /// What one principal may do, as the policy file writes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrantsConfig {
     /// Topic globs the principal may produce to.
@@ -138,7 +141,7 @@ pub struct GrantsConfig {
 
 /// The policy file. Bearer-token principals and client-certificate principals are kept
 /// apart, so a certificate whose name equals a token principal's gets nothing of its.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Grants of bearer-token principals (`auth.tokens[].principal`).

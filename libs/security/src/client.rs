@@ -9,13 +9,14 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How a client reaches a secured server.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientSecurity {
     /// PEM CA bundle that signs the server's certificate; TLS is on when set.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate and key, for mTLS.
     pub cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
     pub key_file: Option<PathBuf>,
     /// A file holding the bearer token sent on every call.
     pub token_file: Option<PathBuf>,

@@ -15,7 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Whether clients must present a certificate when `client_ca_file` is set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// A client without a certificate fails the handshake.
@@ -26,7 +28,7 @@ pub enum ClientAuth {
     Optional,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain; TLS is on when set.
@@ -35,12 +37,18 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     /// PEM CA bundle for client certificates: mTLS.
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` refuses clients without a certificate;
+    /// `optional` lets them use a bearer token instead.
     pub client_auth: ClientAuth,
-    /// How often the files are checked for changes.
+    /// How often the files are checked for changes. They are re-read when their content
+    /// changes (cert-manager rotation); a bad new file keeps the old certificates and
+    /// logs why.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub reload_interval: Duration,
     /// A client that has not finished its handshake by then is dropped.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub handshake_timeout: Duration,
 }
 

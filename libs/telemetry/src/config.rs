@@ -38,11 +38,16 @@ pub struct ConfigArgs {
     /// Print the effective config as YAML and exit.
     #[arg(long)]
     pub dump_config: bool,
+    /// Print the config's JSON Schema (for editors, e.g. yaml-language-server) and exit.
+    #[arg(long, conflicts_with = "dump_config")]
+    pub print_schema: bool,
 }
 
 /// What every service config offers the bootstrap. Implement it with
 /// [`impl_service_config!`](crate::impl_service_config).
-pub trait ServiceConfig: Serialize + serde::de::DeserializeOwned + Default {
+pub trait ServiceConfig:
+    Serialize + serde::de::DeserializeOwned + Default + schemars::JsonSchema
+{
     /// Checks every setting, naming the bad one.
     fn validate(&self) -> anyhow::Result<()>;
     fn telemetry(&self) -> &TelemetryConfig;

@@ -43,6 +43,13 @@ where
     F: FnOnce(C, TcpListener, TcpListener, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    if args.print_schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::reference::schema::<C>())?
+        );
+        return Ok(());
+    }
     let config = C::load(args.config.as_deref())?;
     if args.dump_config {
         print!("{}", config.to_yaml());

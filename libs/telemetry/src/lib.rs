@@ -10,6 +10,7 @@ mod admin;
 mod config;
 mod host;
 mod logs;
+pub mod reference;
 mod signal;
 pub mod trace;
 

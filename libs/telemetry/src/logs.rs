@@ -6,7 +6,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -14,15 +16,17 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// A tracing filter, e.g. `info` or `ballast_gateway=debug`. `RUST_LOG` wins when set.
     pub log_level: String,
+    /// `text` for people, `json` for log pipelines.
     pub log_format: LogFormat,
     /// An OTLP/gRPC collector endpoint such as `http://127.0.0.1:4317`; traces are off
     /// when unset.
     pub otlp_endpoint: Option<String>,
+    /// The service name logs and traces carry.
     pub service_name: String,
 }
 

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Redis,
@@ -22,16 +24,20 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
+    /// The gRPC listen address.
     pub listen: SocketAddr,
+    /// The admin HTTP address for `/metrics` and `/healthz`.
     pub admin_listen: SocketAddr,
     /// `redis` for deployments; `memory` keeps state in this process only.
     pub backend: Backend,
     pub redis: RedisConfig,
     pub limits: DedupLimits,
+    /// How long in-flight calls may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub shutdown_grace: Duration,
     /// TLS (and mTLS) on the gRPC listener.
     pub tls: ballast_security::TlsConfig,
@@ -40,16 +46,20 @@ pub struct DedupConfig {
     pub telemetry: TelemetryConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupLimits {
     /// Ids or entries per call.
     pub max_batch: usize,
+    /// The longest message id accepted, in bytes.
     pub max_id_bytes: usize,
+    /// The longest consumer group name accepted, in bytes.
     pub max_group_bytes: usize,
     /// The `owner` of a claim, stored with it.
     pub max_owner_bytes: usize,
+    /// The longest lease a claim may ask for.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub max_lease: Duration,
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The gRPC listen address.
@@ -34,6 +34,7 @@ pub struct GatewayConfig {
     pub topology: TopologyClientConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub shutdown_grace: Duration,
     /// TLS (and mTLS) on the gRPC listener.
     pub tls: TlsConfig,
@@ -66,22 +67,27 @@ impl Default for GatewayConfig {
 }
 
 /// How the gateway follows the topology service's `WatchTopology` stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopologyClientConfig {
     /// e.g. `http://topology:50054`; unset: do not subscribe.
     pub endpoint: Option<String>,
+    /// The deadline of one connection attempt to the topology service.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub connect_timeout: Duration,
     /// The wait between reconnection attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub reconnect_backoff: Duration,
     /// Draining marks learned from the service are dropped when it has been unreachable
     /// this long (the gateway's own metadata still holds leaderless partitions).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub stale_after: Duration,
     /// HTTP/2 keep-alive pings on the stream, so a dead service is noticed while idle.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub keepalive_interval: Duration,
     /// How to reach a secured topology service: `ca_file` (turns TLS on), `cert_file` and
     /// `key_file` (mTLS), `token_file` (a bearer token).
@@ -102,7 +108,7 @@ impl Default for TopologyClientConfig {
 }
 
 /// Limits that keep a gateway's memory bounded during long elections.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Records beyond this many in one request fail with RESOURCE_EXHAUSTED.
@@ -116,6 +122,7 @@ pub struct Limits {
     pub max_attempts: u32,
     /// The total time a record may spend on Kafka attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub record_deadline: Duration,
     /// Requests handled at once per client connection; past it, a request fails whole at
     /// once with RESOURCE_EXHAUSTED.
@@ -125,8 +132,12 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Batches of one ProduceStream processed at once (answers stay in order).
     pub stream_inflight_batches: usize,
-    /// The whole-request timeout.
+    /// The whole-request timeout. At least `limits.record_deadline` plus, with
+    /// failover, `failover.timeout + failover.write_timeout` and half a second (refused
+    /// at startup otherwise), so the gateway never cancels a record whose batch may
+    /// still commit.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub request_timeout: Duration,
     /// HTTP/2 receive window per stream (the connection's is 8 times larger).
     pub grpc_stream_window_bytes: u32,

@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrySettings {
     /// How long a record stays in the queue, counted from its first failure, before the
     /// first retry.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub after: Duration,
     /// Kafka attempts before a record goes to the dead-letter store.
     pub max_attempts: u32,
@@ -22,6 +23,7 @@ pub struct RetrySettings {
     pub max_number_of_messages: usize,
     /// How long a receive waits for entries.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub wait_time: Duration,
     /// Concurrent receive-and-publish loops per worker.
     pub runner_count: usize,
@@ -31,21 +33,29 @@ pub struct RetrySettings {
     /// How long a leased entry stays hidden from other workers; a worker that dies returns
     /// its entries when this runs out.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub lease: Duration,
     /// The wait before attempt n+1 is `backoff_base * backoff_multiplier^(n-1)`, capped.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub backoff_base: Duration,
+    /// Each retry waits this many times longer than the one before.
     pub backoff_multiplier: f64,
+    /// The longest wait between two attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub backoff_max: Duration,
     /// Records per second this worker may publish; 0 is unlimited.
     pub drain_rate: u32,
     /// How long a record waits when its topic has no healthy partition (not an attempt).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub health_gate_delay: Duration,
-    /// How often the worker counts the queue for its `ballast_retry_queue_*` gauges. On
-    /// SQL a count reads every entry of the queue, so its cost grows with the backlog.
+    /// How often the worker counts the queue for its `ballast_retry_queue_*` gauges (at
+    /// least 100ms). On SQL a count reads every entry of the queue, so its cost grows with
+    /// the backlog.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub stats_interval: Duration,
 }
 
@@ -80,7 +90,7 @@ impl RetrySettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// The RetryAdmin gRPC address.
@@ -93,7 +103,9 @@ pub struct WorkerConfig {
     pub breaker: BreakerConfig,
     pub failover: FailoverConfig,
     pub retry: RetrySettings,
+    /// How long in-flight work may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub shutdown_grace: Duration,
     /// TLS (and mTLS) on the gRPC listener.
     pub tls: ballast_security::TlsConfig,

@@ -5,18 +5,23 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopologyConfig {
+    /// The gRPC listen address.
     pub listen: SocketAddr,
+    /// The admin HTTP address for `/metrics` and `/healthz`.
     pub admin_listen: SocketAddr,
     pub kafka: KafkaSource,
     /// A draining mark with a deadline lapses this long after the deadline: by then the
     /// broker is gone, and a replacement that reuses its id must not start out draining.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub draining_lapse_after_deadline: Duration,
     pub limits: PlanLimits,
+    /// How long open streams and calls may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub shutdown_grace: Duration,
     /// TLS (and mTLS) on the gRPC listener.
     pub tls: ballast_security::TlsConfig,
@@ -26,17 +31,20 @@ pub struct TopologyConfig {
 }
 
 /// Where the metadata comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSource {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,
+    /// librdkafka `client.id` of the metadata client, as the brokers log and quota it.
     pub client_id: String,
     /// How often metadata is fetched; a change is published at once.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub refresh_interval: Duration,
     /// The deadline of one metadata request, per broker tried.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "humantime"))]
     pub metadata_timeout: Duration,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`, as for the gateway
     /// (`kafka.security_protocol`).
@@ -74,11 +82,14 @@ impl KafkaSource {
 }
 
 /// Bounds on planning requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlanLimits {
+    /// A plan request may name at most this many partitions.
     pub max_partitions: usize,
+    /// A plan request may name at most this many brokers.
     pub max_brokers: usize,
+    /// A consumer assignment request may name at most this many consumers.
     pub max_consumers: usize,
     /// Concurrent WatchTopology streams.
     pub max_watchers: usize,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A SASL mechanism, as `kafka.sasl.mechanism` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SaslMechanism {
     #[serde(rename = "PLAIN")]
     Plain,
@@ -60,11 +60,14 @@ impl std::fmt::Display for SaslMechanism {
 
 /// `kafka.sasl`: the mechanism and where its secret comes from. Secrets are only ever
 /// read from files (Kubernetes Secrets); they never sit in the YAML.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSasl {
+    /// The SASL mechanism: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` or
+    /// `AWS_MSK_IAM`; required with `sasl_plaintext` and `sasl_ssl`.
     pub mechanism: Option<SaslMechanism>,
-    /// PLAIN and SCRAM: the user.
+    /// PLAIN and SCRAM: the user (its password comes from `password_file`, read at
+    /// start).
     pub username: Option<String>,
     /// PLAIN and SCRAM: a file holding the password (trailing newline ignored).
     pub password_file: Option<PathBuf>,
@@ -72,8 +75,9 @@ pub struct KafkaSasl {
     /// projected token can rotate it. A JWT's `exp` claim sets when it is refreshed;
     /// other tokens are re-read every minute.
     pub token_file: Option<PathBuf>,
-    /// AWS_MSK_IAM: the cluster's region (credentials come from the AWS chain: env, web
-    /// identity, profile, container or instance role).
+    /// AWS_MSK_IAM: the cluster's region. Tokens are signed (`aws-msk-iam-sasl-signer`)
+    /// with credentials from the AWS chain (env, web identity, profile, container or
+    /// instance role) and sent as OAUTHBEARER.
     pub aws_region: Option<String>,
 }
 
