@@ -54,27 +54,37 @@ fn service<C: ballast_telemetry::ServiceConfig + schemars::JsonSchema>(
 
 #[test]
 fn the_configuration_references_match_the_config_types() {
-    let mut stale = Vec::new();
-    stale.extend(service::<ballast_gateway::GatewayConfig>(
-        "gateway",
-        "Gateway configuration",
-        "ballast-gateway",
-    ));
-    stale.extend(service::<ballast_retry_worker::WorkerConfig>(
-        "retry-worker",
-        "Retry worker configuration",
-        "ballast-retry-worker",
-    ));
-    stale.extend(service::<ballast_dedup_service::DedupConfig>(
-        "dedup",
-        "Dedup service configuration",
-        "ballast-dedup",
-    ));
-    stale.extend(service::<ballast_topology::TopologyConfig>(
-        "topology-service",
-        "Topology service configuration",
-        "ballast-topology",
-    ));
+    type Generate = fn(&str, &str, &str) -> Vec<String>;
+    let services: [(&str, &str, &str, Generate); 4] = [
+        (
+            "gateway",
+            "Gateway configuration",
+            "ballast-gateway",
+            service::<ballast_gateway::GatewayConfig>,
+        ),
+        (
+            "retry-worker",
+            "Retry worker configuration",
+            "ballast-retry-worker",
+            service::<ballast_retry_worker::WorkerConfig>,
+        ),
+        (
+            "dedup",
+            "Dedup service configuration",
+            "ballast-dedup",
+            service::<ballast_dedup_service::DedupConfig>,
+        ),
+        (
+            "topology-service",
+            "Topology service configuration",
+            "ballast-topology",
+            service::<ballast_topology::TopologyConfig>,
+        ),
+    ];
+    let stale: Vec<String> = services
+        .iter()
+        .flat_map(|(name, title, binary, generate)| generate(name, title, binary))
+        .collect();
     assert!(
         stale.is_empty(),
         "{}; run `just gen-docs` and commit the result",
