@@ -28,8 +28,9 @@ docs:
     mdbook build docs
     python3 scripts/check-book.py
 
-# Rewrites the references generated from the code (the book's configuration pages and
-# deploy/schema/*.schema.json); `just test` fails while they differ from the code.
+# Rewrites the references generated from the code (the book's configuration pages, its
+# error-code table, and deploy/schema/*.schema.json); `just test` fails while they differ
+# from the code.
 gen-docs:
     BALLAST_BLESS=1 cargo test -p ballast-integration-tests --test reference --locked
 

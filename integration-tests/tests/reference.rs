@@ -1,6 +1,6 @@
 //! The book's generated references match the code: each service's configuration
 //! reference and JSON Schema come from its config types, so they cannot drift from the
-//! loader. `just gen-docs` rewrites them (this test with `BALLAST_BLESS=1`).
+//! loader, and the error-code table comes from `libs/core/src/code.rs`. `just gen-docs` rewrites them (this test with `BALLAST_BLESS=1`).
 
 use ballast_telemetry::reference;
 use std::path::PathBuf;
@@ -114,4 +114,45 @@ fn the_reference_lists_nested_keys_with_types_and_defaults() {
     get("failover.sqs.min_retention");
     get("tls.client_auth");
     assert!(settings.iter().all(|s| !s.key.ends_with('.')));
+}
+
+/// The error-code chapter, from the one table every service maps its errors through.
+fn error_codes() -> String {
+    let mut page = String::from(
+        "# Error codes\n\n<!-- Generated from `libs/core/src/code.rs` by `just gen-docs`; a test \
+         fails when this page differs from what the code generates. -->\n\n\
+         | code | gRPC equivalent | retryable | when |\n|---|---|---|---|\n",
+    );
+    for code in ballast_core::ErrorCode::ALL {
+        let proto = code.proto().as_str_name();
+        let grpc = format!("{:?}", code.grpc());
+        // tonic's `InvalidArgument` is gRPC's INVALID_ARGUMENT.
+        let mut grpc_name = String::new();
+        for (i, c) in grpc.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                grpc_name.push('_');
+            }
+            grpc_name.push(c.to_ascii_uppercase());
+        }
+        page.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            proto.trim_start_matches("CODE_"),
+            grpc_name,
+            if code.retryable() { "yes" } else { "no" },
+            code.when()
+        ));
+    }
+    page.push_str(
+        "\nA bad record fails alone; the rest of its batch goes on. Every service maps its \
+         errors through this one table (`libs/core/src/code.rs`): a dedup, retry-admin or \
+         topology call that fails whole answers with the gRPC status of its code.\n",
+    );
+    page
+}
+
+#[test]
+fn the_error_code_table_matches_the_code() {
+    if let Some(stale) = check("docs/src/error-codes.md", &error_codes()) {
+        panic!("{stale}; run `just gen-docs` and commit the result");
+    }
 }

@@ -134,6 +134,25 @@ impl ErrorCode {
         self.spec().label
     }
 
+    /// When a service answers with this code: the book's error-code table is generated
+    /// from it.
+    pub const fn when(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidArgument => "empty or illegal topic, bad partition, bad `key_policy`, reserved header, bad `message_id`",
+            NotFound => "the topic does not exist",
+            RecordTooLarge => "over `limits.max_record_bytes` or the broker's limit",
+            PermissionDenied => "the cluster refused the write, or the policy does not grant the caller this topic (the record fails alone) or this call",
+            Unauthenticated => "(whole call) no valid bearer token or client certificate, with `auth.policy_file` set",
+            ResourceExhausted => "over `limits.inflight_bytes`, or past `limits.max_records_per_request` in one request",
+            Unavailable => "no partition the record may use can take it now, and no failover queue took it",
+            DeadlineExceeded => "the failover queue did not answer within `failover.write_timeout` after it may have stored the record: it may hold it (and then delivers it); retry with the same `message_id`",
+            ShuttingDown => "the gateway is stopping",
+            FailedPrecondition => "(topology) no reassignment plan meets the requested limits",
+            Internal => "an unexpected error inside Ballast",
+        }
+    }
+
     /// The whole-call gRPC status for an error of this code.
     pub fn status(self, message: impl Into<String>) -> tonic::Status {
         tonic::Status::new(self.grpc(), message.into())

@@ -7,6 +7,7 @@
 
 mod classify;
 mod config;
+mod context;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod metadata;
@@ -17,12 +18,13 @@ mod security;
 
 pub use classify::{classify, classify_code};
 pub use config::{bootstrap_list, KafkaConfig};
+pub use context::KafkaContext;
 #[cfg(feature = "embedded")]
 pub use embedded::{EmbeddedCluster, EmbeddedClusterConfig, MockApi, TopicSpec};
 pub use metadata::{BrokerInfo, ClusterMetadata, MetadataClient, PartitionInfo, TopicInfo};
 pub use producer::{Delivery, KafkaProducer, OutgoingRecord, WriteError, Written};
 pub use reader::{read_topic, read_topic_with, Landed};
-pub use sasl::{KafkaContext, KafkaSasl, SaslAuth, SaslMechanism};
+pub use sasl::{KafkaSasl, SaslAuth, SaslMechanism};
 pub use security::{KafkaSecurity, KafkaSsl, SecurityProtocol};
 
 /// Errors of this crate.

@@ -4,7 +4,8 @@
 //! protocol-level metadata client gets a rustls connector with the same CA and client
 //! certificate and the same SASL credentials.
 
-use crate::sasl::{KafkaContext, KafkaSasl, SaslAuth};
+use crate::sasl::{KafkaSasl, SaslAuth};
+use crate::KafkaContext;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
