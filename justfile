@@ -29,8 +29,8 @@ docs:
     python3 scripts/check-book.py
 
 # Rewrites the references generated from the code (the book's configuration pages, its
-# error-code table, and deploy/schema/*.schema.json); `just test` fails while they differ
-# from the code.
+# metrics and error-code references, deploy/schema/*.schema.json and the config part of
+# the chart's values.schema.json); `just test` fails while they differ from the code.
 gen-docs:
     BALLAST_BLESS=1 cargo test -p ballast-integration-tests --test reference --locked
 

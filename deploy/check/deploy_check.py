@@ -4,7 +4,9 @@ Docker engine or a cluster.
 
 1. The Dockerfile's Rust tag is at least the workspace's rust-version, which is at least
    every locked crate's rust-version; hadolint passes.
-2. The Helm chart lints, and renders for each values file in deploy/helm/ballast/ci/.
+2. The Helm chart lints, and renders for each values file in deploy/helm/ballast/ci/;
+   its values.schema.json makes Helm refuse a mistyped or mistyped-by-type value, in the
+   chart's own keys and in each service's config.
 3. Every rendered object validates strictly against the Kubernetes schemas (the chart's
    oldest and the newest supported version); the CRD objects (ScaledObject,
    ServiceMonitor, PrometheusRule) against theirs.
@@ -129,6 +131,32 @@ def render_all():
         rendered[name] = docs
         step(f"  {name}: {len(docs)} objects: " + ", ".join(sorted({d['kind'] for d in docs})))
     return rendered
+
+
+# Values Helm must refuse through values.schema.json, with the path its message names.
+BAD_VALUES = [
+    ({"gateway": {"replicaz": 3}}, "/gateway"),
+    ({"gateway": {"config": {"kafka": {"write_timout": "1s"}}}}, "/gateway/config/kafka"),
+    ({"retryWorker": {"config": {"retry": {"max_attempts": "five"}}}},
+     "/retryWorker/config/retry/max_attempts"),
+    ({"dedup": {"config": {"redis": {"ulr": "redis://r:6379"}}}}, "/dedup/config/redis"),
+    ({"topology": {"config": {"kafak": {}}}}, "/topology/config"),
+    ({"tls": {"clientAuth": "requird"}}, "/tls/clientAuth"),
+]
+
+
+def check_values_schema():
+    import helm_python
+
+    step("values.schema.json: Helm refuses mistyped values")
+    chart = helm_python.Chart.load(str(CHART))
+    for values, where in BAD_VALUES:
+        try:
+            chart.render(values, name="ballast", namespace="ballast")
+            fail(f"the chart renders {values}, which values.schema.json should refuse")
+        except helm_python.HelmError as e:
+            check(f"at '{where}'" in str(e), f"refusing {values}, Helm names another place: {e}")
+    step(f"  {len(BAD_VALUES)} mistyped values refused, each at its path")
 
 
 CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
@@ -365,6 +393,7 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     check_image()
     rendered = render_all()
+    check_values_schema()
     validate_schemas(rendered)
     check_workloads(rendered)
     check_configs(rendered)

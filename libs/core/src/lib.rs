@@ -5,8 +5,10 @@
 
 mod code;
 mod id;
+mod time;
 mod validate;
 
 pub use code::{ErrorCode, RecordError};
 pub use id::{new_message_id, MessageIds, MESSAGE_ID_HEADER};
+pub use time::unix_ms;
 pub use validate::{validate_message_id, validate_topic, ValidationError};

@@ -7,6 +7,7 @@
 //! lease. An id still IN_PROGRESS then comes back as `InProgress`: the caller must not
 //! commit its Kafka offset past it.
 
+use ballast_core::unix_ms;
 use ballast_proto::dedup::v1 as pb;
 use ballast_proto::dedup::v1::dedup_client::DedupClient as Raw;
 use ballast_security::{AuthChannel, ClientSecurity};
@@ -63,6 +64,16 @@ pub enum ProcessError<E> {
     Dedup(#[from] ClientError),
 }
 
+/// Claim results, in request order.
+pub type Claims = Result<Vec<pb::ClaimResult>, ClientError>;
+/// Results of a fenced call (commit, release, extend), in request order.
+pub type FencedResults = Result<Vec<pb::FencedResult>, ClientError>;
+
+/// A lease as the wire carries it: whole milliseconds, at most `u32::MAX`.
+fn lease_ms(lease: Duration) -> u32 {
+    lease.as_millis().min(u32::MAX as u128) as u32
+}
+
 #[derive(Debug, Clone)]
 pub struct DedupClient {
     raw: Raw<AuthChannel>,
@@ -91,92 +102,52 @@ impl DedupClient {
         })
     }
 
-    pub async fn claim(
-        &self,
-        group: &str,
-        ids: Vec<String>,
-        lease: Duration,
-    ) -> Result<Vec<pb::ClaimResult>, ClientError> {
-        let resp = self
-            .raw
-            .clone()
-            .claim(pb::ClaimRequest {
-                group: group.into(),
-                ids,
-                lease_ms: lease.as_millis().min(u32::MAX as u128) as u32,
-                owner: self.owner.clone(),
-            })
-            .await?;
-        Ok(resp.into_inner().results)
+    /// Claims `ids` for `lease`: each result says whether this owner may process the id.
+    pub async fn claim(&self, group: &str, ids: Vec<String>, lease: Duration) -> Claims {
+        let mut r = pb::ClaimRequest::default();
+        (r.group, r.ids, r.owner) = (group.into(), ids, self.owner.clone());
+        r.lease_ms = lease_ms(lease);
+        Ok(self.raw.clone().claim(r).await?.into_inner().results)
     }
 
-    pub async fn commit(
-        &self,
-        group: &str,
-        entries: Vec<pb::Fenced>,
-    ) -> Result<Vec<pb::FencedResult>, ClientError> {
-        let resp = self
-            .raw
-            .clone()
-            .commit(pb::CommitRequest {
-                group: group.into(),
-                entries,
-                owner: self.owner.clone(),
-            })
-            .await?;
-        Ok(resp.into_inner().results)
+    /// Marks claimed ids DONE, each under the fence its claim returned.
+    pub async fn commit(&self, group: &str, entries: Vec<pb::Fenced>) -> FencedResults {
+        let mut r = pb::CommitRequest::default();
+        (r.group, r.entries, r.owner) = (group.into(), entries, self.owner.clone());
+        Ok(self.raw.clone().commit(r).await?.into_inner().results)
     }
 
-    pub async fn release(
-        &self,
-        group: &str,
-        entries: Vec<pb::Fenced>,
-    ) -> Result<Vec<pb::FencedResult>, ClientError> {
-        let resp = self
-            .raw
-            .clone()
-            .release(pb::ReleaseRequest {
-                group: group.into(),
-                entries,
-                owner: self.owner.clone(),
-            })
-            .await?;
-        Ok(resp.into_inner().results)
+    /// Gives claims up, so that another consumer may claim the ids at once.
+    pub async fn release(&self, group: &str, entries: Vec<pb::Fenced>) -> FencedResults {
+        let mut r = pb::ReleaseRequest::default();
+        (r.group, r.entries, r.owner) = (group.into(), entries, self.owner.clone());
+        Ok(self.raw.clone().release(r).await?.into_inner().results)
     }
 
+    /// Extends claims still held to `lease` from now.
     pub async fn extend(
         &self,
         group: &str,
         entries: Vec<pb::Fenced>,
         lease: Duration,
-    ) -> Result<Vec<pb::FencedResult>, ClientError> {
-        let resp = self
-            .raw
-            .clone()
-            .extend(pb::ExtendRequest {
-                group: group.into(),
-                entries,
-                lease_ms: lease.as_millis().min(u32::MAX as u128) as u32,
-                owner: self.owner.clone(),
-            })
-            .await?;
-        Ok(resp.into_inner().results)
+    ) -> FencedResults {
+        let mut r = pb::ExtendRequest::default();
+        (r.group, r.entries, r.owner) = (group.into(), entries, self.owner.clone());
+        r.lease_ms = lease_ms(lease);
+        Ok(self.raw.clone().extend(r).await?.into_inner().results)
     }
 
+    /// Reads the ids' states without claiming them.
     pub async fn check(
         &self,
         group: &str,
         ids: Vec<String>,
     ) -> Result<Vec<pb::CheckResult>, ClientError> {
-        let resp = self
-            .raw
-            .clone()
-            .check(pb::CheckRequest {
-                group: group.into(),
-                ids,
-            })
-            .await?;
-        Ok(resp.into_inner().results)
+        let r = pb::CheckRequest {
+            group: group.into(),
+            ids,
+        };
+        Ok(self.raw.clone().check(r).await?.into_inner().results)
     }
 
     /// Claims `ids`, and while some are IN_PROGRESS (held by another consumer) waits for
@@ -442,11 +413,4 @@ impl DedupClient {
             })
             .collect())
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

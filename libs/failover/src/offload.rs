@@ -5,7 +5,7 @@
 //! holds the raw envelope. An object is deleted once its message is deleted: after the
 //! record reached Kafka, moved on (a new message and object replace it), or was purged.
 
-use crate::queue::QueueError;
+use crate::queue::{err_sdk_in, QueueError};
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -115,16 +115,6 @@ pub(crate) struct Offload {
     put_timeout: Duration,
 }
 
-fn err_sdk<E: std::error::Error + 'static>(
-    what: &str,
-    e: aws_sdk_s3::error::SdkError<E>,
-) -> QueueError {
-    QueueError::Unavailable(format!(
-        "s3 {what}: {}",
-        aws_sdk_s3::error::DisplayErrorContext(e)
-    ))
-}
-
 impl Offload {
     pub async fn connect(
         cfg: &S3OffloadConfig,
@@ -171,7 +161,7 @@ impl Offload {
             {
                 Ok(())
             }
-            Err(e) => Err(err_sdk("create_bucket", e)),
+            Err(e) => Err(err_sdk_in("s3 create_bucket: ", e)),
         }
     }
 
@@ -204,7 +194,7 @@ impl Offload {
             )
             .send()
             .await
-            .map_err(|e| err_sdk("put_object", e))?;
+            .map_err(|e| err_sdk_in("s3 put_object: ", e))?;
         Ok(())
     }
 
@@ -224,7 +214,7 @@ impl Offload {
                     pointer.bucket, pointer.key
                 )))
             }
-            Err(e) => return Err(err_sdk("get_object", e)),
+            Err(e) => return Err(err_sdk_in("s3 get_object: ", e)),
         };
         let bytes = out
             .body

@@ -1,6 +1,26 @@
 //! The failover queue abstraction shared by the gateway (enqueue) and the retry workers
 //! (receive, ack, retry, dead-letter) and the admin API.
 
+pub(crate) use ballast_core::unix_ms as now_ms;
+
+/// An AWS SDK call's failure (SQS or S3: the SDKs share the error type), as the queue
+/// reports it: `prefix` and the error with its sources.
+pub(crate) fn err_sdk_in<E: std::error::Error + 'static>(
+    prefix: &str,
+    e: aws_sdk_sqs::error::SdkError<E>,
+) -> QueueError {
+    QueueError::Unavailable(format!(
+        "{prefix}{}",
+        aws_sdk_sqs::error::DisplayErrorContext(e)
+    ))
+}
+
+/// An SQS call's failure: the error with its sources.
+pub(crate) fn err_sdk<E: std::error::Error + 'static>(
+    e: aws_sdk_sqs::error::SdkError<E>,
+) -> QueueError {
+    err_sdk_in("", e)
+}
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,11 +191,4 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
 
     /// Deletes dead letters (these ids, or all).
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError>;
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -193,10 +193,6 @@ fn err(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-fn err_sdk<E: std::error::Error + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
-    QueueError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-}
-
 fn string_attr(v: &str) -> Result<MessageAttributeValue, QueueError> {
     MessageAttributeValue::builder()
         .data_type("String")

@@ -3,18 +3,12 @@
 //! into records with [`record_of`].
 
 use crate::record::{key_policy_from_wire, key_policy_to_wire, Acked, Header, Record};
+use ballast_core::unix_ms;
 use ballast_core::{ErrorCode, RecordError};
 use ballast_failover::envelope::{self, Envelope, EnvelopeHeader};
 use ballast_failover::Enqueuer;
 use ballast_telemetry::trace;
 use tracing::Instrument;
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The envelope of a record that failed on Kafka with `kafka_error`, at attempt 0. It
 /// takes the record's buffers (slices of the request's), so no copy of the value is made.

@@ -2,6 +2,7 @@
 //! gateway exports `ballast_gateway_*` and a retry worker `ballast_retry_*`.
 
 use ballast_balancer::{BreakerState, PartitionStatus};
+use ballast_telemetry::catalog::family;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,24 +11,24 @@ use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
     pub topic: String,
     pub partition: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LocalityLabels {
     /// `local` when the leader is in the writer's rack, else `cross_az`.
     pub locality: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub kind: String,
 }
@@ -69,13 +70,13 @@ impl WriteMetrics {
         };
         let (bytes_local, bytes_cross_az) = (locality("local"), locality("cross_az"));
         let m = Self {
-            breaker_state: Family::default(),
-            breakers: Family::default(),
+            breaker_state: family(Family::default()),
+            breakers: family(Family::default()),
             exported: Arc::default(),
             bytes,
             bytes_local,
             bytes_cross_az,
-            write_failures: Family::default(),
+            write_failures: family(Family::default()),
             reroutes: Counter::default(),
             inflight_bytes: Gauge::default(),
             inflight_bytes_limit: Gauge::default(),

@@ -7,6 +7,7 @@
 //! `prometheus_client` registry and hands it to [`Host::start`].
 
 mod admin;
+pub mod catalog;
 mod config;
 mod host;
 mod logs;

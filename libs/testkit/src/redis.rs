@@ -1,16 +1,9 @@
 //! Real `redis-server` processes on free ports: a single node, or a 3-node Redis Cluster.
 
-use std::net::TcpListener;
+use crate::process::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn require(cmd: &str) -> PathBuf {
     std::env::var_os("PATH")

@@ -6,7 +6,7 @@ pub mod config;
 mod service;
 
 pub use config::{Backend, DedupConfig, DedupLimits};
-pub use service::{build_store, DedupService};
+pub use service::{build_store, register_metrics, DedupService};
 
 use ballast_proto::dedup::v1::dedup_server::DedupServer;
 use ballast_telemetry::Host;

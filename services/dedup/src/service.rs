@@ -31,14 +31,14 @@ pub async fn build_store(cfg: &DedupConfig) -> anyhow::Result<Arc<dyn DedupStore
     })
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OpLabels {
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
     op: String,
     outcome: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
     state: String,
 }
 
@@ -76,18 +76,27 @@ fn proto_state(s: ClaimState) -> pb::ClaimState {
     }
 }
 
+/// Registers the dedup service's series, `ballast_dedup_*`: calls, and claims by state.
+#[allow(clippy::type_complexity)]
+pub fn register_metrics(
+    registry: &mut Registry,
+) -> (Family<OpLabels, Counter>, Family<StateLabels, Counter>) {
+    let calls = ballast_telemetry::catalog::family(Family::<OpLabels, Counter>::default());
+    let claims = ballast_telemetry::catalog::family(Family::<StateLabels, Counter>::default());
+    let r = registry.sub_registry_with_prefix("ballast_dedup");
+    r.register(
+        "calls",
+        "Dedup calls by operation and outcome",
+        calls.clone(),
+    );
+    r.register("claims", "Claimed ids by resulting state", claims.clone());
+    (calls, claims)
+}
+
 impl DedupService {
     /// A service that lets every caller in until [`DedupService::with_access`].
     pub fn new(store: Arc<dyn DedupStore>, limits: DedupLimits, registry: &mut Registry) -> Self {
-        let calls = Family::<OpLabels, Counter>::default();
-        let claims = Family::<StateLabels, Counter>::default();
-        let r = registry.sub_registry_with_prefix("ballast_dedup");
-        r.register(
-            "calls",
-            "Dedup calls by operation and outcome",
-            calls.clone(),
-        );
-        r.register("claims", "Claimed ids by resulting state", claims.clone());
+        let (calls, claims) = register_metrics(registry);
         Self {
             store,
             limits,
@@ -183,14 +192,30 @@ impl DedupService {
         Ok(lease)
     }
 
+    /// The `(id, fence)` pairs of a commit, release or extend, once the group, the ids and
+    /// the owner are within the limits.
     fn fenced_input(
         &self,
         group: &str,
         entries: Vec<pb::Fenced>,
+        owner: &str,
     ) -> Result<Vec<(String, u64)>, Status> {
         self.check_group(group)?;
         self.check_ids(entries.iter().map(|e| e.id.as_str()))?;
+        self.check_owner(owner)?;
         Ok(entries.into_iter().map(|e| (e.id, e.fence)).collect())
+    }
+
+    /// Authenticates the caller and authorizes it for the request's consumer group.
+    fn allow<T>(&self, request: &Request<T>, group: impl Fn(&T) -> &str) -> Result<(), Status> {
+        self.access
+            .check(
+                request,
+                Action::Dedup {
+                    group: group(request.get_ref()),
+                },
+            )
+            .map(drop)
     }
 }
 
@@ -200,12 +225,7 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::ClaimResponse>, Status> {
-        self.access.check(
-            &request,
-            Action::Dedup {
-                group: &request.get_ref().group,
-            },
-        )?;
+        self.allow(&request, |r| &r.group)?;
         let r = request.into_inner();
         self.check_group(&r.group)?;
         self.check_owner(&r.owner)?;
@@ -244,15 +264,9 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        self.access.check(
-            &request,
-            Action::Dedup {
-                group: &request.get_ref().group,
-            },
-        )?;
+        self.allow(&request, |r| &r.group)?;
         let r = request.into_inner();
-        let entries = self.fenced_input(&r.group, r.entries)?;
-        self.check_owner(&r.owner)?;
+        let entries = self.fenced_input(&r.group, r.entries, &r.owner)?;
         let out = self.finish(
             "commit",
             self.store.commit(&r.group, &entries, &r.owner).await,
@@ -266,15 +280,9 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        self.access.check(
-            &request,
-            Action::Dedup {
-                group: &request.get_ref().group,
-            },
-        )?;
+        self.allow(&request, |r| &r.group)?;
         let r = request.into_inner();
-        let entries = self.fenced_input(&r.group, r.entries)?;
-        self.check_owner(&r.owner)?;
+        let entries = self.fenced_input(&r.group, r.entries, &r.owner)?;
         let out = self.finish(
             "release",
             self.store.release(&r.group, &entries, &r.owner).await,
@@ -288,16 +296,10 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        self.access.check(
-            &request,
-            Action::Dedup {
-                group: &request.get_ref().group,
-            },
-        )?;
+        self.allow(&request, |r| &r.group)?;
         let r = request.into_inner();
         let lease = self.lease(r.lease_ms)?;
-        let entries = self.fenced_input(&r.group, r.entries)?;
-        self.check_owner(&r.owner)?;
+        let entries = self.fenced_input(&r.group, r.entries, &r.owner)?;
         let out = self.finish(
             "extend",
             self.store.extend(&r.group, &entries, lease, &r.owner).await,
@@ -311,12 +313,7 @@ impl pb::dedup_server::Dedup for DedupService {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        self.access.check(
-            &request,
-            Action::Dedup {
-                group: &request.get_ref().group,
-            },
-        )?;
+        self.allow(&request, |r| &r.group)?;
         let r = request.into_inner();
         self.check_group(&r.group)?;
         self.check_ids(r.ids.iter().map(String::as_str))?;

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics.
 
 use ballast_produce::{Produced, WriteMetrics};
+use ballast_telemetry::catalog::family;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,14 +9,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub topic: String,
     /// `kafka`, `failover`, or an error code label.
     pub outcome: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -39,8 +40,8 @@ impl GatewayMetrics {
     /// Registers the gateway's own series and the write path's, all as `ballast_gateway_*`.
     pub fn register(registry: &mut Registry) -> (Self, WriteMetrics) {
         let m = Self {
-            records: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            records: family(Family::default()),
+            latency: family(Family::new_with_constructor(latency_histogram)),
             topology_connected: Gauge::default(),
             topology_updates: Counter::default(),
         };

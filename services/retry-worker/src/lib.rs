@@ -26,6 +26,13 @@ use worker::{Worker, WorkerMetrics};
 /// librdkafka's largest `message.max.bytes`.
 const RDKAFKA_MAX_MESSAGE_BYTES: &str = "1000000000";
 
+/// Registers the worker's series, `ballast_retry_*`: the queue's and the write path's.
+pub fn register_metrics(registry: &mut Registry) -> (WorkerMetrics, WriteMetrics) {
+    let metrics = WorkerMetrics::register(registry);
+    let write = WriteMetrics::register(registry.sub_registry_with_prefix("ballast_retry"));
+    (metrics, write)
+}
+
 /// Runs `retry.runner_count` drain loops, RetryAdmin on `listener` and metrics on `admin`
 /// until `shutdown`; then stops pulling, finishes the batches in hand, and exits.
 pub async fn run(
@@ -42,8 +49,7 @@ pub async fn run(
         .context("opening the failover queue")?
         .context("no failover queue configured")?;
     let mut registry = Registry::default();
-    let metrics = WorkerMetrics::register(&mut registry);
-    let write_metrics = WriteMetrics::register(registry.sub_registry_with_prefix("ballast_retry"));
+    let (metrics, write_metrics) = register_metrics(&mut registry);
     // A queued record was admitted by some gateway, under limits this worker does not
     // know, and may have gained a `traceparent` header since: only Kafka may refuse it for
     // its size (dead-lettered with Kafka's reason). So the worker has no size limit of its

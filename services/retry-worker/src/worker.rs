@@ -3,6 +3,7 @@
 //! back off or dead-letter each entry.
 
 use crate::config::RetrySettings;
+use ballast_core::unix_ms;
 use ballast_failover::envelope::{self, Envelope};
 use ballast_failover::{DeadInfo, FailoverQueue, Leased};
 use ballast_produce::{failover::record_of, Acked, Record, Writer};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -37,8 +38,16 @@ pub struct WorkerMetrics {
 
 /// A gauge with no series while its value is unknown, so that "unknown" is never read
 /// as a measurement of 0.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OptionalGauge(Arc<std::sync::Mutex<Option<f64>>>);
+
+impl Default for OptionalGauge {
+    /// Unknown; with a value while the metrics reference is generated, so it shows there.
+    fn default() -> Self {
+        let shown = ballast_telemetry::catalog::describing().then_some(0.0);
+        Self(Arc::new(std::sync::Mutex::new(shown)))
+    }
+}
 
 impl OptionalGauge {
     pub fn set(&self, v: Option<f64>) {
@@ -73,7 +82,7 @@ impl prometheus_client::encoding::EncodeMetric for OptionalGauge {
 impl WorkerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
-            records: Family::default(),
+            records: ballast_telemetry::catalog::family(Family::default()),
             depth: Gauge::default(),
             oldest_age_seconds: OptionalGauge::default(),
             in_flight: Gauge::default(),
@@ -184,13 +193,6 @@ enum Decision {
     Ack,
     Later(Option<Vec<u8>>, Duration),
     Dead(DeadInfo),
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Worker {

@@ -26,6 +26,38 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The topology service's series, `ballast_topology_*`, which the poller sets.
+pub struct PollerMetrics {
+    version: Gauge<i64>,
+    draining: Gauge<i64>,
+    watchers: Gauge<i64>,
+    failures: Counter<u64>,
+}
+
+/// Registers the topology service's series.
+pub fn register_metrics(registry: &mut Registry) -> PollerMetrics {
+    let r = registry.sub_registry_with_prefix("ballast_topology");
+    let m = PollerMetrics {
+        version: Gauge::default(),
+        draining: Gauge::default(),
+        watchers: Gauge::default(),
+        failures: Counter::default(),
+    };
+    r.register("version", "Current snapshot version", m.version.clone());
+    r.register(
+        "draining_brokers",
+        "Brokers marked draining",
+        m.draining.clone(),
+    );
+    r.register("watchers", "Open WatchTopology streams", m.watchers.clone());
+    r.register(
+        "metadata_failures",
+        "Metadata fetches that reached no broker",
+        m.failures.clone(),
+    );
+    m
+}
+
 /// Polls metadata into `state` until aborted; expires lapsed draining marks on the way.
 pub fn spawn_poller(
     state: Arc<TopologyState>,
@@ -38,23 +70,12 @@ pub fn spawn_poller(
         kafka.metadata_timeout,
     )
     .with_security(&kafka.security())?;
-    let r = registry.sub_registry_with_prefix("ballast_topology");
-    let version = Gauge::<i64>::default();
-    let draining = Gauge::<i64>::default();
-    let watchers = Gauge::<i64>::default();
-    let failures = Counter::<u64>::default();
-    r.register("version", "Current snapshot version", version.clone());
-    r.register(
-        "draining_brokers",
-        "Brokers marked draining",
-        draining.clone(),
-    );
-    r.register("watchers", "Open WatchTopology streams", watchers.clone());
-    r.register(
-        "metadata_failures",
-        "Metadata fetches that reached no broker",
-        failures.clone(),
-    );
+    let PollerMetrics {
+        version,
+        draining,
+        watchers,
+        failures,
+    } = register_metrics(registry);
     let interval = kafka.refresh_interval;
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);

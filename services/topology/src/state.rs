@@ -2,6 +2,7 @@
 //! up with every change. Watchers subscribe to a `watch` channel that always holds the
 //! newest snapshot.
 
+pub(crate) use ballast_core::unix_ms;
 use ballast_kafka::ClusterMetadata;
 use ballast_proto::topology::v1 as pb;
 use std::collections::BTreeMap;
@@ -28,13 +29,6 @@ pub struct TopologyState {
     inner: Mutex<Inner>,
     tx: watch::Sender<Arc<pb::TopologySnapshot>>,
     lapse: Duration,
-}
-
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl TopologyState {

@@ -9,9 +9,10 @@
 pub mod scram;
 
 use crate::Error;
+use ballast_core::unix_ms as now_ms;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A SASL mechanism, as `kafka.sasl.mechanism` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -253,12 +254,6 @@ impl std::fmt::Debug for BearerToken {
 
 /// How long a token without an `exp` claim is used before its file is read again.
 const OPAQUE_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 impl TokenSource {
     /// A current token.

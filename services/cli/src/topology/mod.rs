@@ -3,6 +3,7 @@
 
 mod render;
 
+pub(crate) use ballast_core::unix_ms;
 use ballast_topology::spot::{watch_spot, WatchSpotArgs};
 pub use render::render;
 use render::snapshot_json;
@@ -293,11 +294,4 @@ pub async fn run(args: TopologyArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -62,7 +62,7 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
     let server = tokio::spawn(ballast_dedup_service::run(cfg, listener, admin, async {
         let _ = stop_rx.await;
     }));
-    wait_listening(addr).await?;
+    ballast_testkit::wait_serving(addr).await?;
     // Several connections, as several consumers would have.
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -143,15 +143,4 @@ pub async fn suite(args: &BenchArgs) -> anyhow::Result<DedupFigures> {
         service_claims_per_sec: service_rps,
         service_ratio: service_rps / raw_rps,
     })
-}
-
-/// Waits until the in-process service accepts connections.
-async fn wait_listening(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("dedup service at {addr} did not start")
 }

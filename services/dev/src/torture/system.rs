@@ -318,10 +318,9 @@ impl System {
             failover(&mut e);
             e.extend([
                 ("BALLAST_RACK", rack.to_string()),
-                // Acknowledged records are retried until they land: none is dead-lettered.
-                ("BALLAST_RETRY__MAX_ATTEMPTS", "1000000".into()),
-                ("BALLAST_RETRY__BACKOFF_BASE", "200ms".into()),
-                ("BALLAST_RETRY__BACKOFF_MAX", "2s".into()),
+                // The shipped attempt budget and backoff (retry.max_attempts 5): the faults
+                // must not use it up, since an attempt is spent only on a Kafka write that
+                // was tried and failed. The audit flags every dead letter.
                 ("BALLAST_RETRY__LEASE", "10s".into()),
             ]);
             add(name, &exe, vec!["retry-worker".into()], env(&e));
