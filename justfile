@@ -32,7 +32,7 @@ docs:
 # metrics and error-code references, deploy/schema/*.schema.json and the config part of
 # the chart's values.schema.json); `just test` fails while they differ from the code.
 gen-docs:
-    BALLAST_BLESS=1 cargo test -p ballast-integration-tests --test reference --locked
+    BALLAST_BLESS=1 cargo test -p ballast-dev --test reference --locked
 
 # Everything under deploy/ that can be checked without Docker or a cluster: the image's
 # Rust tag, hadolint, the Helm chart rendered for each ci/ values file and validated

@@ -1,184 +1,46 @@
-//! Stacks of Ballast services for the end-to-end tests in `tests/`: a mock Kafka cluster
-//! with an in-process gateway on free ports.
+//! Ballast's development and test harness: the `ballast-dev` binary and the end-to-end
+//! tests in `tests/`.
+//!
+//! `ballast-dev` runs the embedded stack (`up`), chaos controls against it, the demo,
+//! benchmarks and the torture run. Each subcommand lives in its own module; `main.rs`
+//! only parses arguments. It runs the production binary (`ballast`) wherever it needs
+//! the system as separate processes; [`ballast_bin`] finds it. [`stack`] starts
+//! in-process stacks for the tests, and [`fuzz`] holds the fuzz targets' bodies.
+//!
+//! This crate may depend on every service crate: it is where they meet. Nothing depends
+//! on it, and no production binary links it.
 
+pub mod bench;
+pub mod chaos;
+pub mod control;
+pub mod demo;
+pub mod dev;
 pub mod fuzz;
+pub mod stack;
+pub mod torture;
 
-use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
-use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
-use ballast_proto::ingest::v1 as pb;
-use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use ballast_security::ClientSecurity;
-use ballast_testkit::{http_get, wait_serving_with};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+pub use stack::{start_worker, topology_sees_brokers, GatewayStack, Worker};
 
-/// A mock cluster plus an in-process gateway serving on a free port.
-#[derive(Debug)]
-pub struct GatewayStack {
-    pub cluster: Arc<EmbeddedCluster>,
-    pub handle: GatewayHandle,
-    pub addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    local: LocalGateway,
-}
-
-impl GatewayStack {
-    /// Starts a 3-broker cluster (racks az-a/az-b/az-c) with `topics`, and a gateway in
-    /// rack az-a configured by `tweak`.
-    pub async fn start(
-        topics: &[(&str, i32)],
-        tweak: impl FnOnce(&mut GatewayConfig),
-    ) -> anyhow::Result<Self> {
-        Self::start_secured(topics, tweak, &ClientSecurity::default()).await
+/// The production binary the harnesses run as processes: `BALLAST_BIN`, or `ballast`
+/// beside this binary (both are built into the same `target/` directory).
+pub fn ballast_bin() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("BALLAST_BIN") {
+        return Ok(path.into());
     }
-
-    /// [`GatewayStack::start`] for a gateway configured with TLS: `client` is how the
-    /// readiness check reaches it.
-    pub async fn start_secured(
-        topics: &[(&str, i32)],
-        tweak: impl FnOnce(&mut GatewayConfig),
-        client: &ClientSecurity,
-    ) -> anyhow::Result<Self> {
-        let cluster = Arc::new(EmbeddedCluster::start(EmbeddedClusterConfig {
-            topics: topics
-                .iter()
-                .map(|(name, partitions)| TopicSpec {
-                    name: name.to_string(),
-                    partitions: *partitions,
-                    replication_factor: 3,
-                })
-                .collect(),
-            ..Default::default()
-        })?);
-        let mut cfg = GatewayConfig {
-            rack: Some("az-a".into()),
-            ..GatewayConfig::default()
-        };
-        cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
-        cfg.shutdown_grace = Duration::from_secs(5);
-        tweak(&mut cfg);
-        let gateway = Gateway::new(cfg).await?;
-        gateway.handle().refresh_metadata().await?;
-        let local = gateway.spawn_local().await?;
-        wait_serving_with(local.addr, client).await?;
-        Ok(Self {
-            cluster,
-            handle: local.handle.clone(),
-            addr: local.addr,
-            admin_addr: local.admin_addr,
-            local,
-        })
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", exe.display()))?;
+    // Test binaries live one level down, in target/<profile>/deps.
+    for dir in [dir, dir.parent().unwrap_or(dir)] {
+        let path = dir.join(format!("ballast{}", std::env::consts::EXE_SUFFIX));
+        if path.is_file() {
+            return Ok(path);
+        }
     }
-
-    pub async fn client(&self) -> anyhow::Result<IngestClient<tonic::transport::Channel>> {
-        Ok(IngestClient::connect(format!("http://{}", self.addr)).await?)
-    }
-
-    /// Sends one batch and returns the per-record results.
-    pub async fn produce(&self, records: Vec<pb::Record>) -> anyhow::Result<Vec<pb::RecordResult>> {
-        let mut client = self.client().await?;
-        Ok(client
-            .produce(pb::ProduceRequest { records })
-            .await?
-            .into_inner()
-            .results)
-    }
-
-    /// The broker that leads `topic/partition` according to the gateway's metadata.
-    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
-        let md = self.handle.metadata();
-        let t = md.topic(topic)?;
-        let p = t.partitions.iter().find(|p| p.partition == partition)?;
-        md.live_leader(p)
-    }
-
-    /// Signals shutdown and waits for the gateway to drain and stop.
-    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
-        self.local.stop().await
-    }
-
-    pub fn trigger_shutdown(&mut self) {
-        self.local.trigger_stop()
-    }
-
-    pub async fn metrics_text(&self) -> anyhow::Result<String> {
-        http_get(self.admin_addr, "/metrics").await
-    }
-}
-
-/// Runs the topology service with `config` until its state shows the cluster reachable
-/// with `brokers` brokers (within 10 s), then stops it.
-/// An in-process retry worker; stops when dropped.
-#[derive(Debug)]
-pub struct Worker {
-    pub admin: SocketAddr,
-    pub metrics: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Starts a worker on `failover` against `stack`'s cluster, with short waits and
-/// backoffs, then `tweak`.
-pub async fn start_worker(
-    stack: &GatewayStack,
-    failover: ballast_failover::FailoverConfig,
-    tweak: impl FnOnce(&mut ballast_retry_worker::WorkerConfig),
-) -> anyhow::Result<Worker> {
-    let mut cfg = ballast_retry_worker::WorkerConfig {
-        failover,
-        ..ballast_retry_worker::WorkerConfig::default()
-    };
-    cfg.kafka.bootstrap_servers = stack.cluster.bootstrap_servers().to_string();
-    cfg.retry.wait_time = Duration::from_millis(200);
-    cfg.retry.backoff_base = Duration::from_millis(200);
-    cfg.retry.health_gate_delay = Duration::from_millis(300);
-    cfg.retry.lease = Duration::from_secs(10);
-    tweak(&mut cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = listener.local_addr()?;
-    let metrics_addr = metrics.local_addr()?;
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ballast_retry_worker::run(cfg, listener, metrics, async {
-        let _ = rx.await;
-    }));
-    ballast_testkit::wait_serving(admin).await?;
-    Ok(Worker {
-        admin,
-        metrics: metrics_addr,
-        _stop: stop,
-    })
-}
-
-pub async fn topology_sees_brokers(
-    config: ballast_topology::TopologyConfig,
-    brokers: usize,
-) -> anyhow::Result<()> {
-    let state = Arc::new(ballast_topology::TopologyState::new(
-        std::time::Duration::from_secs(60),
-    ));
-    let (grpc, admin) = (
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(ballast_topology::run_with_state(
-        config,
-        state.clone(),
-        grpc,
-        admin,
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let mut watch = state.subscribe();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        watch.wait_for(|s| s.kafka_reachable && s.brokers.len() == brokers),
+    anyhow::bail!(
+        "the production binary `ballast` is not beside {}: build it (cargo build -p ballast, \
+         with --release for a release ballast-dev) or point BALLAST_BIN at it",
+        exe.display()
     )
-    .await??;
-    drop(watch);
-    let _ = stop.send(());
-    served.await??;
-    Ok(())
 }

@@ -6,9 +6,9 @@
 //! SQS and S3 on moto_server, each behind a relay that black-holes on command.
 
 use ballast_balancer::BreakerConfig;
+use ballast_dev::GatewayStack;
 use ballast_failover::envelope;
 use ballast_failover::{FailoverBackend, FailoverConfig, FailoverQueue, SqlQueue, SqsConfig};
-use ballast_integration_tests::GatewayStack;
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_testkit::deps::{require_postgres, unique, Moto};
@@ -283,7 +283,7 @@ async fn a_send_that_may_have_landed_keeps_its_objects_and_is_delivered() -> any
     // The held send arrives; Kafka is back; a worker drains the queue.
     proxy.set(Fault::None);
     stack.cluster.broker_up(-1).await?;
-    let worker = ballast_integration_tests::start_worker(&stack, direct.clone(), |_| {}).await?;
+    let worker = ballast_dev::start_worker(&stack, direct.clone(), |_| {}).await?;
     let bootstrap = stack.cluster.bootstrap_servers().to_string();
     let landed = tokio::task::spawn_blocking(move || {
         ballast_testkit::consume_unique(&bootstrap, "bw", 3, Duration::from_secs(60))

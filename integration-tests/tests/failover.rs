@@ -4,8 +4,8 @@
 //! real PostgreSQL server and SQS on moto_server.
 
 use ballast_balancer::partition_for_key;
+use ballast_dev::{start_worker, GatewayStack, Worker};
 use ballast_failover::{FailoverBackend, FailoverConfig, SqsConfig};
-use ballast_integration_tests::{start_worker, GatewayStack, Worker};
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::retry::v1 as rpb;

@@ -1,7 +1,7 @@
 //! Replays every committed fuzz corpus file through its target (see
 //! `integration-tests/fuzz`), on stable Rust. A target without a corpus fails the test.
 
-use ballast_integration_tests::fuzz::TARGETS;
+use ballast_dev::fuzz::TARGETS;
 use std::path::Path;
 
 #[test]

@@ -2,7 +2,7 @@
 //! over TCP), checked by reading back from Kafka with a real consumer.
 
 use ballast_balancer::{partition_for_key, BreakerState};
-use ballast_integration_tests::GatewayStack;
+use ballast_dev::GatewayStack;
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_testkit::{consume_all, kafka_ack, record, record_error};

@@ -158,7 +158,7 @@ async fn a_gateway_on_sasl_ssl_with_scram_sha_512_writes_and_a_consumer_reads_ba
     topology.kafka.security_protocol = SecurityProtocol::SaslSsl;
     topology.kafka.ssl = security.ssl.clone();
     topology.kafka.sasl = security.sasl.clone();
-    ballast_integration_tests::topology_sees_brokers(topology, 3).await?;
+    ballast_dev::topology_sees_brokers(topology, 3).await?;
     local.stop().await?;
     Ok(())
 }

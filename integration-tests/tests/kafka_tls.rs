@@ -138,7 +138,7 @@ async fn the_gateway_writes_over_tls_and_a_consumer_reads_it_back() -> anyhow::R
     topology.kafka.bootstrap_servers = proxy.bootstrap.clone();
     topology.kafka.security_protocol = SecurityProtocol::Ssl;
     topology.kafka.ssl = ssl.clone();
-    ballast_integration_tests::topology_sees_brokers(topology, 3).await?;
+    ballast_dev::topology_sees_brokers(topology, 3).await?;
 
     local.stop().await?;
     Ok(())

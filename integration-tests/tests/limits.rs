@@ -1,6 +1,6 @@
 //! Limits a caller cannot push past: request bytes, open connections, HTTP/2 frames.
 
-use ballast_integration_tests::GatewayStack;
+use ballast_dev::GatewayStack;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
 use ballast_testkit::{kafka_ack, record};

@@ -7,7 +7,7 @@
 //! unauthorized Purge and MarkBrokerDraining, a policy reload and a certificate rotation.
 //! Each gives a clear error, and nothing else is lost.
 
-use ballast_integration_tests::GatewayStack;
+use ballast_dev::GatewayStack;
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;

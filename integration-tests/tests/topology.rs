@@ -1,7 +1,7 @@
 //! The topology service against librdkafka's mock cluster, and gateways that follow it.
 
 use ballast_balancer::BreakerState;
-use ballast_integration_tests::GatewayStack;
+use ballast_dev::GatewayStack;
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};
 use ballast_proto::topology::v1 as pb;
 use ballast_proto::topology::v1::topology_client::TopologyClient;

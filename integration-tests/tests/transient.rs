@@ -2,8 +2,8 @@
 //! a known topic, and records that cannot go to Kafka now fail over (or get a retryable
 //! error) instead of NOT_FOUND. Errors are injected into librdkafka's mock cluster.
 
+use ballast_dev::GatewayStack;
 use ballast_failover::{FailoverBackend, FailoverConfig};
-use ballast_integration_tests::GatewayStack;
 use ballast_kafka::MockApi;
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ballast_integration_tests::fuzz::scram(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ballast_dev::fuzz::scram(data));
