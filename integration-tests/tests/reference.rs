@@ -55,38 +55,53 @@ fn service<C: ballast_telemetry::ServiceConfig + schemars::JsonSchema>(
     .collect()
 }
 
+/// A service: its name in file names and in the chart, the title of its reference page,
+/// its binary, its reference checks, and its config's JSON Schema.
+type Service = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&str, &str, &str) -> Vec<String>,
+    fn() -> serde_json::Value,
+);
+
+/// The four services, for every generated reference.
+const SERVICES: [Service; 4] = [
+    (
+        "gateway",
+        "Gateway configuration",
+        "ballast-gateway",
+        service::<ballast_gateway::GatewayConfig>,
+        reference::schema::<ballast_gateway::GatewayConfig>,
+    ),
+    (
+        "retry-worker",
+        "Retry worker configuration",
+        "ballast-retry-worker",
+        service::<ballast_retry_worker::WorkerConfig>,
+        reference::schema::<ballast_retry_worker::WorkerConfig>,
+    ),
+    (
+        "dedup",
+        "Dedup service configuration",
+        "ballast-dedup",
+        service::<ballast_dedup_service::DedupConfig>,
+        reference::schema::<ballast_dedup_service::DedupConfig>,
+    ),
+    (
+        "topology-service",
+        "Topology service configuration",
+        "ballast-topology",
+        service::<ballast_topology::TopologyConfig>,
+        reference::schema::<ballast_topology::TopologyConfig>,
+    ),
+];
+
 #[test]
 fn the_configuration_references_match_the_config_types() {
-    type Generate = fn(&str, &str, &str) -> Vec<String>;
-    let services: [(&str, &str, &str, Generate); 4] = [
-        (
-            "gateway",
-            "Gateway configuration",
-            "ballast-gateway",
-            service::<ballast_gateway::GatewayConfig>,
-        ),
-        (
-            "retry-worker",
-            "Retry worker configuration",
-            "ballast-retry-worker",
-            service::<ballast_retry_worker::WorkerConfig>,
-        ),
-        (
-            "dedup",
-            "Dedup service configuration",
-            "ballast-dedup",
-            service::<ballast_dedup_service::DedupConfig>,
-        ),
-        (
-            "topology-service",
-            "Topology service configuration",
-            "ballast-topology",
-            service::<ballast_topology::TopologyConfig>,
-        ),
-    ];
-    let stale: Vec<String> = services
+    let stale: Vec<String> = SERVICES
         .iter()
-        .flat_map(|(name, title, binary, generate)| generate(name, title, binary))
+        .flat_map(|(name, title, binary, generate, _)| generate(name, title, binary))
         .collect();
     assert!(
         stale.is_empty(),
@@ -331,22 +346,9 @@ fn the_chart_values_schema_holds_each_service_s_config_schema() {
     .expect("values.schema.json is JSON");
     let mut generated = committed.clone();
     let mut defs = serde_json::Map::new();
-    defs.extend(namespaced(
-        "gateway",
-        &reference::schema::<ballast_gateway::GatewayConfig>(),
-    ));
-    defs.extend(namespaced(
-        "retry-worker",
-        &reference::schema::<ballast_retry_worker::WorkerConfig>(),
-    ));
-    defs.extend(namespaced(
-        "dedup",
-        &reference::schema::<ballast_dedup_service::DedupConfig>(),
-    ));
-    defs.extend(namespaced(
-        "topology-service",
-        &reference::schema::<ballast_topology::TopologyConfig>(),
-    ));
+    for (name, _, _, _, schema) in SERVICES {
+        defs.extend(namespaced(name, &schema()));
+    }
     generated["$defs"] = serde_json::Value::Object(defs);
     let text = serde_json::to_string_pretty(&generated).expect("JSON") + "\n";
     if let Some(stale) = check(path, &text) {

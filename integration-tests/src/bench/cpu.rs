@@ -106,17 +106,18 @@ pub async fn producer_process(args: ProducerArgs) -> anyhow::Result<()> {
     // Connect and learn the topic before the clock starts, as the gateway has.
     direct_batch(producer.clone(), value.clone()).await?;
     let pid = std::process::id();
-    let cpu0 = cpu_seconds(pid)?;
-    let (p, v) = (producer.clone(), value.clone());
-    let elapsed = closed_loop(args.records.div_ceil(BATCH), args.concurrency, move || {
-        direct_batch(p.clone(), v.clone())
-    })
+    let run = measured(
+        args.records,
+        || cpu_seconds(pid),
+        || {
+            let (p, v) = (producer.clone(), value.clone());
+            closed_loop(args.records.div_ceil(BATCH), args.concurrency, move || {
+                direct_batch(p.clone(), v.clone())
+            })
+        },
+    )
     .await?;
-    let cpu = cpu_seconds(pid)? - cpu0;
-    println!(
-        "{}",
-        serde_json::json!({"cpu_seconds": cpu, "elapsed_seconds": elapsed.as_secs_f64()})
-    );
+    println!("{}", serde_json::to_string(&run)?);
     Ok(())
 }
 
@@ -167,8 +168,7 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
             if tls { &tls_config } else { &config },
         )
         .await?;
-        let (gateway_cpu, gateway_secs) =
-            drive(&gateway, args, ca_file, records, record_bytes).await?;
+        let gateway_run = drive(&gateway, args, ca_file, records, record_bytes).await?;
         drop(gateway);
 
         eprintln!(
@@ -178,29 +178,31 @@ pub async fn cpu_per_mb(args: &BenchArgs) -> anyhow::Result<CpuFigures> {
         let sink_tls = tls.then_some((server.cert_file.as_path(), server.key_file.as_path()));
         let sink =
             super::resilience::GatewayProcess::start_sink(&format!("{name}-sink"), sink_tls)?;
-        let (sink_cpu, sink_secs) = drive(&sink, args, ca_file, records, record_bytes).await?;
+        let sink_run = drive(&sink, args, ca_file, records, record_bytes).await?;
         drop(sink);
 
         eprintln!("bench: P8 bare producer process, {records} records of {record_bytes} B");
-        let (producer_cpu, producer_secs) =
-            bare_producer(&bootstrap, records, record_bytes, workers, None).await?;
-        let mb = (records * record_bytes) as f64 / 1e6;
-        let per = |cpu: f64| cpu * 1000.0 / mb;
+        let producer_run = bare_producer(&bootstrap, records, record_bytes, workers, None).await?;
+        let (gateway, sink, producer) = (
+            gateway_run.per_mb(record_bytes),
+            sink_run.per_mb(record_bytes),
+            producer_run.per_mb(record_bytes),
+        );
         rows.push(CpuRow {
             record_bytes,
             records,
             tls,
-            gateway_cpu_seconds: gateway_cpu,
-            gateway_mb_per_sec: mb / gateway_secs,
-            gateway_millicores_per_mb_per_sec: per(gateway_cpu),
-            producer_cpu_seconds: producer_cpu,
-            producer_mb_per_sec: mb / producer_secs,
-            producer_millicores_per_mb_per_sec: per(producer_cpu),
-            ratio: per(gateway_cpu) / per(producer_cpu),
-            sink_cpu_seconds: sink_cpu,
-            sink_mb_per_sec: mb / sink_secs,
-            sink_millicores_per_mb_per_sec: per(sink_cpu),
-            floor_ratio: (sink_cpu + producer_cpu) / producer_cpu,
+            gateway_cpu_seconds: gateway_run.cpu_seconds,
+            gateway_mb_per_sec: gateway_run.mb_per_sec(record_bytes),
+            gateway_millicores_per_mb_per_sec: gateway,
+            producer_cpu_seconds: producer_run.cpu_seconds,
+            producer_mb_per_sec: producer_run.mb_per_sec(record_bytes),
+            producer_millicores_per_mb_per_sec: producer,
+            ratio: gateway / producer,
+            sink_cpu_seconds: sink_run.cpu_seconds,
+            sink_mb_per_sec: sink_run.mb_per_sec(record_bytes),
+            sink_millicores_per_mb_per_sec: sink,
+            floor_ratio: (sink + producer) / producer,
         });
     }
     let pinned = pinned_throughput(args, &bootstrap, &config, count(1024, SIZES[1].1)).await?;
@@ -291,60 +293,126 @@ async fn pinned_phases(
     let gateway = super::resilience::GatewayProcess::start(&name, config).await?;
     set_affinity(gateway.pid, "1", false)?;
     eprintln!("bench: P1 pinned, gateway process on core 1, {records} records of 1024 B");
-    let (gateway_cpu, elapsed) = drive(&gateway, args, None, records, 1024).await?;
+    let g = drive(&gateway, args, None, records, 1024).await?;
     drop(gateway);
 
     eprintln!("bench: P1 pinned, bare producer process on core 1, {records} records of 1024 B");
-    let (producer_cpu, producer_secs) =
-        bare_producer(bootstrap, records, 1024, workers, Some("1")).await?;
-    let gateway_rps = records as f64 / elapsed;
-    let producer_rps = records as f64 / producer_secs;
+    let p = bare_producer(bootstrap, records, 1024, workers, Some("1")).await?;
+    let gateway_rps = g.records as f64 / g.elapsed_seconds;
+    let producer_rps = p.records as f64 / p.elapsed_seconds;
     Ok(PinnedRow {
         records,
         gateway_records_per_sec: gateway_rps,
-        gateway_core_busy: gateway_cpu / elapsed,
+        gateway_core_busy: g.cpu_seconds / g.elapsed_seconds,
         producer_records_per_sec: producer_rps,
-        producer_core_busy: producer_cpu / producer_secs,
+        producer_core_busy: p.cpu_seconds / p.elapsed_seconds,
         ratio: gateway_rps / producer_rps,
     })
 }
 
+/// The least CPU a measured phase must cost its process: 10 of the kernel's 10 ms ticks, so
+/// that a tick more or less moves a figure by a tenth at most. A phase that cost less is
+/// repeated, and the figures are per the records it actually sent.
+const MIN_PHASE_CPU_SECONDS: f64 = 0.1;
+
+/// A phase repeats at most this often before the bench gives up on measuring it.
+const MAX_PHASE_ROUNDS: usize = 200;
+
+/// What one process used for one measured phase.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct PhaseRun {
+    pub cpu_seconds: f64,
+    pub elapsed_seconds: f64,
+    pub records: usize,
+}
+
+impl PhaseRun {
+    fn mb(&self, record_bytes: usize) -> f64 {
+        (self.records * record_bytes) as f64 / 1e6
+    }
+
+    fn mb_per_sec(&self, record_bytes: usize) -> f64 {
+        self.mb(record_bytes) / self.elapsed_seconds
+    }
+
+    /// Millicores per MB/s: CPU-milliseconds per MB.
+    fn per_mb(&self, record_bytes: usize) -> f64 {
+        self.cpu_seconds * 1000.0 / self.mb(record_bytes)
+    }
+}
+
+/// Runs `round` (which sends `records` records and returns its elapsed time) until the
+/// CPU `used` reports has reached [`MIN_PHASE_CPU_SECONDS`].
+async fn measured<R, Fut>(
+    records: usize,
+    used: impl Fn() -> anyhow::Result<f64>,
+    mut round: R,
+) -> anyhow::Result<PhaseRun>
+where
+    R: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+{
+    let cpu0 = used()?;
+    let mut run = PhaseRun {
+        cpu_seconds: 0.0,
+        elapsed_seconds: 0.0,
+        records: 0,
+    };
+    for _ in 0..MAX_PHASE_ROUNDS {
+        run.elapsed_seconds += round().await?.as_secs_f64();
+        run.records += records;
+        run.cpu_seconds = used()? - cpu0;
+        if run.cpu_seconds >= MIN_PHASE_CPU_SECONDS {
+            return Ok(run);
+        }
+    }
+    anyhow::bail!(
+        "{} records in {MAX_PHASE_ROUNDS} rounds cost {:.3} CPU-seconds, less than the \
+         {MIN_PHASE_CPU_SECONDS} a figure needs",
+        run.records,
+        run.cpu_seconds
+    )
+}
+
 /// Sends `records` records of `record_bytes` to `target` (a gateway or a sink process) in
-/// batches from `args.connections` connections (TLS with `ca_file`), after a warm-up, and
-/// returns the process's CPU-seconds and the elapsed seconds.
+/// batches from `args.connections` connections (TLS with `ca_file`), after a warm-up, as
+/// often as [`measured`] needs, and returns what the process used.
 async fn drive(
     target: &super::resilience::GatewayProcess,
     args: &BenchArgs,
     ca_file: Option<&std::path::Path>,
     records: usize,
     record_bytes: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<PhaseRun> {
     let pool = target.pool(args.connections, ca_file).await?;
     let value = Arc::new(vec![b'x'; record_bytes]);
     // Warm up: metadata, connections, the producer.
     for _ in 0..4 {
         super::gateway_batch(pool.next(), value.clone()).await?;
     }
-    let cpu0 = cpu_seconds(target.pid)?;
-    let (p, v) = (pool.clone(), value.clone());
-    let elapsed = closed_loop(
-        records.div_ceil(BATCH),
-        args.concurrency.max(1),
-        move || super::gateway_batch(p.next(), v.clone()),
+    let concurrency = args.concurrency.max(1);
+    measured(
+        records,
+        || cpu_seconds(target.pid),
+        || {
+            let (p, v) = (pool.clone(), value.clone());
+            closed_loop(records.div_ceil(BATCH), concurrency, move || {
+                super::gateway_batch(p.next(), v.clone())
+            })
+        },
     )
-    .await?;
-    Ok((cpu_seconds(target.pid)? - cpu0, elapsed.as_secs_f64()))
+    .await
 }
 
 /// Runs `ballast-dev bench-producer` (on the `cpus` list with `taskset`, when given) and
-/// returns its CPU-seconds and elapsed seconds.
+/// returns what it used, measured as [`measured`] does.
 async fn bare_producer(
     bootstrap: &str,
     records: usize,
     record_bytes: usize,
     workers: usize,
     cpus: Option<&str>,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<PhaseRun> {
     let exe = std::env::current_exe()?;
     let mut cmd = match cpus {
         Some(cpus) => {
@@ -363,13 +431,7 @@ async fn bare_producer(
         .await?
         .context("running the bare producer process")?;
     anyhow::ensure!(out.status.success(), "the bare producer process failed");
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("the bare producer's report")?;
-    let cpu = report["cpu_seconds"].as_f64().context("cpu_seconds")?;
-    let secs = report["elapsed_seconds"]
-        .as_f64()
-        .context("elapsed_seconds")?;
-    Ok((cpu, secs))
+    serde_json::from_slice(&out.stdout).context("the bare producer's report")
 }
 
 /// A counter's value in a Prometheus text page (0 when absent).

@@ -9,6 +9,7 @@
 //! default labels, so that each shows; a registered metric that still shows nothing fails
 //! the generation rather than missing from the book.
 
+use crate::reference::{escape, table_head, table_row};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::registry::Registry;
 use std::cell::Cell;
@@ -118,8 +119,10 @@ fn parse(text: &str) -> Vec<Series> {
 
 /// A service's section of the reference: a heading, then one row per series.
 pub fn markdown(heading: &str, series: &[Series]) -> String {
-    let mut s =
-        format!("## {heading}\n\n| series | type | labels | meaning |\n|---|---|---|---|\n");
+    let mut s = format!(
+        "## {heading}\n\n{}",
+        table_head(&["series", "type", "labels", "meaning"])
+    );
     for m in series {
         let labels = m
             .labels
@@ -127,13 +130,12 @@ pub fn markdown(heading: &str, series: &[Series]) -> String {
             .map(|l| format!("`{l}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            m.name,
-            m.kind,
-            labels,
-            m.help.replace('|', "\\|")
-        ));
+        s.push_str(&table_row(&[
+            &format!("`{}`", m.name),
+            &m.kind,
+            &labels,
+            &escape(&m.help),
+        ]));
     }
     s
 }

@@ -42,24 +42,42 @@ pub fn settings<C: ServiceConfig + JsonSchema>() -> Vec<Setting> {
 pub fn markdown<C: ServiceConfig + JsonSchema>(title: &str, intro: &str) -> String {
     let mut s = format!(
         "# {title}\n\n<!-- Generated from the config types by `just gen-docs`; a test fails when \
-         this page differs from what the code generates. -->\n\n{intro}\n\n\
-         | key | type | default | meaning |\n|---|---|---|---|\n"
+         this page differs from what the code generates. -->\n\n{intro}\n\n{}",
+        table_head(&["key", "type", "default", "meaning"])
     );
     for set in settings::<C>() {
         let default = if set.default.is_empty() {
             String::new()
         } else {
-            format!("`{}`", set.default.replace('|', "\\|"))
+            format!("`{}`", escape(&set.default))
         };
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            set.key,
-            set.kind,
-            default,
-            set.description.replace('|', "\\|")
-        ));
+        s.push_str(&table_row(&[
+            &format!("`{}`", set.key),
+            &set.kind,
+            &default,
+            &escape(&set.description),
+        ]));
     }
     s
+}
+
+/// A Markdown table's header row and its rule.
+pub(crate) fn table_head(columns: &[&str]) -> String {
+    format!(
+        "| {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    )
+}
+
+/// One Markdown table row of cells already formatted.
+pub(crate) fn table_row(cells: &[&str]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+/// Text for a table cell: a `|` would end the cell.
+pub(crate) fn escape(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 fn resolve<'a>(node: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
