@@ -41,9 +41,9 @@ gen-docs:
 deploy-check:
     bash scripts/deploy-check.sh
 
-# The delivery protocol as a Promela model, checked with spin: every property holds and
-# every deliberately broken variant is rejected. `just model-check --deep` raises the
-# Kafka fault bound to 2 (minutes and about 2 GiB per property).
+# The delivery protocol and ordered failover as Promela models, checked with spin: every
+# property holds and every deliberately broken variant is rejected. `just model-check
+# --deep` raises the fault bounds (minutes and about 2 GiB per property).
 model-check *ARGS:
     bash integration-tests/model/check.sh {{ARGS}}
 

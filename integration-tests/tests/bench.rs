@@ -175,7 +175,7 @@ fn bench_quick_produces_every_figure() {
         4,
         "{stdout}"
     );
-    for figure in ["P3", "P4", "P5", "P6", "P7", "P8"] {
+    for figure in ["P3", "P4", "P5", "P6", "P7", "P8", "P9"] {
         assert!(
             stdout.lines().any(|l| l.starts_with(figure)),
             "{figure} missing:\n{stdout}"
@@ -240,5 +240,21 @@ fn bench_quick_produces_every_figure() {
     share(p7, "gateway_local_share");
     share(p7, "plain_local_share");
     share(p7, "local_leader_share");
+    // P9: both orderings measured in the run.
+    for run in ["ordered", "unordered"] {
+        positive(
+            &v["p9_divert"][run],
+            &[
+                "diverted_ms",
+                "writes_per_sec_after_recovery",
+                "writes_per_sec_during_outage",
+            ],
+        );
+    }
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("P9")).count(),
+        3,
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -354,6 +354,7 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
     };
     cfg.limits.request_timeout = Duration::from_secs(120);
     cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
+    cfg.ordering = ballast_failover::OrderingConfig::unordered();
     let gateway = Gateway::new(cfg).await?;
     let handle = gateway.handle();
     // Learn the topic before the outage, as a running gateway would have.

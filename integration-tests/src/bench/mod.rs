@@ -5,6 +5,7 @@
 //! P6 (overload memory) and P7 (zone locality) in `resilience/`.
 //!
 //! P8 (CPU per MB/s, the gateway process against a bare producer process) in `cpu.rs`.
+//! P9 (the price of ordered failover) in `resilience/divert.rs`.
 //!
 //! P1 (gateway, in `gateway.rs`): throughput of 1 KiB records in batches of 100 through the
 //! gateway, over gRPC, divided by a direct rdkafka producer (acks=all, idempotence); and
@@ -97,6 +98,8 @@ pub enum Suite {
     Locality,
     /// P8
     Cpu,
+    /// P9
+    Divert,
 }
 
 /// The middle value of a figure's rounds (the upper one of an even count).
@@ -303,6 +306,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             l.local_leader_share * 100.0
         ));
         json["p7_locality"] = serde_json::to_value(&l)?;
+    }
+    if matches!(args.suite, Suite::All | Suite::Divert) {
+        let d = resilience::divert(&args).await?;
+        rows.push(format!(
+            "P9      ms until direct after recovery, backlog {:<6} {:>10.0}  {:>10.0}  ordering: partition vs none (the drain of the backlog)",
+            d.backlog, d.ordered.diverted_ms, d.unordered.diverted_ms
+        ));
+        rows.push(format!(
+            "P9      one key's writes/s, {:.0} s after recovery       {:>10.1}  {:>10.1}  ratio {:.2} (sequential writes; none as baseline)",
+            d.window_secs,
+            d.ordered.writes_per_sec_after_recovery,
+            d.unordered.writes_per_sec_after_recovery,
+            d.ordered.writes_per_sec_after_recovery / d.unordered.writes_per_sec_after_recovery
+        ));
+        rows.push(format!(
+            "P9      same, during the outage (to the queue)     {:>10.1}  {:>10.1}  ratio {:.2}",
+            d.ordered.writes_per_sec_during_outage,
+            d.unordered.writes_per_sec_during_outage,
+            d.ordered.writes_per_sec_during_outage / d.unordered.writes_per_sec_during_outage
+        ));
+        json["p9_divert"] = serde_json::to_value(&d)?;
     }
     if matches!(args.suite, Suite::All | Suite::Cpu) {
         let c = cpu::cpu_per_mb(&args).await?;

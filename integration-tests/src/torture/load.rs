@@ -49,6 +49,8 @@ pub struct Ledger {
     pub retryable: AtomicUsize,
     pub transport_errors: AtomicUsize,
     pub finished: AtomicUsize,
+    /// The compacted-topic writers' story.
+    pub compact: Arc<super::compact::CompactLedger>,
 }
 
 impl Ledger {
@@ -61,6 +63,7 @@ impl Ledger {
             retryable: AtomicUsize::new(0),
             transport_errors: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
+            compact: Arc::default(),
         }
     }
 

@@ -9,9 +9,12 @@
 //! 3. no id was processed twice in the group;
 //! 4. every acknowledged id was processed;
 //! 5. every record reached exactly one final outcome at the client (acknowledged, or
-//!    given up after a bounded number of sends, counted apart).
+//!    given up after a bounded number of sends, counted apart);
+//! 6. on the compacted topic, whose keys' values were written one after another, every
+//!    key's last value in Kafka is its last acknowledged value.
 
 mod audit;
+mod compact;
 mod faults;
 mod load;
 mod report;
@@ -175,6 +178,20 @@ async fn torture(args: &TortureArgs, seed: u64, dir: PathBuf) -> anyhow::Result<
             ))
         })
         .collect();
+    let compact_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..compact::WRITERS)
+        .map(|i| {
+            tokio::spawn(compact::writer(
+                seed,
+                i,
+                sys.gateways.clone(),
+                ledger.compact.clone(),
+                compact_stop.clone(),
+                args.max_sends,
+                cfg.request_timeout,
+            ))
+        })
+        .collect();
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
         let (ledger, samples) = (ledger.clone(), samples.clone());
@@ -233,6 +250,10 @@ async fn torture(args: &TortureArgs, seed: u64, dir: PathBuf) -> anyhow::Result<
     }
     for c in clients {
         c.await?;
+    }
+    compact_stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
     }
     let load_secs = begin.elapsed().as_secs_f64();
     eprintln!(

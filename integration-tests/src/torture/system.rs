@@ -241,7 +241,10 @@ impl System {
         // (rdkafka_mock_cgrp.c, `!member->resp`) when a coordinator flaps while a join is
         // pending, as after a consumer SIGKILL.
         let cluster = crate::dev::ClusterProcess::start(
-            &[format!("{TOPIC}:{}:3", plan.partitions)],
+            &[
+                format!("{TOPIC}:{}:3", plan.partitions),
+                format!("{}:{}:3", super::compact::TOPIC, super::compact::PARTITIONS),
+            ],
             &[
                 "--group-coordinator".into(),
                 format!("{GROUP}={COORDINATOR}"),

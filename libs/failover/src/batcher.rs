@@ -30,6 +30,7 @@ const ABANDONED: u8 = 2;
 
 struct Pending {
     body: Vec<u8>,
+    order: Option<String>,
     reply: Reply,
     state: Arc<AtomicU8>,
     /// The body's share of `failover.pending_bytes`, given back when the body is dropped.
@@ -95,6 +96,16 @@ impl Enqueuer {
 
     /// Stores one body; the entry id once the queue has it.
     pub async fn enqueue(&self, body: Vec<u8>) -> Result<String, QueueError> {
+        self.enqueue_ordered(body, None).await
+    }
+
+    /// As `enqueue`, for an entry of the ordered partition `order` (see
+    /// [`crate::order_key`]): the queue marks the partition diverted with the entry.
+    pub async fn enqueue_ordered(
+        &self,
+        body: Vec<u8>,
+        order: Option<String>,
+    ) -> Result<String, QueueError> {
         let admission = self
             .breaker
             .lock()
@@ -108,7 +119,7 @@ impl Enqueuer {
             None => Err(QueueError::Unavailable(
                 "failover queue has too many pending bytes (failover.pending_bytes)".into(),
             )),
-            Some(bytes) => self.send(body, bytes).await,
+            Some(bytes) => self.send(body, order, bytes).await,
         };
         let mut b = self.breaker.lock().expect("breaker lock");
         match &result {
@@ -122,12 +133,14 @@ impl Enqueuer {
     async fn send(
         &self,
         body: Vec<u8>,
+        order: Option<String>,
         bytes: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<String, QueueError> {
         let (reply, mut rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(WAITING));
         let pending = Pending {
             body,
+            order,
             reply,
             state: state.clone(),
             bytes,
@@ -206,11 +219,13 @@ async fn run(
         let queue = queue.clone();
         tokio::spawn(async move {
             let mut bodies = Vec::with_capacity(batch.len());
+            let mut order = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
             // The bodies' byte shares are held until the batch has its outcome.
             let mut shares = Vec::with_capacity(batch.len());
             for p in batch {
                 bodies.push(p.body);
+                order.push(p.order);
                 replies.push(p.reply);
                 shares.push(p.bytes);
             }
@@ -218,7 +233,13 @@ async fn run(
             // one that does not.
             let outcome = tokio::time::timeout(
                 write_timeout + BACKSTOP_GRACE,
-                queue.enqueue(&bodies, delay),
+                async {
+                    if order.iter().any(Option::is_some) {
+                        queue.enqueue_ordered(&bodies, &order, delay).await
+                    } else {
+                        queue.enqueue(&bodies, delay).await
+                    }
+                },
             )
             .await
             .unwrap_or_else(|_| {

@@ -21,6 +21,18 @@ pub enum FailoverBackend {
     Postgres,
 }
 
+impl FailoverBackend {
+    /// The name config uses: `none`, `sqs`, `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailoverBackend::None => "none",
+            FailoverBackend::Sqs => "sqs",
+            FailoverBackend::Sqlite => "sqlite",
+            FailoverBackend::Postgres => "postgres",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {

@@ -13,6 +13,7 @@ mod batcher;
 mod config;
 pub mod envelope;
 mod offload;
+pub mod ordering;
 mod queue;
 mod seen;
 mod sql;
@@ -21,6 +22,9 @@ mod sqs;
 pub use batcher::Enqueuer;
 pub use config::{FailoverBackend, FailoverConfig, BACKSTOP_GRACE};
 pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
-pub use queue::{DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, QueueError, QueueStats};
+pub use ordering::{Diverts, OrderingConfig, TopicOrdering};
+pub use queue::{
+    order_key, DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, QueueError, QueueStats,
+};
 pub use sql::SqlQueue;
 pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES, SQS_MAX_RETENTION};

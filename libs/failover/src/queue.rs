@@ -94,6 +94,14 @@ pub struct Leased {
     /// For an SQS entry whose body was offloaded to S3: the pointer the message carries.
     /// The object is deleted with the message.
     pub offloaded: Option<String>,
+    /// The ordered partition (`topic/partition`) the entry belongs to, when it was
+    /// enqueued under `ordering: partition`; None for an unordered entry.
+    pub order: Option<String>,
+}
+
+/// The ordering key of a partition: `topic/partition`.
+pub fn order_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
 }
 
 /// What the dead-letter store records besides the body.
@@ -154,7 +162,42 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
     async fn enqueue(&self, bodies: &[Vec<u8>], delay: Duration)
         -> Result<Vec<String>, QueueError>;
 
+    /// As `enqueue`, each body with its ordering key (`order[i]`, see [`order_key`]) or
+    /// None. A keyed body marks its partition diverted in the same transaction, and the
+    /// partition's entries are received in enqueue order, one run at a time (see
+    /// `receive`). A backend that cannot keep order refuses keyed bodies.
+    async fn enqueue_ordered(
+        &self,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        if order.iter().any(Option::is_some) {
+            return Err(QueueError::Config(format!(
+                "the {} failover queue does not keep order (ordering: partition)",
+                self.backend()
+            )));
+        }
+        self.enqueue(bodies, delay).await
+    }
+
+    /// The ordered partitions that are diverted now (those whose entries, live or
+    /// dead-lettered, the queue holds), each with its mark's epoch: a mark cleared and
+    /// made again has another. Empty for a backend that does not keep order.
+    async fn diverted(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether this backend keeps each ordered partition's order (`enqueue_ordered`).
+    fn keeps_order(&self) -> bool {
+        false
+    }
+
     /// Leases up to `max` visible entries for `lease`, waiting up to `wait` for some.
+    /// An ordered partition is leased whole, to one caller at a time: its head run (its
+    /// first entries in enqueue order), only when its first entry is visible and it has
+    /// no dead letter. Acknowledging, retrying or dead-lettering a run's entries gives
+    /// the partition back.
     async fn receive(
         &self,
         max: usize,

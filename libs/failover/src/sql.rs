@@ -34,6 +34,11 @@ pub struct SqlQueue {
 /// `failover.write_timeout`'s default.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A divert mark's epoch: random and positive (a UUIDv7's random half).
+fn new_epoch() -> i64 {
+    (uuid::Uuid::now_v7().as_u64_pair().1 >> 1) as i64
+}
+
 fn unavailable(e: sqlx::Error) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
@@ -142,6 +147,7 @@ impl SqlQueue {
     async fn insert(
         &self,
         bodies: &[Vec<u8>],
+        order: &[Option<String>],
         now: i64,
         visible: i64,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, Vec<String>), QueueError> {
@@ -149,19 +155,19 @@ impl SqlQueue {
         // the queue, times and deliveries are bound once and shared by every row.
         let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(bodies.len());
-        for chunk in bodies.chunks(INSERT_CHUNK) {
+        for (chunk, keys) in bodies.chunks(INSERT_CHUNK).zip(order.chunks(INSERT_CHUNK)) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, $2, $3, 0, ${})", i + 4))
+                .map(|i| format!("($1, $2, $3, 0, ${}, ${})", 2 * i + 4, 2 * i + 5))
                 .collect();
             // Only placeholders are spliced in; every value is bound.
             let sql = sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ballast_failover_entries (queue, enqueued_at, visible_at, deliveries, body) \
+                "INSERT INTO ballast_failover_entries (queue, enqueued_at, visible_at, deliveries, body, part_key) \
                  VALUES {} RETURNING id",
                 rows.join(",")
             ));
             let mut q = sqlx::query(sql).bind(&self.queue).bind(now).bind(visible);
-            for body in chunk {
-                q = q.bind(body.as_slice());
+            for (body, key) in chunk.iter().zip(keys) {
+                q = q.bind(body.as_slice()).bind(key.clone());
             }
             let returned = q.fetch_all(&mut *tx).await.map_err(unavailable)?;
             let mut chunk_ids = returned
@@ -181,11 +187,117 @@ impl SqlQueue {
             chunk_ids.sort_unstable();
             ids.extend(chunk_ids.into_iter().map(|id| id.to_string()));
         }
+        // Each ordered partition of the batch is marked diverted (or its mark's generation
+        // bumped) in the same transaction as its entries.
+        let mut marked: Vec<&str> = Vec::new();
+        for key in order.iter().flatten() {
+            if marked.contains(&key.as_str()) {
+                continue;
+            }
+            marked.push(key);
+            sqlx::query(
+                "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
+                 ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1",
+            )
+            .bind(&self.queue)
+            .bind(key.as_str())
+            .bind(new_epoch())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
         Ok((tx, ids))
     }
 
+    /// Gives back the ordered partition `key` if it is leased under `token` (its run's
+    /// entries were settled), in an open transaction.
+    async fn release_partition(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        token: &str,
+        key: &str,
+    ) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE ballast_failover_diverts SET leased_until = 0, lease_token = NULL \
+             WHERE queue = $1 AND part_key = $2 AND lease_token = $3",
+        )
+        .bind(&self.queue)
+        .bind(key)
+        .bind(token)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Clears the divert mark of partition `key`, leased under `token`, if it holds
+    /// nothing any more and no enqueue has come since the lease (the generation is the
+    /// one leased), or else gives it back; in an open transaction.
+    async fn clear_partition(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        token: &str,
+        key: &str,
+    ) -> Result<(), QueueError> {
+        sqlx::query(
+            "DELETE FROM ballast_failover_diverts WHERE queue = $1 AND part_key = $3 AND lease_token = $2 AND gen = lease_gen \
+             AND NOT EXISTS (SELECT 1 FROM ballast_failover_entries e \
+                 WHERE e.queue = ballast_failover_diverts.queue AND e.part_key = ballast_failover_diverts.part_key) \
+             AND NOT EXISTS (SELECT 1 FROM ballast_failover_dead_letters x \
+                 WHERE x.queue = ballast_failover_diverts.queue AND x.part_key = ballast_failover_diverts.part_key)",
+        )
+        .bind(&self.queue)
+        .bind(token)
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        self.release_partition(tx, token, key).await
+    }
+
+    /// Clears the divert marks of `keys` that hold nothing and are not leased (after a
+    /// purge), in an open transaction. The mark's row is locked first, so an enqueue
+    /// either committed before (its entry is seen) or waits for this one.
+    async fn clear_idle(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        keys: &[String],
+    ) -> Result<(), QueueError> {
+        let lock = if self.postgres { " FOR UPDATE" } else { "" };
+        for key in keys {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT gen FROM ballast_failover_diverts WHERE queue = $1 AND part_key = $2{lock}"
+            ));
+            let locked = sqlx::query(sql)
+                .bind(&self.queue)
+                .bind(key.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            if locked.is_none() {
+                continue;
+            }
+            sqlx::query(
+                "DELETE FROM ballast_failover_diverts WHERE queue = $1 AND part_key = $2 AND leased_until <= $3 \
+                 AND NOT EXISTS (SELECT 1 FROM ballast_failover_entries e WHERE e.queue = $1 AND e.part_key = $2) \
+                 AND NOT EXISTS (SELECT 1 FROM ballast_failover_dead_letters x WHERE x.queue = $1 AND x.part_key = $2)",
+            )
+            .bind(&self.queue)
+            .bind(key.as_str())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     /// Deletes leased entries, by lease token, in one transaction.
-    async fn delete_leased(&self, by_lease: &[(&str, Vec<i64>)]) -> Result<(), QueueError> {
+    async fn delete_leased(
+        &self,
+        by_lease: &[(&str, Vec<i64>)],
+        ordered: &[(&str, &str)],
+    ) -> Result<(), QueueError> {
         let mut tx = self.write_tx().await?;
         for (token, ids) in by_lease {
             for chunk in ids.chunks(500) {
@@ -201,6 +313,9 @@ impl SqlQueue {
                 }
                 q.execute(&mut *tx).await.map_err(unavailable)?;
             }
+        }
+        for (token, key) in ordered {
+            self.clear_partition(&mut tx, token, key).await?;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -222,7 +337,7 @@ impl SqlQueue {
         let last_error = envelope::decode(&body)
             .map(|e| e.last_error)
             .unwrap_or_default();
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE ballast_failover_entries SET visible_at = $1, body = $2, last_error = $3, lease_token = NULL \
              WHERE id = $4 AND lease_token = $5",
         )
@@ -230,11 +345,19 @@ impl SqlQueue {
         .bind(body.as_slice())
         .bind(last_error)
         .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        .bind(token);
+        if entry.order.is_none() {
+            update.execute(&self.pool).await.map_err(unavailable)?;
+            return Ok(());
+        }
+        // A run's entry goes back with its partition: the partition's head is still the
+        // run's first entry, which is not visible before its own delay.
+        let mut tx = self.write_tx().await?;
+        update.execute(&mut *tx).await.map_err(unavailable)?;
+        if let Some(key) = &entry.order {
+            self.release_partition(&mut tx, token, key).await?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn dead_letter_entry(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {
@@ -255,8 +378,8 @@ impl SqlQueue {
         if deleted.rows_affected() == 1 {
             sqlx::query(
                 "INSERT INTO ballast_failover_dead_letters \
-                 (queue, body, topic, message_id, attempts, reason, first_failed_at, dead_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (queue, body, topic, message_id, attempts, reason, first_failed_at, dead_at, part_key, entry_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&self.queue)
             .bind(entry.body.as_slice())
@@ -266,9 +389,15 @@ impl SqlQueue {
             .bind(&info.reason)
             .bind(info.first_failed_at_unix_ms)
             .bind(now_ms())
+            .bind(entry.order.clone())
+            .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        }
+        // An ordered partition stays diverted, its drain stopped at the dead letter.
+        if let Some(key) = &entry.order {
+            self.release_partition(&mut tx, token, key).await?;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -385,7 +514,7 @@ impl SqlQueue {
         let mut tx = self.write_tx().await?;
         let rows = match ids {
             None => sqlx::query(
-                "SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 \
+                "SELECT id, body, part_key, entry_id FROM ballast_failover_dead_letters WHERE queue = $1 AND id > $2 \
                  ORDER BY id LIMIT $3",
             )
             .bind(&self.queue)
@@ -398,7 +527,7 @@ impl SqlQueue {
                 let mut rows = Vec::new();
                 for id in ids {
                     rows.extend(
-                        sqlx::query("SELECT id, body FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2")
+                        sqlx::query("SELECT id, body, part_key, entry_id FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2")
                             .bind(&self.queue)
                             .bind(*id)
                             .fetch_all(&mut *tx)
@@ -423,16 +552,48 @@ impl SqlQueue {
                 }
                 Err(_) => body,
             };
-            sqlx::query(
-                "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
-                 VALUES ($1, $2, $3, $3, 0)",
-            )
-            .bind(&self.queue)
-            .bind(body.as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            let part_key: Option<String> = row.try_get("part_key").map_err(unavailable)?;
+            let entry_id: Option<i64> = row.try_get("entry_id").map_err(unavailable)?;
+            match (part_key, entry_id) {
+                // An ordered entry goes back under its own id: at its place, the head of
+                // its partition, which its mark kept diverted meanwhile.
+                (Some(key), Some(entry_id)) => {
+                    sqlx::query(
+                        "INSERT INTO ballast_failover_entries (id, queue, body, enqueued_at, visible_at, deliveries, part_key) \
+                         VALUES ($1, $2, $3, $4, $4, 0, $5)",
+                    )
+                    .bind(entry_id)
+                    .bind(&self.queue)
+                    .bind(body.as_slice())
+                    .bind(now)
+                    .bind(key.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    sqlx::query(
+                        "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
+                         ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1",
+                    )
+                    .bind(&self.queue)
+                    .bind(key.as_str())
+                    .bind(new_epoch())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                _ => {
+                    sqlx::query(
+                        "INSERT INTO ballast_failover_entries (queue, body, enqueued_at, visible_at, deliveries) \
+                         VALUES ($1, $2, $3, $3, 0)",
+                    )
+                    .bind(&self.queue)
+                    .bind(body.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
             sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -476,6 +637,37 @@ impl FailoverQueue for SqlQueue {
         bodies: &[Vec<u8>],
         delay: Duration,
     ) -> Result<Vec<String>, QueueError> {
+        self.enqueue_ordered(bodies, &vec![None; bodies.len()], delay)
+            .await
+    }
+
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
+    async fn diverted(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let read = sqlx::query_as::<_, (String, i64)>(
+            "SELECT part_key, epoch FROM ballast_failover_diverts WHERE queue = $1",
+        )
+        .bind(&self.queue)
+        .fetch_all(&self.pool);
+        self.bound("a divert read", async { read.await.map_err(unavailable) })
+            .await
+    }
+
+    async fn enqueue_ordered(
+        &self,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        if order.len() != bodies.len() {
+            return Err(QueueError::Invalid(format!(
+                "{} bodies with {} ordering keys",
+                bodies.len(),
+                order.len()
+            )));
+        }
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
@@ -490,7 +682,7 @@ impl FailoverQueue for SqlQueue {
             "the failover database",
             bound,
             false,
-            self.insert(bodies, now, visible),
+            self.insert(bodies, order, now, visible),
         )
         .await?;
         crate::queue::bounded(
@@ -518,33 +710,23 @@ impl FailoverQueue for SqlQueue {
         lease: Duration,
     ) -> Result<Vec<Leased>, QueueError> {
         let end = tokio::time::Instant::now() + wait;
-        // Due first, in enqueue order among equals: a range scan of the ready index
-        // (queue, visible_at, id) that stops at `max`, however many entries wait for a
-        // later retry.
-        let sql = if self.postgres {
-            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
-             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
-             ORDER BY visible_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, body, deliveries, enqueued_at"
-        } else {
-            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
-             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
-             ORDER BY visible_at, id LIMIT $5) \
-             RETURNING id, body, deliveries, enqueued_at"
-        };
+        let max = max.max(1);
         loop {
             let now = now_ms();
             let token = uuid::Uuid::now_v7().simple().to_string();
-            let poll = sqlx::query(sql)
-                .bind(now + lease.as_millis() as i64)
-                .bind(&token)
-                .bind(&self.queue)
-                .bind(now)
-                .bind(max.max(1) as i64)
-                .fetch_all(&self.pool);
-            let rows = self
-                .bound("a receive", async { poll.await.map_err(unavailable) })
+            let lease_end = now + lease.as_millis() as i64;
+            let mut rows = self
+                .bound("a receive", self.lease_runs(max, now, lease_end, &token))
                 .await?;
+            if rows.len() < max {
+                let unordered = self
+                    .bound(
+                        "a receive",
+                        self.lease_unordered(max - rows.len(), now, lease_end, &token),
+                    )
+                    .await?;
+                rows.extend(unordered);
+            }
             if !rows.is_empty() || tokio::time::Instant::now() >= end {
                 let mut out = rows
                     .iter()
@@ -557,6 +739,7 @@ impl FailoverQueue for SqlQueue {
                             deliveries: r.try_get::<i64, _>("deliveries")? as u32,
                             enqueued_at_unix_ms: r.try_get("enqueued_at")?,
                             offloaded: None,
+                            order: r.try_get("part_key")?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -584,7 +767,16 @@ impl FailoverQueue for SqlQueue {
         if by_lease.is_empty() {
             return Ok(());
         }
-        self.bound("an ack", self.delete_leased(&by_lease)).await
+        let mut ordered: Vec<(&str, &str)> = Vec::new();
+        for e in entries {
+            if let (Some(key), Some((_, token))) = (&e.order, Self::parse_receipt(&e.receipt)) {
+                if !ordered.contains(&(token, key.as_str())) {
+                    ordered.push((token, key));
+                }
+            }
+        }
+        self.bound("an ack", self.delete_leased(&by_lease, &ordered))
+            .await
     }
 
     async fn retry_later(
@@ -641,30 +833,168 @@ impl FailoverQueue for SqlQueue {
         }
     }
 
+    /// Deletes dead letters; an ordered partition whose dead letter is skipped this way
+    /// drains on, and its mark goes when the partition holds nothing more.
     async fn purge(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
-        if all {
-            let purge = sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE queue = $1")
-                .bind(&self.queue)
-                .execute(&self.pool);
-            let r = self
-                .bound("a purge", async { purge.await.map_err(unavailable) })
-                .await?;
-            return Ok(r.rows_affected());
-        }
+        let ids = if all { None } else { Some(Self::id_list(ids)?) };
+        self.bound("a purge", self.purge_rows(ids.as_deref())).await
+    }
+}
+
+impl SqlQueue {
+    async fn purge_rows(&self, ids: Option<&[i64]>) -> Result<u64, QueueError> {
+        let mut tx = self.write_tx().await?;
+        let mut keys: Vec<String> = Vec::new();
         let mut n = 0;
-        for id in Self::id_list(ids)? {
-            let purge = sqlx::query(
-                "DELETE FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2",
-            )
-            .bind(&self.queue)
-            .bind(id)
-            .execute(&self.pool);
-            n += self
-                .bound("a purge", async { purge.await.map_err(unavailable) })
-                .await?
-                .rows_affected();
+        match ids {
+            None => {
+                keys = sqlx::query_scalar(
+                    "SELECT DISTINCT part_key FROM ballast_failover_dead_letters \
+                     WHERE queue = $1 AND part_key IS NOT NULL",
+                )
+                .bind(&self.queue)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                n = sqlx::query("DELETE FROM ballast_failover_dead_letters WHERE queue = $1")
+                    .bind(&self.queue)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+            }
+            Some(ids) => {
+                for id in ids {
+                    let key: Option<Option<String>> = sqlx::query_scalar(
+                        "SELECT part_key FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2",
+                    )
+                    .bind(&self.queue)
+                    .bind(*id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    if let Some(Some(key)) = key {
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    n += sqlx::query(
+                        "DELETE FROM ballast_failover_dead_letters WHERE queue = $1 AND id = $2",
+                    )
+                    .bind(&self.queue)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                }
+            }
         }
+        self.clear_idle(&mut tx, &keys).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(n)
+    }
+
+    /// Leases the head runs of ordered partitions, up to `max` entries in all, in one
+    /// transaction. A partition qualifies when its lease is free, its first entry is
+    /// visible and it has no dead letter; its mark's row is the lock (skipped when another
+    /// receive holds it), and the generation leased is the one a clear must still find.
+    async fn lease_runs(
+        &self,
+        max: usize,
+        now: i64,
+        lease_end: i64,
+        token: &str,
+    ) -> Result<Vec<AnyRow>, QueueError> {
+        let mut tx = self.write_tx().await?;
+        let lock = if self.postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT d.part_key FROM ballast_failover_diverts d \
+             WHERE d.queue = $1 AND d.leased_until <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM ballast_failover_dead_letters x \
+                 WHERE x.queue = d.queue AND x.part_key = d.part_key) \
+             AND (SELECT e.visible_at FROM ballast_failover_entries e \
+                 WHERE e.queue = d.queue AND e.part_key = d.part_key ORDER BY e.id LIMIT 1) <= $2 \
+             LIMIT $3{lock}"
+        ));
+        let keys: Vec<String> = sqlx::query_scalar(sql)
+            .bind(&self.queue)
+            .bind(now)
+            .bind(max as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut rows = Vec::new();
+        for key in keys {
+            if rows.len() >= max {
+                break;
+            }
+            sqlx::query(
+                "UPDATE ballast_failover_diverts SET leased_until = $1, lease_token = $2, lease_gen = gen \
+                 WHERE queue = $3 AND part_key = $4",
+            )
+            .bind(lease_end)
+            .bind(token)
+            .bind(&self.queue)
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            let run = sqlx::query(
+                "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
+                 WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND part_key = $4 \
+                 ORDER BY id LIMIT $5) \
+                 RETURNING id, body, deliveries, enqueued_at, part_key",
+            )
+            .bind(lease_end)
+            .bind(token)
+            .bind(&self.queue)
+            .bind(key.as_str())
+            .bind((max - rows.len()) as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            rows.extend(run);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(rows)
+    }
+
+    /// Leases up to `max` visible unordered entries: due first, in enqueue order among
+    /// equals, a range scan of the ready index (queue, visible_at, id; unordered entries
+    /// only) that stops at `max`, however many entries wait for a later retry or their
+    /// partition's turn.
+    async fn lease_unordered(
+        &self,
+        max: usize,
+        now: i64,
+        lease_end: i64,
+        token: &str,
+    ) -> Result<Vec<AnyRow>, QueueError> {
+        let sql = if self.postgres {
+            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
+             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
+             AND part_key IS NULL ORDER BY visible_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, body, deliveries, enqueued_at, part_key"
+        } else {
+            "UPDATE ballast_failover_entries SET visible_at = $1, deliveries = deliveries + 1, lease_token = $2 \
+             WHERE id IN (SELECT id FROM ballast_failover_entries WHERE queue = $3 AND visible_at <= $4 \
+             AND part_key IS NULL ORDER BY visible_at, id LIMIT $5) \
+             RETURNING id, body, deliveries, enqueued_at, part_key"
+        };
+        sqlx::query(sql)
+            .bind(lease_end)
+            .bind(token)
+            .bind(&self.queue)
+            .bind(now)
+            .bind(max as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -83,6 +83,7 @@ pub(crate) async fn fail_over(
     rec: Record,
     message_id: &str,
     kafka_error: &RecordError,
+    order: Option<String>,
 ) -> Result<Acked, RecordError> {
     let traced = crate::attempt::has_traceparent(&rec);
     let mut env = envelope_of(rec, message_id, kafka_error);
@@ -100,7 +101,7 @@ pub(crate) async fn fail_over(
     // The encoded body is the one copy that waits for the queue; the record's buffers go.
     let body = envelope::encode(&env);
     drop(env);
-    match queue.enqueue(body).instrument(span).await {
+    match queue.enqueue_ordered(body, order).instrument(span).await {
         Ok(entry_id) => Ok(Acked::Failover {
             backend: queue.backend().to_string(),
             queue: queue.queue_name().to_string(),

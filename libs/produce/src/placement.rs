@@ -203,6 +203,23 @@ impl Placement {
         self.balancer().has_healthy_partition(topic, Instant::now())
     }
 
+    /// The partition a record may only go to (its explicit one, or its STRICT key's), when
+    /// the topic's partition count is known.
+    pub(crate) fn fixed_partition(&self, rec: &crate::Record) -> Option<i32> {
+        if let Some(p) = rec.partition {
+            return Some(p);
+        }
+        let key = rec.key.as_deref()?;
+        let n = self.balancer().partition_count(&rec.topic)?;
+        (n > 0).then(|| ballast_balancer::partition_for_key(key, n))
+    }
+
+    /// Keeps `topic`'s metadata fresh from now on (the periodic refresh reads the topics
+    /// in use), as if a record had been written to it.
+    pub(crate) fn mark_in_use(&self, topic: &str) {
+        self.balancer().touch(topic);
+    }
+
     pub(crate) fn could_place(&self, req: &PickRequest<'_>) -> bool {
         self.balancer().could_place(req, Instant::now())
     }

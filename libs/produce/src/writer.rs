@@ -8,7 +8,7 @@ use crate::placement::{self, Placement};
 use crate::record::{Acked, Produced, Record};
 use ballast_balancer::{BalancerConfig, PartitionStatus};
 use ballast_core::{ErrorCode, MessageIds, RecordError};
-use ballast_failover::Enqueuer;
+use ballast_failover::{Diverts, Enqueuer};
 use ballast_kafka::{ClusterMetadata, KafkaConfig, KafkaProducer, WriteError, Written};
 use futures::FutureExt;
 use std::collections::HashSet;
@@ -27,7 +27,21 @@ pub struct Writer {
     limits: WriteLimits,
     metrics: WriteMetrics,
     failover: Option<Enqueuer>,
+    /// Under `ordering: partition`: which fixed partitions go to the queue (a gateway's;
+    /// a retry worker writes directly whatever it drains).
+    diverts: Option<Arc<Diverts>>,
     shutting_down: AtomicBool,
+}
+
+/// Where an ordered topic's fixed-partition record must go, decided before its first
+/// attempt.
+enum Order {
+    /// Not ordered: an unordered topic, a record that may move, or no failover queue.
+    Free,
+    /// Ordered partition `key`, clean: written directly, diverted if that fails.
+    Direct(String),
+    /// Ordered partition `key`, diverted: to the queue, behind its earlier records.
+    Divert(String),
 }
 
 impl std::fmt::Debug for Writer {
@@ -55,7 +69,46 @@ impl Writer {
             limits,
             metrics,
             failover,
+            diverts: None,
             shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Keeps each ordered topic's fixed-partition records in order through failover, by
+    /// `diverts` (which reads its marks from this writer's failover queue).
+    pub fn with_ordering(mut self, diverts: Arc<Diverts>) -> Self {
+        self.diverts = Some(diverts);
+        self
+    }
+
+    /// The diverted partitions this writer honours, under ordering.
+    pub fn ordering(&self) -> Option<&Arc<Diverts>> {
+        self.diverts.as_ref()
+    }
+
+    /// Where an ordered fixed-partition record must go (see [`Order`]); an error when its
+    /// partition cannot be known yet, so its order could not be kept.
+    fn order_of(&self, rec: &Record) -> Result<Order, RecordError> {
+        let Some(diverts) = &self.diverts else {
+            return Ok(Order::Free);
+        };
+        if self.failover.is_none() || !rec.pinned() || !diverts.config().ordered(&rec.topic) {
+            return Ok(Order::Free);
+        }
+        let Some(p) = self.placement.fixed_partition(rec) else {
+            return Err(RecordError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the partition count of topic {:?} is not known yet, so this record's order could not be kept through failover (ordering: partition); retry",
+                    rec.topic
+                ),
+            ));
+        };
+        let key = ballast_failover::order_key(&rec.topic, p);
+        Ok(if diverts.must_divert(&key) {
+            Order::Divert(key)
+        } else {
+            Order::Direct(key)
         })
     }
 
@@ -104,6 +157,9 @@ impl Writer {
     /// partition it may use (its STRICT key's, its explicit one, or any for the others) is
     /// healthy.
     pub fn record_writable(&self, rec: &Record) -> bool {
+        // A record held back for its partition's health keeps the topic's metadata fresh,
+        // so that it is not held past the partition's recovery until a full refresh.
+        self.placement.mark_in_use(&rec.topic);
         self.cluster_reachable() && self.placement.could_place(&rec.pick_request(&[], true))
     }
 
@@ -198,6 +254,24 @@ impl Writer {
         let mut launched = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
             let Slot::Admitted(r) = slot else { continue };
+            match self.order_of(&r.rec) {
+                Ok(Order::Free) => {}
+                Ok(Order::Direct(key)) => r.order = Some(key),
+                Ok(Order::Divert(key)) => {
+                    // Behind the partition's earlier records: no attempt now. A partition
+                    // that could take it is held for its drain to finish (see `finish`),
+                    // so that a key written without pause does not keep it diverted.
+                    r.after = if self.record_writable(&r.rec) {
+                        After::Hold
+                    } else {
+                        After::Answer(Err(diverted(&key)))
+                    };
+                    r.order = Some(key);
+                    continue;
+                }
+                // Kafka may still take it; the queue may not.
+                Err(e) => r.unorderable = Some(e),
+            }
             if self.limits.max_attempts == 0 {
                 // No attempt allowed: `run` answers that none succeeded.
                 continue;
@@ -234,7 +308,7 @@ impl Writer {
                 Slot::Answered(p) => answers.push(Some(p)),
                 Slot::Admitted(mut r) => {
                     let more = match &r.after {
-                        After::Retry => true,
+                        After::Retry | After::Hold => true,
                         After::Answer(Err(e)) => {
                             e.code == ErrorCode::Unavailable && self.failover.is_some()
                         }
@@ -246,7 +320,7 @@ impl Writer {
                     } else {
                         let answer = match std::mem::replace(&mut r.after, After::Retry) {
                             After::Answer(answer) => answer,
-                            After::Retry => unreachable!("a retry goes on"),
+                            After::Retry | After::Hold => unreachable!("a retry goes on"),
                         };
                         answers.push(Some(r.answer(answer, first_done)));
                     }
@@ -311,6 +385,8 @@ impl Writer {
                 _held: held,
                 state: AttemptState::default(),
                 after: After::Retry,
+                order: None,
+                unorderable: None,
             })),
             Err(e) => {
                 let p = Produced {
@@ -343,6 +419,8 @@ impl Writer {
             _held,
             mut state,
             after,
+            order,
+            unorderable,
         } = *r;
         // The rare path (a record past its first attempt): the record itself may go to the
         // failover queue, so its answer keeps a copy of the topic.
@@ -354,13 +432,55 @@ impl Writer {
                         .run(&rec, &message_id, size, deadline, &mut state)
                         .await
                 }
+                After::Hold => {
+                    let (key, diverts) = match (&order, &self.diverts) {
+                        (Some(k), Some(d)) => (k, d),
+                        _ => unreachable!("only an ordered record is held"),
+                    };
+                    // Half the record's deadline at most, leaving the other half for its
+                    // attempts once the partition is clean.
+                    let until = started + self.limits.record_deadline / 2;
+                    if diverts.wait_clean(key, until.into()).await {
+                        state = AttemptState::new(&rec);
+                        attempts
+                            .run(&rec, &message_id, size, deadline, &mut state)
+                            .await
+                    } else {
+                        Err(diverted(key))
+                    }
+                }
                 After::Answer(answer) => answer,
             };
             match outcome {
                 // Kafka cannot take it now: the failover queue may.
+                Err(e) if e.code == ErrorCode::Unavailable && unorderable.is_some() => {
+                    Err(unorderable.expect("checked"))
+                }
                 Err(e) if e.code == ErrorCode::Unavailable => match &self.failover {
                     // Boxed, as the rare path: the record's future stays small.
-                    Some(queue) => Box::pin(failover::fail_over(queue, rec, &message_id, &e)).await,
+                    Some(queue) => {
+                        let acked = Box::pin(failover::fail_over(
+                            queue,
+                            rec,
+                            &message_id,
+                            &e,
+                            order.clone(),
+                        ))
+                        .await;
+                        // The queue holds the record (or may: an outcome not known), so its
+                        // partition is marked. Every gateway's lease read before the mark
+                        // was visible runs out before the answer, so that the client's next
+                        // record (or its resend of this one), at any gateway, is diverted.
+                        let marked = match &acked {
+                            Ok(_) => true,
+                            Err(e) => e.code == ErrorCode::DeadlineExceeded,
+                        };
+                        if let (true, Some(key), Some(diverts)) = (marked, &order, &self.diverts) {
+                            let at = diverts.ack_not_before(key, tokio::time::Instant::now());
+                            tokio::time::sleep_until(at).await;
+                        }
+                        acked
+                    }
                     None => Err(e),
                 },
                 other => other,
@@ -400,6 +520,10 @@ struct InFlight {
     _held: admit::Admitted,
     state: AttemptState,
     after: After,
+    /// The ordered partition of a fixed-partition record of an ordered topic.
+    order: Option<String>,
+    /// Why an ordered record whose partition is not known may not fail over.
+    unorderable: Option<RecordError>,
 }
 
 /// Where a record stands after its first attempt.
@@ -407,6 +531,9 @@ enum After {
     Answer(Result<Acked, RecordError>),
     /// Another partition may take it.
     Retry,
+    /// Its ordered partition is diverted but could take it: held until the divert ends,
+    /// then written, or failed over behind the partition's earlier records.
+    Hold,
 }
 
 impl InFlight {
@@ -421,6 +548,14 @@ impl InFlight {
         record_outcome(&self.span, &p);
         p
     }
+}
+
+/// The error that sends a record of a diverted partition to the queue.
+fn diverted(key: &str) -> RecordError {
+    RecordError::new(
+        ErrorCode::Unavailable,
+        format!("partition {key} is diverted: its earlier records wait in the failover queue (ordering: partition)"),
+    )
 }
 
 fn record_outcome(span: &tracing::Span, p: &Produced) {

@@ -2,7 +2,7 @@
 //! variables (nested keys joined by `__`, e.g. `BALLAST_KAFKA__BOOTSTRAP_SERVERS`).
 
 use ballast_balancer::BreakerConfig;
-use ballast_failover::FailoverConfig;
+use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
 use ballast_kafka::KafkaConfig;
 use ballast_produce::WriteLimits;
 use ballast_security::{AuthConfig, TlsConfig};
@@ -29,6 +29,9 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Where records go when Kafka cannot take them. `backend: none` answers UNAVAILABLE.
     pub failover: FailoverConfig,
+    /// Which topics keep each partition's order through failover (`partition`, the
+    /// default, or `none`), and the lease that lets a gateway write a partition directly.
+    pub ordering: OrderingConfig,
     /// The topology service to follow for draining notices and leader changes. Optional:
     /// without it, or while it is unreachable, the gateway steers by its own metadata.
     pub topology: TopologyClientConfig,
@@ -54,6 +57,7 @@ impl Default for GatewayConfig {
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
             failover: FailoverConfig::default(),
+            ordering: OrderingConfig::default(),
             topology: TopologyClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             tls: TlsConfig::default(),
@@ -195,6 +199,16 @@ pub enum ConfigError {
 }
 
 impl GatewayConfig {
+    /// How long the first diverted record of an ordered partition waits for its
+    /// acknowledgement after its enqueue: zero without failover or ordered topics.
+    pub fn ordered_wait(&self) -> Duration {
+        if self.failover.backend == FailoverBackend::None || !self.ordering.any_ordered() {
+            Duration::ZERO
+        } else {
+            self.ordering.lease + self.ordering.margin()
+        }
+    }
+
     /// Checks every setting, naming the bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kafka
@@ -208,6 +222,14 @@ impl GatewayConfig {
         self.failover
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.failover.backend != FailoverBackend::None {
+            self.ordering
+                .validate(
+                    self.failover.backend.name(),
+                    self.failover.backend != FailoverBackend::Sqs,
+                )
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if self.failover.backend == ballast_failover::FailoverBackend::Sqs
             && !self.failover.sqs.offload.enabled()
             && self.limits.max_record_bytes > ballast_failover::SQS_MAX_RECORD_BYTES
@@ -269,7 +291,8 @@ impl GatewayConfig {
         }
         // The handler is cancelled at `request_timeout`: the client would see CANCELLED for a
         // record whose failover batch may still commit.
-        let needs = l.record_deadline + self.failover.answer_bound();
+        let ordered_wait = self.ordered_wait();
+        let needs = l.record_deadline + self.failover.answer_bound() + ordered_wait;
         if l.request_timeout < needs {
             return Err(ConfigError::Invalid(format!(
                 "limits.request_timeout is {:?}, shorter than what a record may need: {:?} (limits.record_deadline {:?}{}); raise limits.request_timeout or lower those",
@@ -280,10 +303,19 @@ impl GatewayConfig {
                     String::new()
                 } else {
                     format!(
-                        " + failover.timeout {:?} + failover.write_timeout {:?} + {:?}",
+                        " + failover.timeout {:?} + failover.write_timeout {:?} + {:?}{}",
                         self.failover.timeout,
                         self.failover.write_timeout,
-                        ballast_failover::BACKSTOP_GRACE
+                        ballast_failover::BACKSTOP_GRACE,
+                        if ordered_wait.is_zero() {
+                            String::new()
+                        } else {
+                            format!(
+                                " + ordering.lease {:?} and its margin {:?}",
+                                self.ordering.lease,
+                                self.ordering.margin()
+                            )
+                        }
                     )
                 }
             )));
@@ -365,15 +397,55 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(
             err.contains("limits.request_timeout is 5s")
-                && err.contains("20.5s")
-                && err.contains("failover.write_timeout 10s"),
+                && err.contains("21.55s")
+                && err.contains("failover.write_timeout 10s")
+                && err.contains("ordering.lease 1s and its margin 50ms"),
             "{err}"
         );
+        cfg.limits.request_timeout = Duration::from_millis(21_500);
+        assert!(
+            cfg.validate().is_err(),
+            "21.5 s misses the ordering wait's margin"
+        );
+        cfg.limits.request_timeout = Duration::from_millis(21_550);
+        cfg.validate()
+            .expect("5 s + 5 s + 10 s + 0.5 s + 1 s + 0.05 s fits 21.55 s");
+        // Without ordered topics, no ordering wait.
+        cfg.ordering = ballast_failover::OrderingConfig::unordered();
         cfg.limits.request_timeout = Duration::from_secs(20);
         assert!(cfg.validate().is_err(), "20 s misses the backstop's grace");
         cfg.limits.request_timeout = Duration::from_millis(20_500);
         cfg.validate()
             .expect("5 s + 5 s + 10 s + 0.5 s fits 20.5 s");
+    }
+
+    #[test]
+    fn an_ordered_topic_on_sqs_is_refused_naming_both_ways_out() {
+        let mut cfg = GatewayConfig::default();
+        cfg.failover.backend = ballast_failover::FailoverBackend::Sqs;
+        cfg.failover.sqs.queue = "q".into();
+        cfg.failover.sqs.dlq = "q-dlq".into();
+        cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("ordering.default is partition")
+                && err.contains("backend: postgres")
+                && err.contains("ordering.default: none"),
+            "{err}"
+        );
+        cfg.ordering = ballast_failover::OrderingConfig::unordered();
+        cfg.ordering.topics.insert(
+            "profiles".into(),
+            ballast_failover::TopicOrdering::Partition,
+        );
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("ordering.topics sets partition for profiles"),
+            "{err}"
+        );
+        cfg.ordering.topics.clear();
+        cfg.validate()
+            .expect("an unordered gateway may fail over to SQS");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::metrics::GatewayMetrics;
 use crate::service::IngestService;
 use anyhow::Context;
 use ballast_balancer::{BalancerConfig, PartitionStatus};
-use ballast_failover::Enqueuer;
+use ballast_failover::{Diverts, Enqueuer};
 use ballast_kafka::ClusterMetadata;
 use ballast_produce::Writer;
 use ballast_proto::ingest::v1::ingest_server::IngestServer;
@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 #[derive(Debug)]
 pub struct Gateway {
     config: GatewayConfig,
+    /// Under ordering: the diverted partitions, read from the failover queue.
+    diverts: Option<Arc<Diverts>>,
     writer: Arc<Writer>,
     metrics: GatewayMetrics,
     registry: Registry,
@@ -44,6 +46,12 @@ impl GatewayHandle {
 
     pub async fn refresh_metadata(&self) -> Result<(), ballast_kafka::Error> {
         self.writer.refresh_metadata().await
+    }
+
+    /// Under ordering: whether this gateway holds a clean lease (a read of the diverted
+    /// partitions less than `ordering.lease` old). None without ordering.
+    pub fn ordering_lease_held(&self) -> Option<bool> {
+        self.writer.ordering().map(|d| d.lease_held())
     }
 
     pub fn set_draining_brokers(&self, brokers: HashSet<i32>) {
@@ -137,6 +145,10 @@ impl Gateway {
                 );
                 Enqueuer::start(queue, &config.failover, config.breaker.clone())
             });
+        let diverts = failover
+            .as_ref()
+            .filter(|_| config.ordering.any_ordered())
+            .map(|f| Arc::new(Diverts::new(config.ordering.clone(), f.queue())));
         let writer = Writer::new(
             &config.kafka,
             BalancerConfig {
@@ -149,8 +161,13 @@ impl Gateway {
             failover,
         )
         .context("creating the kafka writer")?;
+        let writer = match &diverts {
+            Some(d) => writer.with_ordering(d.clone()),
+            None => writer,
+        };
         Ok(Self {
             config,
+            diverts,
             writer: Arc::new(writer),
             metrics,
             registry,
@@ -184,10 +201,24 @@ impl Gateway {
         let access = host.access(&self.config.auth)?;
 
         // Serving once the first metadata arrives; Kafka may come up after the gateway.
+        // Under ordering, the diverted partitions are read first: until they are, every
+        // ordered fixed-partition record would go to the queue.
+        let diverts = self.diverts.clone().map(|d| {
+            let lease = d.config().lease;
+            (d, lease)
+        });
+        let divert_reader = diverts.as_ref().map(|(d, _)| d.clone());
         let first = {
             let writer = writer.clone();
             let health = host.health();
             tokio::spawn(async move {
+                if let Some((d, lease)) = &diverts {
+                    match tokio::time::timeout(*lease, d.refresh()).await {
+                        Ok(Ok(n)) => tracing::info!(diverted = n, "diverted partitions read"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the diverted partitions yet; ordered fixed-partition records go to the failover queue until they are read"),
+                        Err(_) => tracing::warn!("the diverted partitions were not read within ordering.lease; ordered fixed-partition records go to the failover queue until they are read"),
+                    }
+                }
                 loop {
                     match writer.refresh_metadata().await {
                         Ok(()) => break,
@@ -202,6 +233,7 @@ impl Gateway {
             })
         };
         let refresher = writer.spawn_refresher(self.config.kafka.metadata_refresh_interval);
+        let divert_refresher = divert_reader.map(Diverts::spawn_refresher);
 
         let topology = self.config.topology.endpoint.clone().map(|endpoint| {
             crate::topology::spawn_watcher(
@@ -250,6 +282,9 @@ impl Gateway {
         writer.begin_shutdown();
         first.abort();
         refresher.abort();
+        if let Some(t) = divert_refresher {
+            t.abort();
+        }
         if let Some(t) = topology {
             t.abort();
         }

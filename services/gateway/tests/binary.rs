@@ -103,9 +103,26 @@ fn bad_config_fails_at_startup_with_the_field_named() {
         "{err}"
     );
 
+    // A standard SQS queue keeps no order: an ordered topic on it is refused at startup,
+    // naming both ways out.
+    let out = Command::new(BIN)
+        .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .env("BALLAST_FAILOVER__SQS__OFFLOAD__BUCKET", "ballast-payloads")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ordering.default is partition")
+            && err.contains("backend: postgres")
+            && err.contains("`ordering.default: none`"),
+        "{err}"
+    );
+
     // A record SQS cannot hold is never accepted: the limit is checked at startup.
     let out = Command::new(BIN)
         .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .env("BALLAST_ORDERING__DEFAULT", "none")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -119,6 +136,7 @@ fn bad_config_fails_at_startup_with_the_field_named() {
     let out = Command::new(BIN)
         .arg("--dump-config")
         .env("BALLAST_FAILOVER__BACKEND", "sqs")
+        .env("BALLAST_ORDERING__DEFAULT", "none")
         .env("BALLAST_FAILOVER__SQS__OFFLOAD__BUCKET", "ballast-payloads")
         .output()
         .unwrap();

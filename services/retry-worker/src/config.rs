@@ -2,7 +2,7 @@
 //! file, then `BALLAST_*` variables.
 
 use ballast_balancer::BreakerConfig;
-use ballast_failover::{FailoverBackend, FailoverConfig};
+use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
 use ballast_kafka::KafkaConfig;
 use ballast_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,10 @@ pub struct WorkerConfig {
     pub kafka: KafkaConfig,
     pub breaker: BreakerConfig,
     pub failover: FailoverConfig,
+    /// The gateways' `ordering`. A worker drains each ordered partition in order whatever
+    /// this says (an entry carries its partition); it refuses, as a gateway does, an
+    /// ordered topic on a failover queue that cannot keep order.
+    pub ordering: OrderingConfig,
     pub retry: RetrySettings,
     /// How long in-flight work may take to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
@@ -126,6 +130,7 @@ impl Default for WorkerConfig {
                 backend: FailoverBackend::Sqlite,
                 ..FailoverConfig::default()
             },
+            ordering: OrderingConfig::default(),
             retry: RetrySettings::default(),
             shutdown_grace: Duration::from_secs(30),
             tls: ballast_security::TlsConfig::default(),
@@ -149,6 +154,12 @@ impl WorkerConfig {
         );
         self.failover
             .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.ordering
+            .validate(
+                self.failover.backend.name(),
+                self.failover.backend != FailoverBackend::Sqs,
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.breaker

@@ -190,7 +190,8 @@ struct Ready {
 }
 
 enum Decision {
-    Ack,
+    /// Delivered, at this offset when Kafka has it.
+    Ack(Option<i64>),
     Later(Option<Vec<u8>>, Duration),
     Dead(DeadInfo),
 }
@@ -267,12 +268,28 @@ impl Worker {
     /// Writes one leased batch and settles each of its entries: acked, back in the queue
     /// for later, or dead-lettered.
     pub(crate) async fn handle(&self, batch: Vec<Leased>) {
-        let prepared = batch.iter().map(|l| self.prepare(l)).collect();
-        let decisions = self.write_ready(prepared).await;
+        let mut prepared: Vec<Prepared> = batch.iter().map(|l| self.prepare(l)).collect();
+        self.hold_behind_held(&batch, &mut prepared);
+        let mut decisions = self.write_ready(prepared).await;
+        keep_runs_in_place(&batch, &mut decisions);
         let mut acks = Vec::new();
+        // Ordered partitions whose run stopped: behind its first entry that goes back,
+        // the run's entries need no update of their own (the receive leases a partition
+        // by its head, and takes the run again whole), unless they carry a new body.
+        let mut stopped: Vec<String> = Vec::new();
         for (leased, decision) in batch.into_iter().zip(decisions) {
+            if let Some(key) = &leased.order {
+                if stopped.contains(key) {
+                    if let Decision::Later(None, _) = decision {
+                        self.metrics.count("deferred", 1);
+                        continue;
+                    }
+                } else if !matches!(decision, Decision::Ack(_)) {
+                    stopped.push(key.clone());
+                }
+            }
             let result = match decision {
-                Decision::Ack => {
+                Decision::Ack(_) => {
                     acks.push(leased);
                     continue;
                 }
@@ -412,7 +429,8 @@ impl Worker {
     fn settle(&self, env: Envelope, p: ballast_produce::Produced) -> Decision {
         let tried = p.kafka_writes > 0;
         match p.outcome {
-            Ok(Acked::Kafka { .. } | Acked::Failover { .. }) => Decision::Ack,
+            Ok(Acked::Kafka { offset, .. }) => Decision::Ack(Some(offset)),
+            Ok(Acked::Failover { .. }) => Decision::Ack(None),
             Err(e) if e.retryable() && !tried => {
                 Decision::Later(None, self.settings.health_gate_delay)
             }
@@ -439,6 +457,25 @@ impl Worker {
         }
     }
 
+    /// An ordered partition's entries are written in order or not at all: behind an
+    /// entry held back before its write (not due, its partition unhealthy, poison), the
+    /// partition's later entries of the batch are held back too, unwritten.
+    fn hold_behind_held(&self, batch: &[Leased], prepared: &mut [Prepared]) {
+        let mut held: Vec<&str> = Vec::new();
+        for (leased, p) in batch.iter().zip(prepared.iter_mut()) {
+            let Some(key) = leased.order.as_deref() else {
+                continue;
+            };
+            if held.contains(&key) {
+                if let Prepared::Write(_) = p {
+                    *p = Prepared::Decided(Decision::Later(None, self.settings.health_gate_delay));
+                }
+            } else if let Prepared::Decided(_) = p {
+                held.push(key);
+            }
+        }
+    }
+
     /// Waits for this record's slot under `drain_rate`.
     async fn pace(&self) {
         if self.settings.drain_rate == 0 {
@@ -452,6 +489,50 @@ impl Worker {
             slot
         };
         tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// A run of an ordered partition keeps its place: only the longest prefix that reached
+/// Kafka in order (each entry at a higher offset than the one before) is acknowledged.
+/// From the first entry that did not (failed, held back, dead-lettered, or landed below
+/// an earlier entry after a retry), every later entry of the partition goes back to the
+/// queue to be written again in order, even one already delivered: a duplicate, which
+/// consumers' dedup removes and a compacted topic's last value survives. A dead letter
+/// stays the partition's head, stopping its drain until it is redriven or skipped.
+fn keep_runs_in_place(batch: &[Leased], decisions: &mut [Decision]) {
+    // Per partition: the last offset of the prefix, or the delay it broke with.
+    let mut runs: Vec<(&str, Result<i64, Duration>)> = Vec::new();
+    for (leased, d) in batch.iter().zip(decisions.iter_mut()) {
+        let Some(key) = leased.order.as_deref() else {
+            continue;
+        };
+        let i = match runs.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                runs.push((key, Ok(i64::MIN)));
+                runs.len() - 1
+            }
+        };
+        match (runs[i].1, &*d) {
+            (Err(delay), _) => {
+                let body = match std::mem::replace(d, Decision::Ack(None)) {
+                    Decision::Later(body, _) => body,
+                    _ => None,
+                };
+                *d = Decision::Later(body, delay);
+            }
+            (Ok(last), Decision::Ack(Some(offset))) if *offset > last => {
+                runs[i].1 = Ok(*offset);
+            }
+            (Ok(_), Decision::Ack(None)) => {}
+            (Ok(_), Decision::Ack(Some(_))) => {
+                // Landed below an earlier entry of the run: written again, at once.
+                runs[i].1 = Err(Duration::ZERO);
+                *d = Decision::Later(None, Duration::ZERO);
+            }
+            (Ok(_), Decision::Later(_, delay)) => runs[i].1 = Err(*delay),
+            (Ok(_), Decision::Dead(_)) => runs[i].1 = Err(Duration::ZERO),
+        }
     }
 }
 

@@ -166,6 +166,9 @@ async fn run(args: &BenchArgs, keyed: bool) -> anyhow::Result<BrokerLossFigures>
                 allow_node_local: true,
                 ..FailoverConfig::default()
             };
+            // P3 measures how soon records are acknowledged, as a plain producer's are:
+            // without the ordering wait a diverted partition's first records pay.
+            c.ordering = ballast_failover::OrderingConfig::unordered();
         }
     })
     .await?;

@@ -7,12 +7,16 @@
 //!   steady load and its in-flight byte budget.
 //! - P7: the share of unkeyed bytes written to leaders in the gateway's own zone, against
 //!   a plain rdkafka producer's share on the same cluster.
+//! - P9: how long a key's partition stays diverted after its outage ends, and the key's
+//!   write rate meanwhile, under `ordering: partition` against `ordering: none`.
 
 mod broker_loss;
+mod divert;
 mod locality;
 mod overload;
 
 pub use broker_loss::broker_loss;
+pub use divert::divert;
 pub use locality::locality;
 pub use overload::overload;
 pub(super) use overload::GatewayProcess;

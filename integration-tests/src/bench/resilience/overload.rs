@@ -219,7 +219,7 @@ pub async fn overload(args: &BenchArgs) -> anyhow::Result<OverloadFigures> {
             "rack: {RACK}\n\
              kafka:\n  bootstrap_servers: {bootstrap}\n  write_timeout: 1s\n\
              limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n\
-             failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n{sqs}\
+             ordering:\n  default: none\nfailover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n{sqs}\
              telemetry:\n  log_level: error\n",
             bootstrap = c.bootstrap_servers(),
             max_record = ballast_failover::SQS_MAX_RECORD_BYTES,
@@ -352,7 +352,7 @@ async fn large_records(
              limits:\n  inflight_bytes: {budget}\n  record_deadline: 2s\n  max_record_bytes: {max_record}\n  \
              max_request_bytes: {max_request}\n  max_concurrent_requests: {max_concurrent}\n  max_connections: {max_connections}\n  \
              grpc_stream_window_bytes: {window}\n  grpc_max_frame_bytes: {frame}\n\
-             failover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  pending_bytes: {pending}\n{sqs}\
+             ordering:\n  default: none\nfailover:\n  backend: sqs\n  concurrent_batches: 1\n  timeout: 5s\n  pending_bytes: {pending}\n{sqs}\
              telemetry:\n  log_level: error\n",
             bootstrap = c.bootstrap_servers(),
             max_record = record_bytes + 1024,

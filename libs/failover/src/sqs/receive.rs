@@ -62,6 +62,7 @@ impl SqsQueue {
                 },
             };
             leased.push(Leased {
+                order: None,
                 entry_id,
                 receipt: m.receipt_handle.unwrap_or_default(),
                 body,

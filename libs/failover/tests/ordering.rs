@@ -1,0 +1,288 @@
+//! Ordered partitions on the SQL backends (SQLite and a real PostgreSQL server): divert
+//! marks written with the enqueue, head-run leases one receiver at a time, the
+//! conditional clear, and dead letters that hold their partition's place.
+
+use ballast_failover::envelope::{self, Envelope};
+use ballast_failover::{DeadInfo, FailoverQueue, Leased, SqlQueue};
+use ballast_testkit::deps::{require_postgres, unique};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn body(key: &str, i: usize) -> Vec<u8> {
+    envelope::encode(&Envelope {
+        topic: "t".into(),
+        value: format!("{key}:{i}").into_bytes().into(),
+        message_id: format!("{key}:{i}"),
+        ..Default::default()
+    })
+}
+
+fn value(l: &Leased) -> String {
+    envelope::decode(&l.body).expect("decodes").message_id
+}
+
+async fn enqueue(q: &dyn FailoverQueue, key: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let bodies: Vec<Vec<u8>> = range.map(|i| body(key, i)).collect();
+    let order = vec![Some(key.to_string()); bodies.len()];
+    q.enqueue_ordered(&bodies, &order, Duration::ZERO)
+        .await
+        .expect("enqueue")
+}
+
+async fn diverted(q: &dyn FailoverQueue) -> Vec<String> {
+    let mut keys: Vec<String> = q
+        .diverted()
+        .await
+        .expect("diverted")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn receive(q: &dyn FailoverQueue, max: usize) -> Vec<Leased> {
+    q.receive(max, Duration::ZERO, LEASE)
+        .await
+        .expect("receive")
+}
+
+fn of<'a>(got: &'a [Leased], key: &str) -> Vec<&'a Leased> {
+    got.iter()
+        .filter(|l| l.order.as_deref() == Some(key))
+        .collect()
+}
+
+fn info(l: &Leased) -> DeadInfo {
+    DeadInfo {
+        topic: "t".into(),
+        message_id: value(l),
+        attempts: 5,
+        reason: "max attempts (5) reached".into(),
+        first_failed_at_unix_ms: 0,
+    }
+}
+
+async fn ordered_suite(q: Arc<dyn FailoverQueue>) {
+    let q = &*q;
+    assert!(q.keeps_order());
+    // Two ordered partitions and two unordered entries.
+    enqueue(q, "t/0", 0..5).await;
+    enqueue(q, "t/1", 0..3).await;
+    q.enqueue(&[body("free", 0), body("free", 1)], Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(diverted(q).await, ["t/0", "t/1"], "marked with the enqueue");
+
+    // One receive leases each partition's head run whole, in enqueue order.
+    let got = receive(q, 100).await;
+    let run0: Vec<String> = of(&got, "t/0").into_iter().map(value).collect();
+    assert_eq!(run0, ["t/0:0", "t/0:1", "t/0:2", "t/0:3", "t/0:4"]);
+    assert_eq!(of(&got, "t/1").len(), 3);
+    let free: Vec<Leased> = got.iter().filter(|l| l.order.is_none()).cloned().collect();
+    assert_eq!(free.len(), 2);
+    q.ack(&free).await.unwrap();
+
+    // While t/0 is leased, its new entry is not handed to anyone.
+    enqueue(q, "t/0", 5..6).await;
+    assert!(
+        receive(q, 100).await.is_empty(),
+        "a leased partition stays leased"
+    );
+
+    // A failed run keeps its place: the first two acked, the rest back, in order.
+    let run = of(&got, "t/0");
+    q.ack(&[run[0].clone(), run[1].clone()]).await.unwrap();
+    for l in &run[2..] {
+        q.retry_later(l, None, Duration::ZERO).await.unwrap();
+    }
+    let again = receive(q, 100).await;
+    let run0: Vec<String> = of(&again, "t/0").into_iter().map(value).collect();
+    assert_eq!(
+        run0,
+        ["t/0:2", "t/0:3", "t/0:4", "t/0:5"],
+        "the run resumes at its first failure"
+    );
+
+    // Delivering the whole partition clears its mark.
+    q.ack(&again).await.unwrap();
+    let t1: Vec<Leased> = of(&got, "t/1").into_iter().cloned().collect();
+    q.ack(&t1).await.unwrap();
+    assert_eq!(
+        diverted(q).await,
+        Vec::<String>::new(),
+        "drained partitions are clean"
+    );
+
+    // An enqueue after the lease keeps the mark (its generation moved on).
+    enqueue(q, "t/2", 0..2).await;
+    let run = receive(q, 100).await;
+    enqueue(q, "t/2", 2..3).await;
+    q.ack(&run).await.unwrap();
+    assert_eq!(
+        diverted(q).await,
+        ["t/2"],
+        "the clear finds a newer generation"
+    );
+    let rest = receive(q, 100).await;
+    assert_eq!(rest.iter().map(value).collect::<Vec<_>>(), ["t/2:2"]);
+    q.ack(&rest).await.unwrap();
+    assert_eq!(diverted(q).await, Vec::<String>::new());
+
+    // A dead letter holds its partition: nothing behind it is handed out until it is
+    // redriven, and then it comes first again, under its own id.
+    let ids = enqueue(q, "t/3", 0..3).await;
+    let run = receive(q, 100).await;
+    q.dead_letter(&run[0], &info(&run[0])).await.unwrap();
+    for l in &run[1..] {
+        q.retry_later(l, None, Duration::ZERO).await.unwrap();
+    }
+    assert!(
+        receive(q, 100).await.is_empty(),
+        "the dead letter blocks its partition"
+    );
+    assert_eq!(diverted(q).await, ["t/3"], "and keeps it diverted");
+    let (dead, _) = q.list_dead_letters(10, "").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(q.redrive(&[dead[0].id.clone()], false).await.unwrap(), 1);
+    let run = receive(q, 100).await;
+    assert_eq!(
+        run.iter().map(value).collect::<Vec<_>>(),
+        ["t/3:0", "t/3:1", "t/3:2"],
+        "redriven to the head"
+    );
+    assert_eq!(run[0].entry_id, ids[0], "under its original id");
+    q.ack(&run).await.unwrap();
+    assert_eq!(diverted(q).await, Vec::<String>::new());
+
+    // Skipping (purging) a dead letter lets the partition drain on; purging the last
+    // thing a partition holds clears its mark.
+    enqueue(q, "t/4", 0..2).await;
+    let run = receive(q, 100).await;
+    q.dead_letter(&run[0], &info(&run[0])).await.unwrap();
+    q.retry_later(&run[1], None, Duration::ZERO).await.unwrap();
+    let (dead, _) = q.list_dead_letters(10, "").await.unwrap();
+    assert_eq!(q.purge(&[dead[0].id.clone()], false).await.unwrap(), 1);
+    let run = receive(q, 100).await;
+    assert_eq!(run.iter().map(value).collect::<Vec<_>>(), ["t/4:1"]);
+    q.dead_letter(&run[0], &info(&run[0])).await.unwrap();
+    assert_eq!(diverted(q).await, ["t/4"]);
+    assert_eq!(q.purge(&[], true).await.unwrap(), 1);
+    assert_eq!(
+        diverted(q).await,
+        Vec::<String>::new(),
+        "nothing left: clean"
+    );
+
+    // A head in backoff holds its whole partition back.
+    enqueue(q, "t/5", 0..2).await;
+    let run = receive(q, 100).await;
+    q.retry_later(&run[0], None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    q.retry_later(&run[1], None, Duration::ZERO).await.unwrap();
+    assert!(
+        receive(q, 100).await.is_empty(),
+        "the head's backoff delays the run"
+    );
+
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.depth, 2, "t/5's two entries remain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_each_partition_in_order() {
+    let dir = std::env::temp_dir().join(unique("ballast-ordered"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let q = SqlQueue::connect(&url, "ordered", 4).await.expect("sqlite");
+    ordered_suite(Arc::new(q)).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_each_partition_in_order() {
+    let url = require_postgres();
+    let q = SqlQueue::connect(&url, &unique("ordered"), 8)
+        .await
+        .expect("postgres");
+    ordered_suite(Arc::new(q)).await;
+}
+
+/// Concurrent receivers on PostgreSQL never hold one partition at once, and each
+/// partition is acknowledged in enqueue order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_receivers_take_turns_on_a_partition() {
+    let url = require_postgres();
+    let q = Arc::new(
+        SqlQueue::connect(&url, &unique("ordered-race"), 8)
+            .await
+            .expect("postgres"),
+    );
+    let keys = ["r/0", "r/1", "r/2"];
+    let per = 40;
+    for key in keys {
+        enqueue(&*q, key, 0..per).await;
+    }
+    let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let log: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (q, held, log) = (q.clone(), held.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 5 {
+                    let got = q
+                        .receive(3, Duration::from_millis(50), LEASE)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        idle += 1;
+                        continue;
+                    }
+                    idle = 0;
+                    let mine: HashSet<String> =
+                        got.iter().filter_map(|l| l.order.clone()).collect();
+                    {
+                        let mut h = held.lock().unwrap();
+                        for k in &mine {
+                            assert!(h.insert(k.clone()), "{k} leased to two receivers");
+                        }
+                        let mut log = log.lock().unwrap();
+                        for l in &got {
+                            log.push((l.order.clone().unwrap(), l.entry_id.parse().unwrap()));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    {
+                        let mut h = held.lock().unwrap();
+                        for k in &mine {
+                            h.remove(k);
+                        }
+                    }
+                    q.ack(&got).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), keys.len() * per, "every entry once");
+    for key in keys {
+        let ids: Vec<i64> = log
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, i)| *i)
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{key} in order: {ids:?}"
+        );
+    }
+    assert!(diverted(&*q).await.is_empty(), "every partition cleared");
+}
