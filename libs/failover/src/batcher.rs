@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-type Reply = oneshot::Sender<Result<String, QueueError>>;
+/// An entry id, and its ordered partition's mark epoch.
+type Reply = oneshot::Sender<Result<(String, Option<i64>), QueueError>>;
 
 /// A record waiting for a batch.
 const WAITING: u8 = 0;
@@ -96,16 +97,17 @@ impl Enqueuer {
 
     /// Stores one body; the entry id once the queue has it.
     pub async fn enqueue(&self, body: Vec<u8>) -> Result<String, QueueError> {
-        self.enqueue_ordered(body, None).await
+        self.enqueue_ordered(body, None).await.map(|(id, _)| id)
     }
 
     /// As `enqueue`, for an entry of the ordered partition `order` (see
-    /// [`crate::order_key`]): the queue marks the partition diverted with the entry.
+    /// [`crate::order_key`]): the queue marks the partition diverted with the entry, and
+    /// answers the mark's epoch with the entry id.
     pub async fn enqueue_ordered(
         &self,
         body: Vec<u8>,
         order: Option<String>,
-    ) -> Result<String, QueueError> {
+    ) -> Result<(String, Option<i64>), QueueError> {
         let admission = self
             .breaker
             .lock()
@@ -135,7 +137,7 @@ impl Enqueuer {
         body: Vec<u8>,
         order: Option<String>,
         bytes: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<String, QueueError> {
+    ) -> Result<(String, Option<i64>), QueueError> {
         let (reply, mut rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(WAITING));
         let pending = Pending {
@@ -174,7 +176,7 @@ impl Enqueuer {
 }
 
 /// A record's batch ended without a word. Taken, it may have been sent.
-fn dropped(state: &AtomicU8) -> Result<String, QueueError> {
+fn dropped(state: &AtomicU8) -> Result<(String, Option<i64>), QueueError> {
     if state.load(Ordering::Acquire) == TAKEN {
         Err(QueueError::Ambiguous(
             "failover batch was dropped after it was sent".into(),
@@ -235,9 +237,24 @@ async fn run(
                 write_timeout + BACKSTOP_GRACE,
                 async {
                     if order.iter().any(Option::is_some) {
-                        queue.enqueue_ordered(&bodies, &order, delay).await
+                        let stored = queue.enqueue_ordered(&bodies, &order, delay).await?;
+                        let epoch = |key: &Option<String>| {
+                            let key = key.as_deref()?;
+                            stored.epochs.iter().find(|(k, _)| k == key).map(|(_, e)| *e)
+                        };
+                        Ok(stored
+                            .ids
+                            .into_iter()
+                            .zip(&order)
+                            .map(|(id, key)| (id, epoch(key)))
+                            .collect::<Vec<_>>())
                     } else {
-                        queue.enqueue(&bodies, delay).await
+                        Ok(queue
+                            .enqueue(&bodies, delay)
+                            .await?
+                            .into_iter()
+                            .map(|id| (id, None))
+                            .collect())
                     }
                 },
             )
@@ -257,7 +274,7 @@ async fn run(
                 Err(QueueError::Partial { stored, reason }) => {
                     for (reply, fate) in replies.into_iter().zip(stored) {
                         let _ = reply.send(match fate {
-                            Fate::Held(id) => Ok(id),
+                            Fate::Held(id) => Ok((id, None)),
                             Fate::NotHeld => Err(QueueError::Unavailable(reason.clone())),
                             Fate::Unknown => Err(QueueError::Ambiguous(reason.clone())),
                         });

@@ -24,7 +24,8 @@ pub use config::{FailoverBackend, FailoverConfig, BACKSTOP_GRACE};
 pub use offload::{S3OffloadConfig, MAX_INLINE_BODY_BYTES};
 pub use ordering::{Diverts, OrderingConfig, TopicOrdering};
 pub use queue::{
-    order_key, DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, QueueError, QueueStats,
+    order_key, DeadInfo, DeadLetter, FailoverQueue, Fate, Leased, OrderedIds, QueueError,
+    QueueStats,
 };
 pub use sql::SqlQueue;
 pub use sqs::{SqsConfig, SqsQueue, SQS_MAX_RECORD_BYTES, SQS_MAX_RETENTION};

@@ -241,17 +241,20 @@ impl Diverts {
         !clean || st.seen.contains_key(key) || st.own.contains_key(key)
     }
 
-    /// Notes that this gateway's enqueue into `key` answered at `answered`, and returns
-    /// when the record may be acknowledged: a lease after the partition's mark was
-    /// surely visible (by the enqueue's answer, or by the end of a read that saw it),
-    /// plus the margin.
-    pub fn ack_not_before(&self, key: &str, answered: Instant) -> Instant {
+    /// Notes that this gateway's enqueue into `key` answered at `answered`, leaving the
+    /// partition's mark at `epoch` (None: not known), and returns when the record may be
+    /// acknowledged: a lease after that mark was surely visible, plus the margin. The
+    /// mark was visible by the enqueue's answer, or by the end of this gateway's first
+    /// read that saw it, when that read saw the same mark (the same epoch): a mark
+    /// cleared and made again since is a new one, which other gateways may not have
+    /// seen.
+    pub fn ack_not_before(&self, key: &str, epoch: Option<i64>, answered: Instant) -> Instant {
         let mut st = self.state.lock().expect("diverts lock");
         st.own.insert(key.to_string(), answered);
-        let visible = st
-            .seen
-            .get(key)
-            .map_or(answered, |(_, seen)| (*seen).min(answered));
+        let visible = match (st.seen.get(key), epoch) {
+            (Some((seen_epoch, first)), Some(e)) if *seen_epoch == e => (*first).min(answered),
+            _ => answered,
+        };
         visible + self.cfg.lease + self.cfg.margin()
     }
 

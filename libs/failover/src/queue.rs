@@ -99,6 +99,14 @@ pub struct Leased {
     pub order: Option<String>,
 }
 
+/// What an ordered enqueue stored: the entry ids, in body order, and the epoch of each
+/// ordered partition's mark as the enqueue left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderedIds {
+    pub ids: Vec<String>,
+    pub epochs: Vec<(String, i64)>,
+}
+
 /// The ordering key of a partition: `topic/partition`.
 pub fn order_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -171,14 +179,17 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
         bodies: &[Vec<u8>],
         order: &[Option<String>],
         delay: Duration,
-    ) -> Result<Vec<String>, QueueError> {
+    ) -> Result<OrderedIds, QueueError> {
         if order.iter().any(Option::is_some) {
             return Err(QueueError::Config(format!(
                 "the {} failover queue does not keep order (ordering: partition)",
                 self.backend()
             )));
         }
-        self.enqueue(bodies, delay).await
+        Ok(OrderedIds {
+            ids: self.enqueue(bodies, delay).await?,
+            epochs: Vec::new(),
+        })
     }
 
     /// The ordered partitions that are diverted now (those whose entries, live or

@@ -150,7 +150,7 @@ impl SqlQueue {
         order: &[Option<String>],
         now: i64,
         visible: i64,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, Vec<String>), QueueError> {
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, OrderedIds), QueueError> {
         // One multi-row INSERT per chunk, not one statement (and one round trip) per body;
         // the queue, times and deliveries are bound once and shared by every row.
         let mut tx = self.write_tx().await?;
@@ -188,25 +188,27 @@ impl SqlQueue {
             ids.extend(chunk_ids.into_iter().map(|id| id.to_string()));
         }
         // Each ordered partition of the batch is marked diverted (or its mark's generation
-        // bumped) in the same transaction as its entries.
-        let mut marked: Vec<&str> = Vec::new();
-        for key in order.iter().flatten() {
-            if marked.contains(&key.as_str()) {
-                continue;
-            }
-            marked.push(key);
-            sqlx::query(
+        // bumped) in the same transaction as its entries, in key order: every transaction
+        // that locks marks takes them in that order, so two never wait for each other.
+        let mut marked: Vec<&str> = order.iter().flatten().map(String::as_str).collect();
+        marked.sort_unstable();
+        marked.dedup();
+        let mut epochs = Vec::with_capacity(marked.len());
+        for key in marked {
+            let epoch: i64 = sqlx::query_scalar(
                 "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
-                 ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1",
+                 ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1 \
+                 RETURNING epoch",
             )
             .bind(&self.queue)
-            .bind(key.as_str())
+            .bind(key)
             .bind(new_epoch())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+            epochs.push((key.to_string(), epoch));
         }
-        Ok((tx, ids))
+        Ok((tx, OrderedIds { ids, epochs }))
     }
 
     /// Gives back the ordered partition `key` if it is leased under `token` (its run's
@@ -303,8 +305,14 @@ impl SqlQueue {
             for chunk in ids.chunks(500) {
                 let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
                 // Only placeholders are spliced in; every value is bound.
+                // An ordered entry goes only while its partition is still leased under
+                // this token: a lease that ran out under a slow worker, and that another
+                // worker took, leaves its entries to be written again after the new run.
                 let sql = sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM ballast_failover_entries WHERE lease_token = $1 AND id IN ({})",
+                    "DELETE FROM ballast_failover_entries WHERE lease_token = $1 AND id IN ({}) \
+                     AND (part_key IS NULL OR EXISTS (SELECT 1 FROM ballast_failover_diverts d \
+                         WHERE d.queue = ballast_failover_entries.queue \
+                         AND d.part_key = ballast_failover_entries.part_key AND d.lease_token = $1))",
                     marks.join(",")
                 ));
                 let mut q = sqlx::query(sql).bind(*token);
@@ -314,6 +322,9 @@ impl SqlQueue {
                 q.execute(&mut *tx).await.map_err(unavailable)?;
             }
         }
+        // Marks in key order, as every transaction that locks them takes them.
+        let mut ordered = ordered.to_vec();
+        ordered.sort_unstable_by_key(|(_, key)| *key);
         for (token, key) in ordered {
             self.clear_partition(&mut tx, token, key).await?;
         }
@@ -639,6 +650,7 @@ impl FailoverQueue for SqlQueue {
     ) -> Result<Vec<String>, QueueError> {
         self.enqueue_ordered(bodies, &vec![None; bodies.len()], delay)
             .await
+            .map(|stored| stored.ids)
     }
 
     fn keeps_order(&self) -> bool {
@@ -660,7 +672,7 @@ impl FailoverQueue for SqlQueue {
         bodies: &[Vec<u8>],
         order: &[Option<String>],
         delay: Duration,
-    ) -> Result<Vec<String>, QueueError> {
+    ) -> Result<OrderedIds, QueueError> {
         if order.len() != bodies.len() {
             return Err(QueueError::Invalid(format!(
                 "{} bodies with {} ordering keys",
@@ -669,7 +681,7 @@ impl FailoverQueue for SqlQueue {
             )));
         }
         if bodies.is_empty() {
-            return Ok(Vec::new());
+            return Ok(OrderedIds::default());
         }
         let now = now_ms();
         let visible = now + delay.as_millis() as i64;
@@ -677,7 +689,7 @@ impl FailoverQueue for SqlQueue {
         let bound = self.write_timeout;
         // Until COMMIT is sent, a call cut short leaves nothing: the transaction dies with
         // its connection. Once it is sent, only the answer says whether the rows are kept.
-        let (tx, ids) = crate::queue::bounded(
+        let (tx, stored) = crate::queue::bounded(
             deadline,
             "the failover database",
             bound,
@@ -700,7 +712,7 @@ impl FailoverQueue for SqlQueue {
             },
         )
         .await?;
-        Ok(ids)
+        Ok(stored)
     }
 
     async fn receive(
@@ -715,18 +727,9 @@ impl FailoverQueue for SqlQueue {
             let now = now_ms();
             let token = uuid::Uuid::now_v7().simple().to_string();
             let lease_end = now + lease.as_millis() as i64;
-            let mut rows = self
-                .bound("a receive", self.lease_runs(max, now, lease_end, &token))
+            let rows = self
+                .bound("a receive", self.lease_some(max, now, lease_end, &token))
                 .await?;
-            if rows.len() < max {
-                let unordered = self
-                    .bound(
-                        "a receive",
-                        self.lease_unordered(max - rows.len(), now, lease_end, &token),
-                    )
-                    .await?;
-                rows.extend(unordered);
-            }
             if !rows.is_empty() || tokio::time::Instant::now() >= end {
                 let mut out = rows
                     .iter()
@@ -895,6 +898,44 @@ impl SqlQueue {
         Ok(n)
     }
 
+    /// Leases up to `max` entries. With no ordered partition free to lease (one cheap
+    /// read), that is one statement over the unordered entries. Otherwise unordered
+    /// entries get the first half of the batch, ordered runs the rest, and unordered
+    /// entries any room left, so neither kind starves the other.
+    async fn lease_some(
+        &self,
+        max: usize,
+        now: i64,
+        lease_end: i64,
+        token: &str,
+    ) -> Result<Vec<AnyRow>, QueueError> {
+        let free: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM ballast_failover_diverts WHERE queue = $1 AND leased_until <= $2 LIMIT 1",
+        )
+        .bind(&self.queue)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if free.is_none() {
+            return self.lease_unordered(max, now, lease_end, token).await;
+        }
+        let first = max - max / 2;
+        let mut rows = self.lease_unordered(first, now, lease_end, token).await?;
+        let more = rows.len() == first;
+        rows.extend(
+            self.lease_runs(max - rows.len(), now, lease_end, token)
+                .await?,
+        );
+        if more && rows.len() < max {
+            rows.extend(
+                self.lease_unordered(max - rows.len(), now, lease_end, token)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+
     /// Leases the head runs of ordered partitions, up to `max` entries in all, in one
     /// transaction. A partition qualifies when its lease is free, its first entry is
     /// visible and it has no dead letter; its mark's row is the lock (skipped when another
@@ -906,6 +947,9 @@ impl SqlQueue {
         lease_end: i64,
         token: &str,
     ) -> Result<Vec<AnyRow>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write_tx().await?;
         let lock = if self.postgres {
             " FOR UPDATE SKIP LOCKED"
@@ -919,7 +963,7 @@ impl SqlQueue {
                  WHERE x.queue = d.queue AND x.part_key = d.part_key) \
              AND (SELECT e.visible_at FROM ballast_failover_entries e \
                  WHERE e.queue = d.queue AND e.part_key = d.part_key ORDER BY e.id LIMIT 1) <= $2 \
-             LIMIT $3{lock}"
+             ORDER BY random() LIMIT $3{lock}"
         ));
         let keys: Vec<String> = sqlx::query_scalar(sql)
             .bind(&self.queue)

@@ -3,7 +3,7 @@
 //! conditional clear, and dead letters that hold their partition's place.
 
 use ballast_failover::envelope::{self, Envelope};
-use ballast_failover::{DeadInfo, FailoverQueue, Leased, SqlQueue};
+use ballast_failover::{DeadInfo, Diverts, FailoverQueue, Leased, OrderingConfig, SqlQueue};
 use ballast_testkit::deps::{require_postgres, unique};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,7 @@ async fn enqueue(q: &dyn FailoverQueue, key: &str, range: std::ops::Range<usize>
     q.enqueue_ordered(&bodies, &order, Duration::ZERO)
         .await
         .expect("enqueue")
+        .ids
 }
 
 async fn diverted(q: &dyn FailoverQueue) -> Vec<String> {
@@ -285,4 +286,50 @@ async fn postgres_receivers_take_turns_on_a_partition() {
         );
     }
     assert!(diverted(&*q).await.is_empty(), "every partition cleared");
+}
+
+/// A gateway shortens a diverted record's wait only for the mark it saw itself: a mark
+/// cleared and made again since has a new epoch, which other gateways may not have seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ack_wait_counts_from_the_mark_the_gateway_saw() {
+    let dir = std::env::temp_dir().join(unique("ballast-epoch"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("q.db").display());
+    let q: Arc<dyn FailoverQueue> = Arc::new(SqlQueue::connect(&url, "epoch", 4).await.unwrap());
+    let lease = Duration::from_millis(200);
+    let d = Diverts::new(
+        OrderingConfig {
+            lease,
+            ..OrderingConfig::default()
+        },
+        q.clone(),
+    );
+    let key = "t/9".to_string();
+    let first = q
+        .enqueue_ordered(&[body("e", 0)], &[Some(key.clone())], Duration::ZERO)
+        .await
+        .unwrap();
+    let e1 = first.epochs[0].1;
+    d.refresh().await.unwrap();
+    assert!(d.must_divert(&key));
+    tokio::time::sleep(lease * 2).await;
+    let now = tokio::time::Instant::now();
+    // The same mark, seen a while ago: no wait left.
+    assert!(d.ack_not_before(&key, Some(e1), now) < now + lease);
+    // Drained and cleared, then made again: a new epoch, and a whole lease to wait.
+    let run = receive(&*q, 10).await;
+    q.ack(&run).await.unwrap();
+    let again = q
+        .enqueue_ordered(&[body("e", 1)], &[Some(key.clone())], Duration::ZERO)
+        .await
+        .unwrap();
+    let e2 = again.epochs[0].1;
+    assert_ne!(e1, e2, "a mark made again has a new epoch");
+    let now = tokio::time::Instant::now();
+    assert!(d.ack_not_before(&key, Some(e2), now) >= now + lease);
+    assert!(
+        d.ack_not_before(&key, None, now) >= now + lease,
+        "not known: a whole lease"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

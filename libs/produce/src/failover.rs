@@ -76,15 +76,16 @@ pub fn record_of(env: &Envelope) -> Result<Record, RecordError> {
     })
 }
 
-/// Stores the record in the failover queue and acknowledges it from there. When the
-/// queue fails too, the record is not acknowledged.
+/// Stores the record in the failover queue and acknowledges it from there, with the
+/// epoch of its ordered partition's mark. When the queue fails too, the record is not
+/// acknowledged.
 pub(crate) async fn fail_over(
     queue: &Enqueuer,
     rec: Record,
     message_id: &str,
     kafka_error: &RecordError,
     order: Option<String>,
-) -> Result<Acked, RecordError> {
+) -> Result<(Acked, Option<i64>), RecordError> {
     let traced = crate::attempt::has_traceparent(&rec);
     let mut env = envelope_of(rec, message_id, kafka_error);
     // The retry worker continues the trace from the envelope's headers.
@@ -102,11 +103,14 @@ pub(crate) async fn fail_over(
     let body = envelope::encode(&env);
     drop(env);
     match queue.enqueue_ordered(body, order).instrument(span).await {
-        Ok(entry_id) => Ok(Acked::Failover {
-            backend: queue.backend().to_string(),
-            queue: queue.queue_name().to_string(),
-            entry_id,
-        }),
+        Ok((entry_id, epoch)) => Ok((
+            Acked::Failover {
+                backend: queue.backend().to_string(),
+                queue: queue.queue_name().to_string(),
+                entry_id,
+            },
+            epoch,
+        )),
         // The queue may hold the record: say so, since UNAVAILABLE promises it does not.
         Err(e) if e.may_hold() => Err(RecordError::new(
             ErrorCode::DeadlineExceeded,

@@ -471,15 +471,16 @@ impl Writer {
                         // partition is marked. Every gateway's lease read before the mark
                         // was visible runs out before the answer, so that the client's next
                         // record (or its resend of this one), at any gateway, is diverted.
-                        let marked = match &acked {
-                            Ok(_) => true,
-                            Err(e) => e.code == ErrorCode::DeadlineExceeded,
+                        let (marked, epoch) = match &acked {
+                            Ok((_, epoch)) => (true, *epoch),
+                            Err(e) => (e.code == ErrorCode::DeadlineExceeded, None),
                         };
                         if let (true, Some(key), Some(diverts)) = (marked, &order, &self.diverts) {
-                            let at = diverts.ack_not_before(key, tokio::time::Instant::now());
+                            let at =
+                                diverts.ack_not_before(key, epoch, tokio::time::Instant::now());
                             tokio::time::sleep_until(at).await;
                         }
-                        acked
+                        acked.map(|(ack, _)| ack)
                     }
                     None => Err(e),
                 },

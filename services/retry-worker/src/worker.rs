@@ -273,6 +273,7 @@ impl Worker {
         let mut decisions = self.write_ready(prepared).await;
         keep_runs_in_place(&batch, &mut decisions);
         let mut acks = Vec::new();
+        let mut rest = Vec::new();
         // Ordered partitions whose run stopped: behind its first entry that goes back,
         // the run's entries need no update of their own (the receive leases a partition
         // by its head, and takes the run again whole), unless they carry a new body.
@@ -288,11 +289,25 @@ impl Worker {
                     stopped.push(key.clone());
                 }
             }
+            match decision {
+                Decision::Ack(_) => acks.push(leased),
+                other => rest.push((leased, other)),
+            }
+        }
+        // Acknowledged first, while this worker still holds the runs' partitions: an
+        // ordered entry is deleted only under its partition's lease.
+        if !acks.is_empty() {
+            let n = acks.len() as u64;
+            match self.queue.ack(&acks).await {
+                Ok(()) => self.metrics.count("delivered", n),
+                // Already in Kafka; the entries come back and are written again (duplicates,
+                // which consumers remove with dedup).
+                Err(e) => tracing::warn!(error = %e, "ack failed; entries will be redelivered"),
+            }
+        }
+        for (leased, decision) in rest {
             let result = match decision {
-                Decision::Ack(_) => {
-                    acks.push(leased);
-                    continue;
-                }
+                Decision::Ack(_) => unreachable!("acknowledged above"),
                 Decision::Later(body, delay) => {
                     self.metrics.count(
                         if body.is_some() {
@@ -312,15 +327,6 @@ impl Worker {
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, entry = %leased.entry_id, "queue update failed; the entry returns when its lease ends");
-            }
-        }
-        if !acks.is_empty() {
-            let n = acks.len() as u64;
-            match self.queue.ack(&acks).await {
-                Ok(()) => self.metrics.count("delivered", n),
-                // Already in Kafka; the entries come back and are written again (duplicates,
-                // which consumers remove with dedup).
-                Err(e) => tracing::warn!(error = %e, "ack failed; entries will be redelivered"),
             }
         }
     }
