@@ -19,7 +19,9 @@ pub mod fuzz;
 pub mod stack;
 pub mod torture;
 
-pub use stack::{start_worker, topology_sees_brokers, GatewayStack, Worker};
+pub use stack::{
+    send_until_acked, start_worker, topology_sees_brokers, Acked, GatewayStack, Worker,
+};
 
 /// The production binary the harnesses run as processes: `BALLAST_BIN`, or `ballast`
 /// beside this binary (both are built into the same `target/` directory).

@@ -195,3 +195,41 @@ pub async fn topology_sees_brokers(
     served.await??;
     Ok(())
 }
+
+/// Where a record's acknowledgement came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acked {
+    Kafka,
+    Queue,
+}
+
+/// Sends one record and waits for its acknowledgement, sending it again (same message
+/// id) `pause` after a retryable error, as a client that writes a key's values one after
+/// another does; a record still unacknowledged at `give_up` is an error, as is any
+/// other answer.
+pub async fn send_until_acked(
+    client: &mut IngestClient<tonic::transport::Channel>,
+    rec: pb::Record,
+    pause: Duration,
+    give_up: std::time::Instant,
+) -> anyhow::Result<Acked> {
+    loop {
+        let res = client
+            .produce(pb::ProduceRequest {
+                records: vec![rec.clone()],
+            })
+            .await?
+            .into_inner()
+            .results;
+        match res.first().and_then(|r| r.outcome.as_ref()) {
+            Some(pb::record_result::Outcome::Kafka(_)) => return Ok(Acked::Kafka),
+            Some(pb::record_result::Outcome::Failover(_)) => return Ok(Acked::Queue),
+            Some(pb::record_result::Outcome::Error(e))
+                if e.retryable && std::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(pause).await;
+            }
+            other => anyhow::bail!("{} not acknowledged: {other:?}", rec.message_id),
+        }
+    }
+}

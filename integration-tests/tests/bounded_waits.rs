@@ -11,12 +11,11 @@ use ballast_failover::envelope;
 use ballast_failover::{FailoverBackend, FailoverConfig, FailoverQueue, SqlQueue, SqsConfig};
 use ballast_proto::common::v1::Code;
 use ballast_proto::ingest::v1 as pb;
-use ballast_testkit::deps::{require_postgres, unique, Moto};
+use ballast_testkit::deps::{hostport, require_postgres, unique, Moto};
 use ballast_testkit::fault_proxy::{Fault, FaultProxy};
 use ballast_testkit::record;
 use sqlx::Connection;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -27,16 +26,6 @@ const RECORD_DEADLINE: Duration = Duration::from_secs(1);
 const BOUND: Duration = Duration::from_millis(4500);
 /// Room for a loaded machine.
 const SLACK: Duration = Duration::from_secs(2);
-
-fn hostport(url: &str) -> SocketAddr {
-    let rest = url.split("://").nth(1).expect("scheme");
-    let rest = rest.rsplit('@').next().expect("host");
-    let hp = rest.split('/').next().expect("host:port");
-    std::net::ToSocketAddrs::to_socket_addrs(hp)
-        .expect("resolvable")
-        .next()
-        .expect("an address")
-}
 
 async fn gateway(
     failover: FailoverConfig,

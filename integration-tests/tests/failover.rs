@@ -810,3 +810,63 @@ async fn a_flapping_broker_dead_letters_nothing() -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir).ok();
     Ok(())
 }
+
+/// A worker that starts during a partition's outage learns the partition's leader as soon
+/// as it returns: a topic whose records the health gate holds back is kept in the
+/// periodic metadata refresh (`kafka.metadata_refresh_interval`), not left for the full
+/// refresh (here ten minutes away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_during_an_outage_delivers_soon_after_recovery() -> anyhow::Result<()> {
+    let (cfg, dir) = sqlite();
+    let stack = gateway_with(cfg.clone()).await?;
+    let target = 2;
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), PARTITIONS as usize) == target)
+        .unwrap();
+    let leader = stack.leader_of("fo", target).expect("leader");
+    stack.cluster.partition_leader("fo", target, None).await?;
+    stack.handle.refresh_metadata().await?;
+    let mut rec = record("fo", Some(&key), "held");
+    rec.message_id = "held-1".into();
+    let results = stack.produce(vec![rec]).await?;
+    assert!(
+        matches!(
+            results[0].outcome,
+            Some(pb::record_result::Outcome::Failover(_))
+        ),
+        "{results:?}"
+    );
+
+    // The worker's first (full) refresh sees the partition leaderless; the next full
+    // one is ten minutes away.
+    let worker = start_worker(&stack, cfg, |w| {
+        w.kafka.metadata_refresh_interval = Duration::from_millis(300);
+        w.kafka.metadata_full_refresh_interval = Duration::from_secs(600);
+    })
+    .await?;
+    let mut admin = RetryAdminClient::connect(format!("http://{}", worker.admin)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = admin.stats(rpb::StatsRequest {}).await?.into_inner();
+    assert_eq!(
+        (stats.depth, stats.dead_letters),
+        (1, 0),
+        "held back while leaderless: {stats:?}"
+    );
+
+    stack
+        .cluster
+        .partition_leader("fo", target, Some(leader))
+        .await?;
+    let bootstrap = stack.cluster.bootstrap_servers().to_string();
+    let landed = tokio::task::spawn_blocking(move || {
+        consume_all(&bootstrap, "fo", 1, Duration::from_secs(20))
+    })
+    .await??;
+    assert_eq!(landed.len(), 1, "delivered within 20 s of recovery");
+    assert_eq!(landed[0].message_id.as_deref(), Some("held-1"));
+    assert_eq!(landed[0].partition, target);
+    drained_without_dead_letters(&worker).await?;
+    std::fs::remove_dir_all(dir).ok();
+    Ok(())
+}

@@ -6,18 +6,19 @@
 //! writes directly again as soon as the partition recovers.
 
 use ballast_balancer::partition_for_key;
-use ballast_dev::{start_worker, GatewayStack};
+use ballast_dev::{send_until_acked, start_worker, Acked as Via, GatewayStack};
 use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
 use ballast_gateway::{Gateway, GatewayConfig, LocalGateway};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use ballast_testkit::deps::{require_postgres, unique};
+use ballast_testkit::deps::{hostport, require_postgres, unique};
 use ballast_testkit::{consume_all, record};
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "profiles";
 const PARTITIONS: i32 = 3;
 const LEASE: Duration = Duration::from_millis(500);
+const RECORD_DEADLINE: Duration = Duration::from_secs(1);
 
 fn postgres() -> FailoverConfig {
     FailoverConfig {
@@ -42,7 +43,7 @@ fn tune(c: &mut GatewayConfig, failover: &FailoverConfig, ordered: bool) {
     c.failover = failover.clone();
     c.ordering = ordering(ordered);
     c.kafka.write_timeout = Duration::from_millis(500);
-    c.limits.record_deadline = Duration::from_secs(1);
+    c.limits.record_deadline = RECORD_DEADLINE;
 }
 
 /// A second gateway on the stack's cluster and queue.
@@ -61,34 +62,31 @@ async fn another_gateway(
     Ok(local)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Kafka,
-    Queue,
+/// Waits until the gateway's unlabelled gauge `name` reads `want`.
+async fn wait_gauge(admin: std::net::SocketAddr, name: &str, want: i64) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = ballast_testkit::http_get(admin, "/metrics").await?;
+        let got: Option<i64> = page.lines().find_map(|l| {
+            let (series, value) = l.split_once(' ')?;
+            (series == name).then(|| value.trim().parse().ok())?
+        });
+        if got == Some(want) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < end, "{name} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Writes one value of `key` and waits for its acknowledgement, resending on a
 /// retryable error, as a client that writes a key's values one after another does.
 async fn write(addr: std::net::SocketAddr, key: &str, value: usize) -> anyhow::Result<Via> {
     let mut client = IngestClient::connect(format!("http://{addr}")).await?;
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut rec = record(TOPIC, Some(key), &value.to_string());
-        rec.message_id = format!("{key}-{value}");
-        let res = client
-            .produce(pb::ProduceRequest { records: vec![rec] })
-            .await?
-            .into_inner()
-            .results;
-        match &res[0].outcome {
-            Some(pb::record_result::Outcome::Kafka(_)) => return Ok(Via::Kafka),
-            Some(pb::record_result::Outcome::Failover(_)) => return Ok(Via::Queue),
-            Some(pb::record_result::Outcome::Error(e)) if e.retryable && Instant::now() < end => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => anyhow::bail!("{key}={value} not acknowledged: {other:?}"),
-        }
-    }
+    let mut rec = record(TOPIC, Some(key), &value.to_string());
+    rec.message_id = format!("{key}-{value}");
+    let give_up = Instant::now() + Duration::from_secs(30);
+    send_until_acked(&mut client, rec, Duration::from_millis(100), give_up).await
 }
 
 fn key_on(partition: i32) -> String {
@@ -135,6 +133,8 @@ struct Run {
     /// How each value was acknowledged, by phase.
     outage: Vec<Via>,
     after_recovery_no_worker: Vec<Via>,
+    /// How long each of those took to be acknowledged.
+    after_recovery_took: Vec<Duration>,
     /// Values written once the worker runs, until one went directly to Kafka.
     until_direct: usize,
     in_kafka: Vec<usize>,
@@ -159,6 +159,14 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
     for v in 10..20 {
         outage.push(write(stack.addr, &key, v).await?);
     }
+    if ordered {
+        wait_gauge(
+            stack.admin_addr,
+            "ballast_gateway_ordering_diverted_partitions",
+            1,
+        )
+        .await?;
+    }
     stack
         .cluster
         .partition_leader(TOPIC, target, Some(leader))
@@ -166,9 +174,12 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
     stack.handle.refresh_metadata().await?;
     let b = another_gateway(&stack, &failover, ordered).await?;
     let mut after = Vec::new();
+    let mut took = Vec::new();
     for v in 20..25 {
         let addr = if v % 2 == 0 { b.addr } else { stack.addr };
+        let start = Instant::now();
         after.push(write(addr, &key, v).await?);
+        took.push(start.elapsed());
     }
     let _worker = start_worker(&stack, failover.clone(), |w| {
         w.ordering = ordering(ordered);
@@ -195,6 +206,7 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
     Ok(Run {
         outage,
         after_recovery_no_worker: after,
+        after_recovery_took: took,
         until_direct,
         in_kafka,
     })
@@ -216,6 +228,15 @@ async fn a_key_keeps_its_order_through_failover_at_every_gateway() -> anyhow::Re
             .all(|v| *v == Via::Queue),
         "sticky divert: {:?}",
         run.after_recovery_no_worker
+    );
+    // With no worker draining, each was held half its deadline, waiting for the divert to
+    // end, before it went to the queue.
+    assert!(
+        run.after_recovery_took
+            .iter()
+            .all(|t| *t >= RECORD_DEADLINE / 2),
+        "held for half the deadline: {:?}",
+        run.after_recovery_took
     );
     let last = *run.in_kafka.last().expect("values in kafka");
     let max = run.in_kafka.iter().copied().max().unwrap();
@@ -257,16 +278,6 @@ async fn unordered_topics_write_directly_as_soon_as_the_partition_recovers() -> 
     Ok(())
 }
 
-fn hostport(url: &str) -> std::net::SocketAddr {
-    let rest = url.split("://").nth(1).expect("scheme");
-    let rest = rest.rsplit('@').next().expect("host");
-    let hp = rest.split('/').next().expect("host:port");
-    std::net::ToSocketAddrs::to_socket_addrs(hp)
-        .expect("resolvable")
-        .next()
-        .expect("an address")
-}
-
 /// The price of ordering: a gateway that cannot read the diverted partitions for a lease
 /// sends ordered fixed-partition records to the queue, and with the queue down too they
 /// get a retryable UNAVAILABLE although Kafka is healthy; unkeyed records still go to
@@ -295,7 +306,9 @@ async fn ordered_writes_depend_on_the_failover_database() -> anyhow::Result<()> 
     let mut rec = record(TOPIC, Some(&key), "1");
     rec.message_id = "cut-1".into();
     let unkeyed = record(TOPIC, None, "unkeyed");
+    let start = Instant::now();
     let res = stack.produce(vec![rec, unkeyed]).await?;
+    let took = start.elapsed();
     let e = ballast_testkit::record_error(&res[0])
         .unwrap_or_else(|| panic!("acknowledged without the database: {:?}", res[0]));
     assert_eq!(
@@ -313,14 +326,18 @@ async fn ordered_writes_depend_on_the_failover_database() -> anyhow::Result<()> 
         "unkeyed records do not depend on it: {:?}",
         res[1]
     );
+    // Held half its deadline for a clean read of the marks, then refused by the queue.
+    assert!(took >= RECORD_DEADLINE / 2, "answered after {took:?}");
 
     assert_eq!(stack.handle.ordering_lease_held(), Some(false));
+    wait_gauge(stack.admin_addr, "ballast_gateway_ordering_lease_lost", 1).await?;
     proxy.set(Fault::None);
     let end = Instant::now() + Duration::from_secs(20);
     while stack.handle.ordering_lease_held() != Some(true) {
         anyhow::ensure!(Instant::now() < end, "the lease was never renewed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_gauge(stack.admin_addr, "ballast_gateway_ordering_lease_lost", 0).await?;
     assert_eq!(
         write(stack.addr, &key, 2).await?,
         Via::Kafka,

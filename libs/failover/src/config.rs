@@ -31,6 +31,12 @@ impl FailoverBackend {
             FailoverBackend::Postgres => "postgres",
         }
     }
+
+    /// Whether the backend keeps each ordered partition's order (`ordering: partition`):
+    /// the SQL backends do; a standard SQS queue does not.
+    pub fn keeps_order(self) -> bool {
+        matches!(self, FailoverBackend::Sqlite | FailoverBackend::Postgres)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -86,14 +86,14 @@ impl OrderingConfig {
     }
 
     /// Refuses an ordered topic on a backend `backend` that cannot keep order.
-    pub fn validate(&self, backend: &str, keeps_order: bool) -> Result<(), QueueError> {
+    pub fn validate(&self, backend: crate::FailoverBackend) -> Result<(), QueueError> {
         if self.lease < Duration::from_millis(100) {
             return Err(QueueError::Config(format!(
                 "ordering.lease must be at least 100ms, got {:?}",
                 self.lease
             )));
         }
-        if keeps_order || !self.any_ordered() {
+        if backend.keeps_order() || !self.any_ordered() {
             return Ok(());
         }
         let which = if self.default == TopicOrdering::Partition {
@@ -108,11 +108,12 @@ impl OrderingConfig {
             format!("ordering.topics sets partition for {}", topics.join(", "))
         };
         Err(QueueError::Config(format!(
-            "{which}, but the {backend} failover queue cannot keep a partition's order (a standard SQS \
+            "{which}, but the {} failover queue cannot keep a partition's order (a standard SQS \
              queue delivers in no order; SQS FIFO queues are not supported yet). Either use a \
              failover queue that keeps order (backend: postgres, or sqlite when embedded), or set \
              `ordering.default: none` (or `ordering.topics.<topic>: none`) for the topics that \
-             may lose order through failover"
+             may lose order through failover",
+            backend.name()
         )))
     }
 }
@@ -203,15 +204,21 @@ impl Diverts {
         }
     }
 
-    /// Refreshes every half lease until the task is aborted.
-    pub fn spawn_refresher(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Refreshes every half lease until the task is aborted, calling `observe` after
+    /// each read, whatever its outcome (the gateway's gauges).
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        observe: impl Fn(&Diverts) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.cfg.lease / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
             loop {
                 tick.tick().await;
-                match self.refresh().await {
+                let read = self.refresh().await;
+                observe(&self);
+                match read {
                     Ok(_) if failing => {
                         failing = false;
                         tracing::info!("reading the diverted partitions again");

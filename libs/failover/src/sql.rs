@@ -195,20 +195,31 @@ impl SqlQueue {
         marked.dedup();
         let mut epochs = Vec::with_capacity(marked.len());
         for key in marked {
-            let epoch: i64 = sqlx::query_scalar(
-                "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
-                 ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1 \
-                 RETURNING epoch",
-            )
-            .bind(&self.queue)
-            .bind(key)
-            .bind(new_epoch())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            let epoch = self.mark_diverted(&mut tx, key).await?;
             epochs.push((key.to_string(), epoch));
         }
         Ok((tx, OrderedIds { ids, epochs }))
+    }
+
+    /// Marks the ordered partition `key` diverted, or bumps its mark's generation, in an
+    /// open transaction; returns the mark's epoch. A transaction that marks several
+    /// partitions marks them in key order.
+    async fn mark_diverted(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        key: &str,
+    ) -> Result<i64, QueueError> {
+        sqlx::query_scalar(
+            "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1 \
+             RETURNING epoch",
+        )
+        .bind(&self.queue)
+        .bind(key)
+        .bind(new_epoch())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)
     }
 
     /// Gives back the ordered partition `key` if it is leased under `token` (its run's
@@ -551,6 +562,8 @@ impl SqlQueue {
         };
         let now = now_ms();
         let mut last = after;
+        // The redriven ordered entries' partitions, marked after their rows in key order.
+        let mut marked = std::collections::BTreeSet::new();
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(unavailable)?;
             last = last.max(id);
@@ -581,16 +594,7 @@ impl SqlQueue {
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                    sqlx::query(
-                        "INSERT INTO ballast_failover_diverts (queue, part_key, gen, epoch) VALUES ($1, $2, 1, $3) \
-                         ON CONFLICT (queue, part_key) DO UPDATE SET gen = ballast_failover_diverts.gen + 1",
-                    )
-                    .bind(&self.queue)
-                    .bind(key.as_str())
-                    .bind(new_epoch())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                    marked.insert(key);
                 }
                 _ => {
                     sqlx::query(
@@ -610,6 +614,9 @@ impl SqlQueue {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+        }
+        for key in &marked {
+            self.mark_diverted(&mut tx, key).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok((rows.len() as u64, last))

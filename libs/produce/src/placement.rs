@@ -214,14 +214,13 @@ impl Placement {
         (n > 0).then(|| ballast_balancer::partition_for_key(key, n))
     }
 
-    /// Keeps `topic`'s metadata fresh from now on (the periodic refresh reads the topics
-    /// in use), as if a record had been written to it.
-    pub(crate) fn mark_in_use(&self, topic: &str) {
-        self.balancer().touch(topic);
-    }
-
-    pub(crate) fn could_place(&self, req: &PickRequest<'_>) -> bool {
-        self.balancer().could_place(req, Instant::now())
+    /// Whether the balancer could place `req` now. It also keeps the topic's metadata
+    /// fresh from now on (the periodic refresh reads the topics in use), as if a record
+    /// had been written to it; one lock for both.
+    pub(crate) fn could_place_in_use(&self, req: &PickRequest<'_>) -> bool {
+        let mut b = self.balancer();
+        b.touch(req.topic);
+        b.could_place(req, Instant::now())
     }
 
     pub(crate) fn pick(&self, req: &PickRequest<'_>, now: Instant) -> Result<Pick, PickError> {

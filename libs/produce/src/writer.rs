@@ -159,8 +159,10 @@ impl Writer {
     pub fn record_writable(&self, rec: &Record) -> bool {
         // A record held back for its partition's health keeps the topic's metadata fresh,
         // so that it is not held past the partition's recovery until a full refresh.
-        self.placement.mark_in_use(&rec.topic);
-        self.cluster_reachable() && self.placement.could_place(&rec.pick_request(&[], true))
+        let in_use = self
+            .placement
+            .could_place_in_use(&rec.pick_request(&[], true));
+        self.cluster_reachable() && in_use
     }
 
     /// Whether the cluster says `topic` does not exist (on a healthy metadata answer).

@@ -119,6 +119,18 @@ pub fn require_postgres() -> String {
     url
 }
 
+/// The socket address of a URL's host and port (`scheme://[user@]host:port/...`), for
+/// putting a fault proxy in front of a dependency. Panics on a URL without one.
+pub fn hostport(url: &str) -> std::net::SocketAddr {
+    let rest = url.split("://").nth(1).expect("a URL with a scheme");
+    let rest = rest.rsplit('@').next().expect("a host");
+    let hp = rest.split('/').next().expect("host:port");
+    std::net::ToSocketAddrs::to_socket_addrs(hp)
+        .unwrap_or_else(|e| panic!("{hp} does not resolve: {e}"))
+        .next()
+        .unwrap_or_else(|| panic!("{hp} has no address"))
+}
+
 /// A unique name for a test's queue, table prefix or key prefix.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), next_suffix())

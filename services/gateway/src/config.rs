@@ -224,10 +224,7 @@ impl GatewayConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.failover.backend != FailoverBackend::None {
             self.ordering
-                .validate(
-                    self.failover.backend.name(),
-                    self.failover.backend != FailoverBackend::Sqs,
-                )
+                .validate(self.failover.backend)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.failover.backend == ballast_failover::FailoverBackend::Sqs

@@ -27,6 +27,8 @@ pub struct GatewayMetrics {
     pub latency: Family<OutcomeLabels, Histogram>,
     pub topology_connected: Gauge,
     pub topology_updates: Counter,
+    pub ordering_lease_lost: Gauge,
+    pub ordering_diverted_partitions: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -44,6 +46,8 @@ impl GatewayMetrics {
             latency: family(Family::new_with_constructor(latency_histogram)),
             topology_connected: Gauge::default(),
             topology_updates: Counter::default(),
+            ordering_lease_lost: Gauge::default(),
+            ordering_diverted_partitions: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("ballast_gateway");
         r.register(
@@ -65,6 +69,16 @@ impl GatewayMetrics {
             "topology_updates",
             "Topology snapshots applied",
             m.topology_updates.clone(),
+        );
+        r.register(
+            "ordering_lease_lost",
+            "1 while this gateway's last read of the diverted partitions is older than ordering.lease, so that its fixed-partition records of ordered topics go to the failover queue; 0 otherwise, and without ordered topics",
+            m.ordering_lease_lost.clone(),
+        );
+        r.register(
+            "ordering_diverted_partitions",
+            "Ordered partitions this gateway sends to the failover queue because they are diverted (its last read of the queue's marks, and its own enqueues since)",
+            m.ordering_diverted_partitions.clone(),
         );
         let write = WriteMetrics::register(r);
         (m, write)

@@ -233,7 +233,13 @@ impl Gateway {
             })
         };
         let refresher = writer.spawn_refresher(self.config.kafka.metadata_refresh_interval);
-        let divert_refresher = divert_reader.map(Diverts::spawn_refresher);
+        let divert_refresher = divert_reader.map(|d| {
+            let m = self.metrics.clone();
+            d.spawn_refresher(move |d| {
+                m.ordering_lease_lost.set(i64::from(!d.lease_held()));
+                m.ordering_diverted_partitions.set(d.count() as i64);
+            })
+        });
 
         let topology = self.config.topology.endpoint.clone().map(|endpoint| {
             crate::topology::spawn_watcher(

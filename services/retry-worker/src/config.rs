@@ -156,10 +156,7 @@ impl WorkerConfig {
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.ordering
-            .validate(
-                self.failover.backend.name(),
-                self.failover.backend != FailoverBackend::Sqs,
-            )
+            .validate(self.failover.backend)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.breaker

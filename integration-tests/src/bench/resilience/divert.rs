@@ -36,28 +36,16 @@ async fn write(
     key: &str,
     n: usize,
 ) -> anyhow::Result<bool> {
-    loop {
-        let rec = pb::Record {
-            topic: TOPIC.into(),
-            key: Some(key.as_bytes().to_vec().into()),
-            value: n.to_string().into_bytes().into(),
-            message_id: format!("p9-{key}-{n}"),
-            ..Default::default()
-        };
-        let res = client
-            .produce(pb::ProduceRequest { records: vec![rec] })
-            .await?
-            .into_inner()
-            .results;
-        match &res[0].outcome {
-            Some(pb::record_result::Outcome::Kafka(_)) => return Ok(true),
-            Some(pb::record_result::Outcome::Failover(_)) => return Ok(false),
-            Some(pb::record_result::Outcome::Error(e)) if e.retryable => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            other => anyhow::bail!("P9: {key} not acknowledged: {other:?}"),
-        }
-    }
+    let rec = pb::Record {
+        topic: TOPIC.into(),
+        key: Some(key.as_bytes().to_vec().into()),
+        value: n.to_string().into_bytes().into(),
+        message_id: format!("p9-{key}-{n}"),
+        ..Default::default()
+    };
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let acked = crate::send_until_acked(client, rec, Duration::from_millis(20), give_up).await?;
+    Ok(acked == crate::Acked::Kafka)
 }
 
 async fn run(
