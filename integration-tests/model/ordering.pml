@@ -108,6 +108,26 @@
  *   BUG_NO_WAIT_ON_UNKNOWN_ENQUEUE after an enqueue whose outcome is unknown, the
  *                                  gateway answers the error at once, without the wait
  *
+ * SQS_FIFO: the design for an SQS FIFO queue with its marks in S3 (ARCHITECTURE.md,
+ * "Not built: SQS"), not built yet. What changes:
+ * - an enqueue is two steps: the mark's bump (a conditional put) and then the send. A
+ *   send that fails, or whose outcome is unknown, leaves a bumped mark behind; the
+ *   gateway can also die between the two (RESTARTS), and then nothing is sent;
+ * - the queue is the partition's lease, as FIFO hands out no message of a group while one
+ *   is in flight: the receive is the same as above;
+ * - there is no transaction to clear the mark in. A barrier does: while no enqueue is
+ *   between its bump and its send (the mark has not been bumped for
+ *   failover.write_timeout and a margin), a worker may send a barrier, an entry that
+ *   carries the mark's generation, into the group (BARRIERS of them per run, one live at
+ *   a time). A bump makes every barrier in the queue stale (its generation is not the
+ *   mark's). A worker that receives a barrier deletes it with the run's delivered prefix
+ *   and then, in a second call that it can die before, deletes the mark if no bump came
+ *   since (the conditional delete on the mark's ETag);
+ * - the SQL clear at the end of a run is gone.
+ * Its broken variant, which spin must reject:
+ *   BUG_BARRIER_WITHOUT_SETTLE     a worker sends a barrier while an enqueue is between
+ *                                  its bump and its send
+ *
  * A known window of the implementation, off by default and not run by check.sh (spin
  * rejects both properties with it; see docs/src/proving.md):
  *   RESTART_IN_ACK_WAIT  a gateway dies after its enqueue committed (or may have) and
@@ -121,7 +141,14 @@
 #ifndef N
 #define N 3                  /* values 1..N for key K */
 #endif
+#ifdef SQS_FIFO
+#define MAXIDS 8             /* queue entry ids 0..MAXIDS-1, barriers included */
+#ifndef BARRIERS
+#define BARRIERS 1           /* check.sh --deep runs 2 */
+#endif
+#else
 #define MAXIDS 6             /* queue entry ids 0..MAXIDS-1 */
+#endif
 #define G 2                  /* gateways */
 #define NONE 255
 
@@ -170,6 +197,14 @@ byte nextid;
 bool mark;                          /* P's divert mark */
 bool bumped[3];                     /* bumped[w]: an enqueue has bumped the mark's generation
                                        since worker w's receive (false while w is idle) */
+#ifdef SQS_FIFO
+bool pending;                       /* an enqueue is between its bump and its send */
+byte isbar;                         /* ids that are barriers */
+byte bstale;                        /* barriers a bump came after */
+bool bfresh[3];                     /* bfresh[w]: worker w deleted a barrier that no bump
+                                       has come after, and has not cleared the mark yet */
+byte barriers = BARRIERS;
+#endif
 
 /* Worker leases: leased[w] is the ids leased by worker w (1, 2); leased[0] those held
  * by dead workers, until they expire. busy[w]: between its receive and its delete. */
@@ -224,6 +259,9 @@ inline renumber() {
           od;
           ev[MAXIDS - 1] = 0; att[MAXIDS - 1] = 0; scratch = 0;
           present = present >> 1; dead = dead >> 1; nextid--
+#ifdef SQS_FIFO
+          ; isbar = isbar >> 1; bstale = bstale >> 1
+#endif
        :: present == 0 -> nextid = 0; break
        :: else -> break
        od
@@ -237,6 +275,20 @@ inline store(v) {
     ev[nextid] = v; present = present | bit(nextid); nextid++;
     mark = true; bumped[1] = busy[1]; bumped[2] = busy[2]
 }
+
+#ifdef SQS_FIFO
+/* SQS: the mark's bump (made, or its generation raised), before the send. */
+inline bump() {
+    mark = true; pending = true;
+    bstale = bstale | isbar; bfresh[1] = false; bfresh[2] = false
+}
+
+/* SQS: the send, after the bump. */
+inline send(v) {
+    assert(nextid < MAXIDS);
+    ev[nextid] = v; present = present | bit(nextid); nextid++
+}
+#endif
 
 /* Once its enqueue has answered (or may have committed), the gateway sets its local
  * divert and its ack wait starts: note every "P clean" snapshot read before it. */
@@ -274,6 +326,7 @@ active proctype Client() {
     byte g;
     bool queued;                   /* the send's enqueue may have committed: the ack wait is on */
     bool unknown;                  /* its outcome is unknown: the wait ends in an error */
+    bool bumped_mine;              /* SQS: its bump is made, its send not yet */
     do
     :: atomic {    /* send v to either gateway */
            v <= N && serving == NONE ->
@@ -292,8 +345,24 @@ active proctype Client() {
            :: else                                                        /* diverted */
            fi
        }
-    :: atomic { serving != NONE && !queued && queue_faults > 0 ->
+    :: atomic { serving != NONE && !queued && !bumped_mine && queue_faults > 0 ->
                 queue_faults--; serving = NONE; g = 0 }     /* enqueue fails: retryable error */
+#ifdef SQS_FIFO
+    /* SQS: the bump, then the send, in two steps. */
+    :: atomic { serving != NONE && !queued && !bumped_mine -> bump(); bumped_mine = true }
+    :: atomic { bumped_mine && queue_faults > 0 -> queue_faults--;   /* the send fails */
+                pending = false; bumped_mine = false; serving = NONE; g = 0 }
+    :: atomic { bumped_mine && unknown_enqueues > 0 -> unknown_enqueues--;
+                if :: send(v) :: skip fi;                   /* sent, or not */
+                pending = false; bumped_mine = false;
+                divert(g); queued = true; unknown = true }
+    :: atomic { bumped_mine -> send(v); pending = false; bumped_mine = false;
+                divert(g); queued = true }
+    :: atomic { bumped_mine && restarts > 0 -> restarts--;   /* dies between the two */
+                pending = false; bumped_mine = false;
+                valid[g] = false; saw[g] = false; ldiv[g] = false;
+                serving = NONE; g = 0 }
+#else
     :: atomic { serving != NONE && !queued && unknown_enqueues > 0 -> unknown_enqueues--;
                 if :: store(v) :: skip fi;                  /* committed, or not */
                 divert(g);
@@ -311,6 +380,7 @@ active proctype Client() {
                 queued = true
 #endif
        }
+#endif
     :: atomic { queued -> ack_wait();
                 if
                 :: unknown -> unknown = false               /* retryable error: v is resent */
@@ -393,6 +463,13 @@ end:
        :: id == MAXIDS -> break
        :: id < MAXIDS ->
           if
+#ifdef SQS_FIFO
+          :: atomic { (isbar & bit(id)) != 0 ->                           /* a barrier: */
+                      if :: !failed -> done = done | bit(id) :: else fi;  /* nothing to write */
+                      id++; next_in_run(id, rmask) }
+          :: (isbar & bit(id)) == 0 ->
+          if
+#endif
           :: atomic { append(ev[id]);
                       if :: !failed -> done = done | bit(id) :: else fi;
                       id++; next_in_run(id, rmask) }
@@ -405,6 +482,9 @@ end:
                       worker_crashes--; crash(w);                         /* dies holding the lease, */
                       crashed = true; id = MAXIDS }                       /* part of the run written */
           fi
+#ifdef SQS_FIFO
+          fi
+#endif
        od;
        if
        :: crashed -> atomic { crashed = false; failed = false; rmask = 0; done = 0; id = 0 }
@@ -435,21 +515,48 @@ end:
                  fi
               :: else
               fi;
+#ifdef SQS_FIFO
+              /* a barrier that no bump came after was deleted: the mark may go, next */
+              bfresh[w] = (done & isbar & ~bstale) != 0;
+              isbar = isbar & ~done; bstale = bstale & ~done;
+#else
               if
               :: mark && !bumped[w] && present == 0 && dead == 0 -> mark = false
               :: else
               fi;
+#endif
               failed = false; rmask = 0; done = 0; id = 0; bumped[w] = false;
               renumber()
           }
+#ifdef SQS_FIFO
+          ;
+          /* the mark's conditional delete, a call of its own: it fails if a bump came */
+          if
+          :: atomic { bfresh[w] -> mark = false; bfresh[w] = false }
+          :: atomic { bfresh[w] && worker_crashes > 0 -> worker_crashes--; bfresh[w] = false }
+          :: !bfresh[w] -> skip
+          fi
+#endif
        fi
     od
 }
 
-/* A dead worker's lease expires; the operator redrives a dead letter, in place. */
+/* A dead worker's lease expires; the operator redrives a dead letter, in place; under
+ * SQS_FIFO, a worker sends a barrier. */
 active proctype Environment() {
 end:
     do
+#ifdef SQS_FIFO
+#ifdef BUG_BARRIER_WITHOUT_SETTLE
+    :: atomic { mark && barriers > 0 && (isbar & present & ~bstale) == 0 ->
+#else
+    :: atomic { mark && !pending && barriers > 0 && (isbar & present & ~bstale) == 0 ->
+#endif
+                barriers--;
+                assert(nextid < MAXIDS);
+                ev[nextid] = 0; isbar = isbar | bit(nextid); present = present | bit(nextid);
+                nextid++ }
+#endif
     :: atomic { leased[0] != 0 -> leased[0] = 0; renumber() }
     :: atomic { dead != 0 ->
                 scratch = 0;

@@ -307,8 +307,23 @@ async fn ordered_writes_depend_on_the_failover_database() -> anyhow::Result<()> 
     rec.message_id = "cut-1".into();
     let unkeyed = record(TOPIC, None, "unkeyed");
     let start = Instant::now();
-    let res = stack.produce(vec![rec, unkeyed]).await?;
+    // A quarter of the deadline in, the held record still holds its in-flight bytes.
+    let held_bytes = async {
+        tokio::time::sleep(RECORD_DEADLINE / 4).await;
+        let page = ballast_testkit::http_get(stack.admin_addr, "/metrics").await?;
+        anyhow::Ok(page.lines().find_map(|l| {
+            let (series, value) = l.split_once(' ')?;
+            (series == "ballast_gateway_inflight_bytes")
+                .then(|| value.trim().parse::<i64>().ok())?
+        }))
+    };
+    let (res, held_bytes) = tokio::join!(stack.produce(vec![rec, unkeyed]), held_bytes);
+    let (res, held_bytes) = (res?, held_bytes?);
     let took = start.elapsed();
+    assert!(
+        held_bytes.is_some_and(|b| b > 0),
+        "in-flight bytes while held: {held_bytes:?}"
+    );
     let e = ballast_testkit::record_error(&res[0])
         .unwrap_or_else(|| panic!("acknowledged without the database: {:?}", res[0]));
     assert_eq!(

@@ -204,21 +204,15 @@ impl Diverts {
         }
     }
 
-    /// Refreshes every half lease until the task is aborted, calling `observe` after
-    /// each read, whatever its outcome (the gateway's gauges).
-    pub fn spawn_refresher(
-        self: Arc<Self>,
-        observe: impl Fn(&Diverts) + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Refreshes every half lease until the task is aborted.
+    pub fn spawn_refresher(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.cfg.lease / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
             loop {
                 tick.tick().await;
-                let read = self.refresh().await;
-                observe(&self);
-                match read {
+                match self.refresh().await {
                     Ok(_) if failing => {
                         failing = false;
                         tracing::info!("reading the diverted partitions again");

@@ -270,13 +270,15 @@ impl SqlQueue {
 
     /// Clears the divert marks of `keys` that hold nothing and are not leased (after a
     /// purge), in an open transaction. The mark's row is locked first, so an enqueue
-    /// either committed before (its entry is seen) or waits for this one.
+    /// either committed before (its entry is seen) or waits for this one. The marks are
+    /// taken in key order, as every transaction that locks marks takes them.
     async fn clear_idle(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         keys: &[String],
     ) -> Result<(), QueueError> {
         let lock = if self.postgres { " FOR UPDATE" } else { "" };
+        let keys: std::collections::BTreeSet<&String> = keys.iter().collect();
         for key in keys {
             let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT gen FROM ballast_failover_diverts WHERE queue = $1 AND part_key = $2{lock}"

@@ -72,12 +72,12 @@ impl GatewayMetrics {
         );
         r.register(
             "ordering_lease_lost",
-            "1 while this gateway's last read of the diverted partitions is older than ordering.lease, so that its fixed-partition records of ordered topics go to the failover queue; 0 otherwise, and without ordered topics",
+            "1 while this gateway holds no read of the diverted partitions younger than ordering.lease (none yet, or the reads fail or are slow), so that its fixed-partition records of ordered topics go to the failover queue; 0 otherwise, and without ordered topics. Sampled every tenth of the lease",
             m.ordering_lease_lost.clone(),
         );
         r.register(
             "ordering_diverted_partitions",
-            "Ordered partitions this gateway sends to the failover queue because they are diverted (its last read of the queue's marks, and its own enqueues since)",
+            "Ordered partitions this gateway sends to the failover queue because they are diverted (its last read of the queue's marks, and its own enqueues since). Sampled every tenth of ordering.lease",
             m.ordering_diverted_partitions.clone(),
         );
         let write = WriteMetrics::register(r);

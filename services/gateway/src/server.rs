@@ -233,13 +233,21 @@ impl Gateway {
             })
         };
         let refresher = writer.spawn_refresher(self.config.kafka.metadata_refresh_interval);
-        let divert_refresher = divert_reader.map(|d| {
+        // The ordering gauges follow the lease as it runs out between reads (a slow
+        // read, one that fails), not only as each read ends: sampled every tenth of it.
+        let divert_gauges = divert_reader.clone().map(|d| {
             let m = self.metrics.clone();
-            d.spawn_refresher(move |d| {
-                m.ordering_lease_lost.set(i64::from(!d.lease_held()));
-                m.ordering_diverted_partitions.set(d.count() as i64);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(d.config().lease / 10);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    m.ordering_lease_lost.set(i64::from(!d.lease_held()));
+                    m.ordering_diverted_partitions.set(d.count() as i64);
+                }
             })
         });
+        let divert_refresher = divert_reader.map(Diverts::spawn_refresher);
 
         let topology = self.config.topology.endpoint.clone().map(|endpoint| {
             crate::topology::spawn_watcher(
@@ -288,7 +296,7 @@ impl Gateway {
         writer.begin_shutdown();
         first.abort();
         refresher.abort();
-        if let Some(t) = divert_refresher {
+        for t in [divert_refresher, divert_gauges].into_iter().flatten() {
             t.abort();
         }
         if let Some(t) = topology {
