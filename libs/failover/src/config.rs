@@ -32,8 +32,9 @@ impl FailoverBackend {
         }
     }
 
-    /// Whether the backend keeps each ordered partition's order (`ordering: partition`):
-    /// the SQL backends do; a standard SQS queue does not.
+    /// Whether the backend keeps each ordered partition's order (`ordering: partition`)
+    /// whatever its settings: the SQL backends do; SQS does only with a FIFO queue (see
+    /// [`FailoverConfig::keeps_order`]).
     pub fn keeps_order(self) -> bool {
         matches!(self, FailoverBackend::Sqlite | FailoverBackend::Postgres)
     }
@@ -109,6 +110,16 @@ impl Default for FailoverConfig {
 }
 
 impl FailoverConfig {
+    /// Whether this queue keeps each ordered partition's order: the SQL backends, and SQS
+    /// with FIFO queues (`.fifo` names) and an offload bucket for the divert marks.
+    pub fn keeps_order(&self) -> bool {
+        self.backend.keeps_order()
+            || (self.backend == FailoverBackend::Sqs
+                && crate::sqs::is_fifo(&self.sqs.queue)
+                && crate::sqs::is_fifo(&self.sqs.dlq)
+                && self.sqs.offload.enabled())
+    }
+
     pub fn validate(&self) -> Result<(), QueueError> {
         let bad = |m: &str| Err(QueueError::Config(m.to_string()));
         if self.pending_limit == 0 || self.concurrent_batches == 0 || self.pending_bytes == 0 {

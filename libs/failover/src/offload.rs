@@ -165,6 +165,16 @@ impl Offload {
         }
     }
 
+    /// The divert marks of `queue`'s ordered partitions, under this bucket and prefix.
+    pub(crate) fn marks(&self, queue: &str) -> crate::sqs::marks::Marks {
+        crate::sqs::marks::Marks::new(
+            self.client.clone(),
+            self.bucket.clone(),
+            self.prefix.clone(),
+            queue,
+        )
+    }
+
     /// Whether `body` goes to S3.
     pub fn wants(&self, body: &[u8]) -> bool {
         body.len() > self.threshold

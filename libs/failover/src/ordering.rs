@@ -85,15 +85,15 @@ impl OrderingConfig {
         (self.lease / 20).max(Duration::from_millis(10))
     }
 
-    /// Refuses an ordered topic on a backend `backend` that cannot keep order.
-    pub fn validate(&self, backend: crate::FailoverBackend) -> Result<(), QueueError> {
+    /// Refuses an ordered topic on a failover queue that cannot keep order.
+    pub fn validate(&self, failover: &crate::FailoverConfig) -> Result<(), QueueError> {
         if self.lease < Duration::from_millis(100) {
             return Err(QueueError::Config(format!(
                 "ordering.lease must be at least 100ms, got {:?}",
                 self.lease
             )));
         }
-        if backend.keeps_order() || !self.any_ordered() {
+        if failover.keeps_order() || !self.any_ordered() {
             return Ok(());
         }
         let which = if self.default == TopicOrdering::Partition {
@@ -109,11 +109,12 @@ impl OrderingConfig {
         };
         Err(QueueError::Config(format!(
             "{which}, but the {} failover queue cannot keep a partition's order (a standard SQS \
-             queue delivers in no order; SQS FIFO queues are not supported yet). Either use a \
-             failover queue that keeps order (backend: postgres, or sqlite when embedded), or set \
-             `ordering.default: none` (or `ordering.topics.<topic>: none`) for the topics that \
-             may lose order through failover",
-            backend.name()
+             queue delivers in no order). Either use a failover queue that keeps order (an SQS \
+             FIFO queue: failover.sqs.queue and failover.sqs.dlq both ending in .fifo, with \
+             failover.sqs.offload.bucket set for the divert marks; or backend: postgres, or \
+             sqlite when embedded), or set `ordering.default: none` (or \
+             `ordering.topics.<topic>: none`) for the topics that may lose order through failover",
+            failover.backend.name()
         )))
     }
 }

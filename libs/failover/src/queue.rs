@@ -204,6 +204,12 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Background upkeep a retry worker runs every `ordering.lease` (on SQS FIFO: the
+    /// barriers that clear drained partitions' divert marks). Nothing for most backends.
+    async fn maintain(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// Leases up to `max` visible entries for `lease`, waiting up to `wait` for some.
     /// An ordered partition is leased whole, to one caller at a time: its head run (its
     /// first entries in enqueue order), only when its first entry is visible and it has

@@ -224,7 +224,7 @@ impl GatewayConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.failover.backend != FailoverBackend::None {
             self.ordering
-                .validate(self.failover.backend)
+                .validate(&self.failover)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.failover.backend == ballast_failover::FailoverBackend::Sqs

@@ -156,7 +156,7 @@ impl WorkerConfig {
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.ordering
-            .validate(self.failover.backend)
+            .validate(&self.failover)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.breaker

@@ -104,6 +104,20 @@ pub async fn run(
     let runners: Vec<_> = (0..config.retry.runner_count)
         .map(|_| tokio::spawn(worker.clone().run(host.stop_signal())))
         .collect();
+    // Upkeep the queue asks for (SQS FIFO: the barriers that end drained diverts).
+    let upkeep = {
+        let (queue, every) = (queue.clone(), config.ordering.lease);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = queue.maintain().await {
+                    tracing::warn!(error = %e, "failover queue upkeep failed; tried again in one ordering.lease");
+                }
+            }
+        })
+    };
     let stats = tokio::spawn(publish_stats(
         queue.clone(),
         metrics,
@@ -139,6 +153,7 @@ pub async fn run(
         tracing::warn!("shutdown grace elapsed; unfinished entries return when their leases end");
     }
     stats.abort();
+    upkeep.abort();
     refresher.abort();
     let flush = writer.clone();
     tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5)))

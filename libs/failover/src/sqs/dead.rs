@@ -80,7 +80,10 @@ impl<'a> DeadPages<'a> {
         }
     }
 
-    pub(super) async fn next(&mut self, q: &SqsQueue) -> Result<Option<Vec<Leased>>, QueueError> {
+    pub(super) async fn next(
+        &mut self,
+        q: &SqsQueue,
+    ) -> Result<Option<Vec<(Leased, receive::Attrs)>>, QueueError> {
         loop {
             if !self.all && self.found >= self.ids.len() {
                 return Ok(None);
@@ -89,10 +92,11 @@ impl<'a> DeadPages<'a> {
             if page.is_empty() {
                 return Ok(None);
             }
-            let (chosen, passed): (Vec<Leased>, Vec<Leased>) = page
+            let (chosen, passed): (Vec<_>, Vec<_>) = page
                 .into_iter()
-                .partition(|l| self.all || self.ids.contains(&l.entry_id));
-            self.passed.extend(passed.into_iter().map(|l| l.receipt));
+                .partition(|(l, _)| self.all || self.ids.contains(&l.entry_id));
+            self.passed
+                .extend(passed.into_iter().map(|(l, _)| l.receipt));
             self.found += chosen.len();
             if !chosen.is_empty() {
                 return Ok(Some(chosen));
@@ -107,20 +111,20 @@ impl SqsQueue {
         &self,
         limit: usize,
         hide: Duration,
-    ) -> Result<Vec<Leased>, QueueError> {
+    ) -> Result<Vec<(Leased, receive::Attrs)>, QueueError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for _ in 0..limit.div_ceil(MAX_ENTRIES) + 2 {
             // A short long-poll: short polls may miss messages that are there.
             let got = self
-                .receive_from(&self.dlq_url, MAX_ENTRIES, Duration::from_secs(1), hide)
+                .receive_with(&self.dlq_url, MAX_ENTRIES, Duration::from_secs(1), hide)
                 .await?;
             if got.is_empty() {
                 break;
             }
-            for l in got {
+            for (l, a) in got {
                 if seen.insert(l.entry_id.clone()) && out.len() < limit {
-                    out.push(l);
+                    out.push((l, a));
                 }
             }
             if out.len() >= limit {

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod dead;
+mod fifo;
+pub(crate) mod marks;
 mod receive;
 mod send;
 
@@ -123,6 +125,15 @@ pub struct SqsQueue {
     /// none through its API).
     seen: SeenAges,
     seen_dead: SeenAges,
+    /// Both queues are FIFO (names ending in `.fifo`): ordered partitions keep their
+    /// order, with their divert marks in `marks` (see [`fifo`]).
+    fifo: bool,
+    marks: Option<marks::Marks>,
+}
+
+/// Whether an SQS queue name (or URL) names a FIFO queue.
+pub fn is_fifo(name_or_url: &str) -> bool {
+    name_or_url.ends_with(".fifo")
 }
 
 /// SQS counts delays in whole seconds; a positive delay is never rounded down to none.
@@ -217,7 +228,17 @@ impl SqsQueue {
             dlq_retention: Duration::ZERO,
             seen: SeenAges::new(SEEN_FOR),
             seen_dead: SeenAges::new(SEEN_FOR),
+            fifo: is_fifo(&cfg.queue),
+            marks: None,
         };
+        if is_fifo(&cfg.queue) != is_fifo(&cfg.dlq) {
+            return Err(QueueError::Config(format!(
+                "failover.sqs.queue ({}) and failover.sqs.dlq ({}) must both be FIFO queues \
+                 (names ending in .fifo) or both standard: a dead letter of an ordered \
+                 partition keeps its group",
+                cfg.queue, cfg.dlq
+            )));
+        }
         q.queue_url = q.resolve(&cfg.queue, cfg.create_queues).await?;
         q.dlq_url = q.resolve(&cfg.dlq, cfg.create_queues).await?;
         q.retention = q
@@ -226,6 +247,9 @@ impl SqsQueue {
         q.dlq_retention = q
             .retention_of("failover.sqs.dlq", &q.dlq_url, cfg.min_retention)
             .await?;
+        if q.fifo {
+            q.marks = q.offload.as_ref().map(|o| o.marks(&q.queue_url));
+        }
         Ok(q)
     }
 
@@ -294,14 +318,18 @@ impl SqsQueue {
         }
         self.count();
         if create {
+            let mut attributes = std::collections::HashMap::from([(
+                QueueAttributeName::MessageRetentionPeriod,
+                SQS_MAX_RETENTION.as_secs().to_string(),
+            )]);
+            if is_fifo(name_or_url) {
+                attributes.insert(QueueAttributeName::FifoQueue, "true".into());
+            }
             let created = self
                 .client
                 .create_queue()
                 .queue_name(name_or_url)
-                .attributes(
-                    QueueAttributeName::MessageRetentionPeriod,
-                    SQS_MAX_RETENTION.as_secs().to_string(),
-                )
+                .set_attributes(Some(attributes))
                 .send()
                 .await;
             match created {
@@ -385,12 +413,54 @@ impl FailoverQueue for SqsQueue {
         self.send_batches(&self.queue_url, bodies, delay).await
     }
 
+    async fn enqueue_ordered(
+        &self,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+    ) -> Result<OrderedIds, QueueError> {
+        if !self.fifo && order.iter().any(Option::is_some) {
+            return Err(QueueError::Config(format!(
+                "the standard SQS queue {} does not keep order (ordering: partition): use a \
+                 FIFO queue (failover.sqs.queue and dlq ending in .fifo, with \
+                 failover.sqs.offload.bucket)",
+                self.queue_url
+            )));
+        }
+        self.fifo_enqueue(bodies, order, delay).await
+    }
+
+    async fn diverted(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let Some(marks) = &self.marks else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(String, i64)> = marks
+            .read_all()
+            .await?
+            .into_iter()
+            .map(|(k, r)| (k, r.mark.epoch))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn keeps_order(&self) -> bool {
+        self.fifo && self.marks.is_some()
+    }
+
+    async fn maintain(&self) -> Result<(), QueueError> {
+        self.sweep().await
+    }
+
     async fn receive(
         &self,
         max: usize,
         wait: Duration,
         lease: Duration,
     ) -> Result<Vec<Leased>, QueueError> {
+        if self.fifo {
+            return self.fifo_receive(max, wait, lease).await;
+        }
         self.receive_from(&self.queue_url, max, wait, lease).await
     }
 
@@ -404,6 +474,9 @@ impl FailoverQueue for SqsQueue {
         new_body: Option<Vec<u8>>,
         delay: Duration,
     ) -> Result<(), QueueError> {
+        if self.fifo {
+            return self.fifo_retry_later(entry, new_body, delay).await;
+        }
         match new_body {
             // A new body means a new message: send it delayed, then drop the old one.
             Some(body) => {
@@ -449,6 +522,20 @@ impl FailoverQueue for SqsQueue {
         if let Some((_, size)) = &out.offloaded {
             req = req.message_attributes(SIZE_ATTRIBUTE, number_attr(*size as u64)?);
         }
+        if self.fifo {
+            // Each copy its own group: the dead-letter queue keeps no order. An ordered
+            // copy names its partition and the head it copies, which stays held in the
+            // queue (see `fifo`).
+            let id = uuid::Uuid::now_v7().to_string();
+            req = req
+                .message_group_id(id.clone())
+                .message_deduplication_id(id);
+            if let Some(key) = &entry.order {
+                req = req
+                    .message_attributes(fifo::ORDER, string_attr(key)?)
+                    .message_attributes(fifo::HEAD, string_attr(&entry.entry_id)?);
+            }
+        }
         self.count();
         match req.send().await {
             Ok(sent) => {
@@ -464,6 +551,9 @@ impl FailoverQueue for SqsQueue {
                 }
                 return Err(e);
             }
+        }
+        if let (true, Some(key)) = (self.fifo, &entry.order) {
+            return self.fifo_dead_head(entry, key).await;
         }
         self.delete_from(&self.queue_url, std::slice::from_ref(entry))
             .await
@@ -507,7 +597,10 @@ impl FailoverQueue for SqsQueue {
         let peeked = self
             .peek_dead(page_size.clamp(1, 100), Duration::from_secs(1))
             .await?;
-        Ok((peeked.iter().map(dead_letter_of).collect(), String::new()))
+        Ok((
+            peeked.iter().map(|(l, _)| dead_letter_of(l)).collect(),
+            String::new(),
+        ))
     }
 
     async fn redrive(&self, ids: &[String], all: bool) -> Result<u64, QueueError> {
@@ -517,7 +610,12 @@ impl FailoverQueue for SqsQueue {
         let mut total = 0;
         let done = async {
             while let Some(chosen) = pages.next(self).await? {
-                total += self.redrive_entries(&chosen).await?;
+                total += if self.fifo {
+                    self.fifo_settle_dead(&chosen, true).await?
+                } else {
+                    let plain: Vec<Leased> = chosen.into_iter().map(|(l, _)| l).collect();
+                    self.redrive_entries(&plain).await?
+                };
             }
             Ok(())
         }
@@ -531,8 +629,13 @@ impl FailoverQueue for SqsQueue {
         let mut total = 0;
         let done = async {
             while let Some(chosen) = pages.next(self).await? {
-                self.delete_from(&self.dlq_url, &chosen).await?;
-                total += chosen.len() as u64;
+                total += if self.fifo {
+                    self.fifo_settle_dead(&chosen, false).await?
+                } else {
+                    let plain: Vec<Leased> = chosen.into_iter().map(|(l, _)| l).collect();
+                    self.delete_from(&self.dlq_url, &plain).await?;
+                    plain.len() as u64
+                };
             }
             Ok(())
         }

@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// What a FIFO message's own attributes say besides its body (see [`super::fifo`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Attrs {
+    /// A barrier's `epoch/gen`.
+    pub barrier: Option<String>,
+    /// Unix ms before which the entry is not to be handed out.
+    pub visible_at: Option<i64>,
+    /// A dead-letter copy's entry in the queue (the partition's held head).
+    pub head: Option<String>,
+}
+
 impl SqsQueue {
     pub(super) async fn receive_from(
         &self,
@@ -10,6 +21,22 @@ impl SqsQueue {
         wait: Duration,
         lease: Duration,
     ) -> Result<Vec<Leased>, QueueError> {
+        Ok(self
+            .receive_with(url, max, wait, lease)
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect())
+    }
+
+    /// As `receive_from`, with each message's FIFO attributes.
+    pub(super) async fn receive_with(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<(Leased, Attrs)>, QueueError> {
         self.count();
         let out = self
             .client
@@ -32,6 +59,18 @@ impl SqsQueue {
             if let Some(sent) = attr(MessageSystemAttributeName::SentTimestamp) {
                 self.seen_for(url).note(&entry_id, sent);
             }
+            let text = |k: &str| {
+                m.message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(k))
+                    .and_then(|v| v.string_value.clone())
+            };
+            let order = text(super::fifo::ORDER).filter(|_| self.fifo);
+            let extra = Attrs {
+                barrier: text(super::fifo::BARRIER),
+                visible_at: text(super::fifo::VISIBLE_AT).and_then(|v| v.parse().ok()),
+                head: text(super::fifo::HEAD),
+            };
             let raw = m.body.unwrap_or_default();
             let pointer = m
                 .message_attributes
@@ -61,16 +100,20 @@ impl SqsQueue {
                     Err(_) => (raw.into_bytes(), None),
                 },
             };
-            leased.push(Leased {
-                order: None,
-                entry_id,
-                receipt: m.receipt_handle.unwrap_or_default(),
-                body,
-                deliveries: attr(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1)
-                    as u32,
-                enqueued_at_unix_ms: attr(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
-                offloaded,
-            });
+            leased.push((
+                Leased {
+                    order,
+                    entry_id,
+                    receipt: m.receipt_handle.unwrap_or_default(),
+                    body,
+                    deliveries: attr(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .unwrap_or(1) as u32,
+                    enqueued_at_unix_ms: attr(MessageSystemAttributeName::SentTimestamp)
+                        .unwrap_or(0),
+                    offloaded,
+                },
+                extra,
+            ));
         }
         Ok(leased)
     }

@@ -142,15 +142,34 @@ impl SqsQueue {
     }
 
     pub(super) fn entry(
+        &self,
         i: usize,
         body: &[u8],
         out: &Outgoing,
         delay: Duration,
+        order: Option<&str>,
     ) -> Result<SendMessageBatchRequestEntry, QueueError> {
         let mut b = SendMessageBatchRequestEntry::builder()
             .id(format!("m{i}"))
-            .message_body(out.text.clone())
-            .delay_seconds(ceil_secs(delay).min(MAX_DELAY_SECS) as i32);
+            .message_body(out.text.clone());
+        if self.fifo {
+            // A FIFO queue refuses a per-message delay: the receive applies it
+            // (`VISIBLE_AT`). An ordered entry's group is its partition; any other entry
+            // gets a group of its own, so it holds nothing back.
+            let id = uuid::Uuid::now_v7().to_string();
+            b = b
+                .message_group_id(order.map_or(id.clone(), fifo::group_of))
+                .message_deduplication_id(id);
+            if let Some(order) = order {
+                b = b.message_attributes(fifo::ORDER, string_attr(order)?);
+            }
+            if !delay.is_zero() {
+                let at = now_ms() + delay.as_millis() as i64;
+                b = b.message_attributes(fifo::VISIBLE_AT, number_attr(at as u64)?);
+            }
+        } else {
+            b = b.delay_seconds(ceil_secs(delay).min(MAX_DELAY_SECS) as i32);
+        }
         if let Some((_, size)) = &out.offloaded {
             b = b.message_attributes(SIZE_ATTRIBUTE, number_attr(*size as u64)?);
         }
@@ -163,18 +182,42 @@ impl SqsQueue {
         b.build().map_err(err)
     }
 
-    /// Sends bodies in sub-batches of what fits one `SendMessageBatch`, all within
-    /// `failover.write_timeout`. A sub-batch that fails stops the rest, which are never
-    /// sent; each body's fate is reported (see [`QueueError::Partial`]). The S3 object of
-    /// a body whose message may have landed is kept: deleting it would turn the message
-    /// into a false "body lost" dead letter.
+    /// As [`Self::send_ordered`], with no ordered body.
     pub(super) async fn send_batches(
         &self,
         url: &str,
         bodies: &[Vec<u8>],
         delay: Duration,
     ) -> Result<Vec<String>, QueueError> {
+        self.send_ordered(url, bodies, &vec![None; bodies.len()], delay)
+            .await
+    }
+
+    /// Sends bodies in sub-batches of what fits one `SendMessageBatch`, all within
+    /// `failover.write_timeout`. A sub-batch that fails stops the rest, which are never
+    /// sent; each body's fate is reported (see [`QueueError::Partial`]). The S3 object of
+    /// a body whose message may have landed is kept: deleting it would turn the message
+    /// into a false "body lost" dead letter.
+    pub(super) async fn send_ordered(
+        &self,
+        url: &str,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
+        self.send_until(url, bodies, order, delay, deadline).await
+    }
+
+    /// As [`Self::send_ordered`], by `deadline`.
+    pub(super) async fn send_until(
+        &self,
+        url: &str,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<String>, QueueError> {
         let outgoing = self.outgoing_all(bodies, deadline).await?;
         let mut fates: Vec<Fate> = Vec::with_capacity(bodies.len());
         let mut failure = None;
@@ -205,6 +248,7 @@ impl SqsQueue {
                     url,
                     &bodies[start..end],
                     &outgoing[start..end],
+                    &order[start..end],
                     start,
                     delay,
                 ),
@@ -276,14 +320,16 @@ impl SqsQueue {
         url: &str,
         bodies: &[Vec<u8>],
         outgoing: &[Outgoing],
+        order: &[Option<String>],
         first: usize,
         delay: Duration,
     ) -> Result<Vec<String>, (QueueError, Vec<(usize, String)>)> {
         let entries = bodies
             .iter()
             .zip(outgoing)
+            .zip(order)
             .enumerate()
-            .map(|(i, (b, o))| Self::entry(first + i, b, o, delay))
+            .map(|(i, ((b, o), k))| self.entry(first + i, b, o, delay, k.as_deref()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| (e, Vec::new()))?;
         self.count();

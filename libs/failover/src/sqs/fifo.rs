@@ -1,0 +1,452 @@
+//! Ordered partitions on an SQS FIFO queue (both queues' names end in `.fifo`). Each
+//! ordered partition is a message group (`MessageGroupId` = `topic/partition`), which
+//! SQS hands to one receiver at a time, in send order. Its divert lives in an S3 mark
+//! (see [`super::marks`]): every ordered enqueue bumps the mark before it sends, and a
+//! mark is cleared only by a *barrier*, a message the sweep sends into the group once no
+//! enqueue of the mark's generation can still land (`failover.write_timeout` and a
+//! margin after the last bump). A barrier that reaches the head of its group, with the
+//! mark still at its generation, means every earlier entry has reached Kafka: the mark
+//! goes, and the gateways write the partition directly again.
+//!
+//! A FIFO entry keeps its place only while its message is never replaced, so an ordered
+//! entry's attempts live in the mark, and a dead-lettered head stays in the queue, held
+//! in flight (which stops its group), with a copy in the dead-letter queue; redrive shows
+//! it again, purge deletes it. The design, and where it departs from the model, is in
+//! ARCHITECTURE.md ("Ordered failover on SQS FIFO").
+
+use super::marks::{DeadHead, HeadAttempts, Mark};
+use super::receive::Attrs;
+use super::*;
+
+/// The message attribute that carries an ordered entry's partition.
+pub(super) const ORDER: &str = "order";
+/// Unix ms before which the entry is not to be handed out (FIFO queues take no
+/// per-message delay).
+pub(super) const VISIBLE_AT: &str = "visible_at";
+/// A barrier's `epoch/gen`.
+pub(super) const BARRIER: &str = "barrier";
+/// On a dead-letter copy: the message id of the held head it copies.
+pub(super) const HEAD: &str = "head_entry";
+
+/// Past `failover.write_timeout` after a mark's last bump, this margin covers the clocks
+/// of the bumping gateway and the sweeping worker.
+pub(super) const BARRIER_MARGIN: Duration = Duration::from_secs(1);
+/// A barrier that did not settle its mark (lost, or its mark bumped since) is sent again
+/// after this long.
+pub(super) const RESEND: Duration = Duration::from_secs(300);
+/// How long a dead head is held in flight: SQS's longest visibility timeout, renewed
+/// whenever it comes back.
+const HOLD_SECS: i32 = MAX_VISIBILITY_SECS as i32;
+
+/// A partition's message group: its key, or the key's last 128 characters (SQS's limit).
+pub(super) fn group_of(key: &str) -> String {
+    let n = key.chars().count();
+    key.chars().skip(n.saturating_sub(128)).collect()
+}
+
+impl SqsQueue {
+    fn marks_or_refuse(&self) -> Result<&super::marks::Marks, QueueError> {
+        self.marks.as_ref().ok_or_else(|| {
+            QueueError::Config(format!(
+                "ordered entries on SQS need a FIFO queue (failover.sqs.queue and dlq ending in \
+                 .fifo, this is {}) and failover.sqs.offload.bucket for the divert marks",
+                self.queue_url
+            ))
+        })
+    }
+
+    /// Bumps each ordered partition's mark, then sends, all within
+    /// `failover.write_timeout`. A mark that cannot be bumped sends nothing.
+    pub(super) async fn fifo_enqueue(
+        &self,
+        bodies: &[Vec<u8>],
+        order: &[Option<String>],
+        delay: Duration,
+    ) -> Result<OrderedIds, QueueError> {
+        if order.iter().all(Option::is_none) {
+            return Ok(OrderedIds {
+                ids: self.send_batches(&self.queue_url, bodies, delay).await?,
+                epochs: Vec::new(),
+            });
+        }
+        let marks = self.marks_or_refuse()?;
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let mut keys: Vec<&str> = order.iter().flatten().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let now = now_ms();
+        let bumps = futures::future::join_all(keys.iter().map(|k| marks.bump(k, now)));
+        let epochs = match tokio::time::timeout_at(deadline, bumps).await {
+            Ok(results) => keys
+                .iter()
+                .zip(results)
+                .map(|(k, r)| r.map(|e| (k.to_string(), e)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    QueueError::Unavailable(format!(
+                        "divert mark not bumped ({e}); nothing was sent"
+                    ))
+                })?,
+            Err(_) => {
+                return Err(QueueError::Unavailable(format!(
+                "divert marks not bumped within {:?} (failover.write_timeout); nothing was sent",
+                self.write_timeout
+            )))
+            }
+        };
+        let ids = self
+            .send_until(&self.queue_url, bodies, order, delay, deadline)
+            .await?;
+        Ok(OrderedIds { ids, epochs })
+    }
+
+    async fn set_visibility(&self, url: &str, receipt: &str, secs: i32) -> Result<(), QueueError> {
+        self.count();
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs.clamp(0, MAX_VISIBILITY_SECS as i32))
+            .send()
+            .await
+            .map_err(err_sdk)?;
+        Ok(())
+    }
+
+    /// A receive from the FIFO queue: barriers are settled or put back, entries not yet
+    /// due are hidden until they are, a dead head is held again, and a head's attempts are
+    /// put back in its envelope. Behind any of these, the group's later messages of the
+    /// batch are made visible again, unhanded.
+    pub(super) async fn fifo_receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let got = self.receive_with(&self.queue_url, max, wait, lease).await?;
+        let Some(marks) = &self.marks else {
+            return Ok(got.into_iter().map(|(l, _)| l).collect());
+        };
+        let mut keys: Vec<String> = got.iter().filter_map(|(l, _)| l.order.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let reads = futures::future::join_all(keys.iter().map(|k| marks.get(k))).await;
+        let mut read: std::collections::HashMap<String, Option<super::marks::Read>> =
+            Default::default();
+        // A group whose mark cannot be read is left in flight: its lease ends it.
+        let mut stopped: Vec<String> = Vec::new();
+        for (k, r) in keys.into_iter().zip(reads) {
+            match r {
+                Ok(r) => {
+                    read.insert(k, r);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %k, error = %e, "divert mark unreadable; its entries wait for their lease");
+                    stopped.push(k);
+                }
+            }
+        }
+        let mut first_seen: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        let now = now_ms();
+        for (mut l, a) in got {
+            let first = match &l.order {
+                Some(k) if !first_seen.contains(k) => {
+                    first_seen.push(k.clone());
+                    true
+                }
+                _ => false,
+            };
+            if l.order.as_ref().is_some_and(|k| stopped.contains(k)) {
+                if !first {
+                    // Behind a message held here: back at once, unhanded (its group
+                    // stays stopped by the message held).
+                    self.set_visibility(&self.queue_url, &l.receipt, 0).await?;
+                }
+                continue;
+            }
+            if let Some(b) = &a.barrier {
+                // Never handed out; what follows it in the batch was enqueued after it.
+                self.settle_barrier(&l, b, first, read.get(l.order.as_deref().unwrap_or("")))
+                    .await?;
+                continue;
+            }
+            if let Some(at) = a.visible_at.filter(|at| *at > now) {
+                let secs = ((at - now) as u64).div_ceil(1000) as i32;
+                self.set_visibility(&self.queue_url, &l.receipt, secs)
+                    .await?;
+                if let Some(k) = &l.order {
+                    stopped.push(k.clone());
+                }
+                continue;
+            }
+            if let Some(k) = l.order.clone() {
+                let mark = read.get(&k).and_then(|r| r.as_ref()).map(|r| &r.mark);
+                if let Some(dead) = mark.and_then(|m| m.dead.as_ref()) {
+                    if dead.entry == l.entry_id {
+                        self.hold_dead_head(&k, &l).await?;
+                        stopped.push(k);
+                        continue;
+                    }
+                    // The dead head is gone from the queue (purged): the mark forgets it.
+                    marks
+                        .update(&k, |m| {
+                            let m = m?;
+                            m.dead.as_ref()?;
+                            Some(Mark {
+                                dead: None,
+                                ..m.clone()
+                            })
+                        })
+                        .await?;
+                }
+                if let Some(at) = mark
+                    .and_then(|m| m.attempts.as_ref())
+                    .filter(|at| at.entry == l.entry_id)
+                {
+                    if let Ok(mut env) = envelope::decode(&l.body) {
+                        env.attempt = at.attempt;
+                        env.last_error = at.last_error.clone();
+                        l.body = envelope::encode(&env);
+                    }
+                }
+            }
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// A barrier at the head of its group clears its mark when the mark is still at the
+    /// barrier's generation (no enqueue since) and holds no dead letter; it is deleted
+    /// either way. A barrier behind other messages of the batch goes back.
+    async fn settle_barrier(
+        &self,
+        l: &Leased,
+        barrier: &str,
+        first: bool,
+        read: Option<&Option<super::marks::Read>>,
+    ) -> Result<(), QueueError> {
+        if !first {
+            return self.set_visibility(&self.queue_url, &l.receipt, 0).await;
+        }
+        let (Some(marks), Some(key)) = (&self.marks, &l.order) else {
+            return self
+                .delete_from(&self.queue_url, std::slice::from_ref(l))
+                .await;
+        };
+        if let Some(Some(r)) = read {
+            let m = &r.mark;
+            if barrier == format!("{}/{}", m.epoch, m.gen)
+                && m.dead.is_none()
+                && marks.delete(key, &r.etag).await?
+            {
+                tracing::info!(partition = %key, "ordered partition drained: divert cleared");
+            }
+        }
+        self.delete_from(&self.queue_url, std::slice::from_ref(l))
+            .await
+    }
+
+    /// Holds a dead head in flight again and keeps its receipt in the mark.
+    async fn hold_dead_head(&self, key: &str, l: &Leased) -> Result<(), QueueError> {
+        self.set_visibility(&self.queue_url, &l.receipt, HOLD_SECS)
+            .await?;
+        let marks = self.marks_or_refuse()?;
+        marks
+            .update(key, |m| {
+                let m = m?;
+                (m.dead.as_ref()?.entry == l.entry_id).then(|| Mark {
+                    dead: Some(DeadHead {
+                        entry: l.entry_id.clone(),
+                        receipt: l.receipt.clone(),
+                    }),
+                    ..m.clone()
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `retry_later` on the FIFO queue: the message stays (it keeps its place); an
+    /// ordered entry's new attempt count goes to its mark, an unordered entry's new body
+    /// is sent again.
+    pub(super) async fn fifo_retry_later(
+        &self,
+        entry: &Leased,
+        new_body: Option<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let secs = ceil_secs(delay).min(MAX_VISIBILITY_SECS) as i32;
+        match (new_body, &entry.order, &self.marks) {
+            (None, _, _) => {
+                self.set_visibility(&self.queue_url, &entry.receipt, secs)
+                    .await
+            }
+            (Some(body), Some(key), Some(marks)) => {
+                let env = envelope::decode(&body)
+                    .map_err(|e| QueueError::Invalid(format!("retry body: {e}")))?;
+                marks
+                    .update(key, |m| {
+                        m.map(|m| Mark {
+                            attempts: Some(HeadAttempts {
+                                entry: entry.entry_id.clone(),
+                                attempt: env.attempt,
+                                last_error: env.last_error.clone(),
+                            }),
+                            ..m.clone()
+                        })
+                    })
+                    .await?;
+                self.set_visibility(&self.queue_url, &entry.receipt, secs)
+                    .await
+            }
+            (Some(body), _, _) => {
+                self.send_batches(&self.queue_url, &[body], delay).await?;
+                self.delete_from(&self.queue_url, std::slice::from_ref(entry))
+                    .await
+            }
+        }
+    }
+
+    /// An ordered dead letter: a copy goes to the dead-letter queue (with the head's id),
+    /// the mark records the head, and the head is held in flight, stopping its group.
+    pub(super) async fn fifo_dead_head(&self, entry: &Leased, key: &str) -> Result<(), QueueError> {
+        let marks = self.marks_or_refuse()?;
+        marks
+            .update(key, |m| {
+                Some(Mark {
+                    dead: Some(DeadHead {
+                        entry: entry.entry_id.clone(),
+                        receipt: entry.receipt.clone(),
+                    }),
+                    attempts: None,
+                    ..m.cloned().unwrap_or_else(|| Mark {
+                        epoch: super::marks::new_epoch(),
+                        gen: 1,
+                        bumped_at: now_ms(),
+                        ..Mark::default()
+                    })
+                })
+            })
+            .await?;
+        self.set_visibility(&self.queue_url, &entry.receipt, HOLD_SECS)
+            .await
+    }
+
+    /// Redrives or purges FIFO dead letters: an ordered copy's head is shown again
+    /// (redrive, under its own id, first in its group) or deleted (purge), and its mark
+    /// forgets it; then the copy goes.
+    pub(super) async fn fifo_settle_dead(
+        &self,
+        chosen: &[(Leased, Attrs)],
+        redrive: bool,
+    ) -> Result<u64, QueueError> {
+        let mut plain = Vec::new();
+        for (l, a) in chosen {
+            let (Some(key), Some(head), Some(marks)) = (&l.order, &a.head, &self.marks) else {
+                plain.push(l.clone());
+                continue;
+            };
+            let mut receipt = None;
+            marks
+                .update(key, |m| {
+                    let m = m?;
+                    let dead = m.dead.as_ref().filter(|d| &d.entry == head)?;
+                    receipt = Some(dead.receipt.clone());
+                    Some(Mark {
+                        dead: None,
+                        attempts: None,
+                        ..m.clone()
+                    })
+                })
+                .await?;
+            match (receipt, redrive) {
+                (Some(r), true) => {
+                    if let Err(e) = self.set_visibility(&self.queue_url, &r, 0).await {
+                        // The hold's receipt went stale: the head comes back when the
+                        // hold ends, and the mark no longer stops it.
+                        tracing::warn!(partition = %key, error = %e, "could not show the redriven head now; it returns when its hold ends");
+                    }
+                }
+                (Some(r), false) => {
+                    let head = Leased {
+                        receipt: r,
+                        ..l.clone()
+                    };
+                    self.client
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(&head.receipt)
+                        .send()
+                        .await
+                        .map_err(err_sdk)?;
+                    self.count();
+                }
+                (None, true) => {
+                    // The head is no longer held (the mark was lost): it goes back as a
+                    // new ordered entry, at the end of its partition.
+                    let body = match envelope::decode(&l.body) {
+                        Ok(mut env) => {
+                            env.attempt = 0;
+                            envelope::encode(&env)
+                        }
+                        Err(_) => l.body.clone(),
+                    };
+                    self.fifo_enqueue(&[body], &[Some(key.clone())], Duration::ZERO)
+                        .await?;
+                }
+                (None, false) => {}
+            }
+            self.delete_from(&self.dlq_url, std::slice::from_ref(l))
+                .await?;
+        }
+        let n = plain.len() as u64;
+        if redrive {
+            self.redrive_entries(&plain).await?;
+        } else {
+            self.delete_from(&self.dlq_url, &plain).await?;
+        }
+        let _ = n;
+        Ok(chosen.len() as u64)
+    }
+
+    /// Sends a barrier into each quiet partition's group (see the module docs). Run by
+    /// every worker, a lease apart; a claim in the mark keeps them from sending twice.
+    pub(super) async fn sweep(&self) -> Result<(), QueueError> {
+        let Some(marks) = &self.marks else {
+            return Ok(());
+        };
+        let quiet = (self.write_timeout + BARRIER_MARGIN).as_millis() as i64;
+        for (key, r) in marks.read_all().await? {
+            let now = now_ms();
+            let m = &r.mark;
+            if m.dead.is_some() || now - m.bumped_at < quiet {
+                continue;
+            }
+            if matches!(m.barrier, Some((g, at)) if g == m.gen && now - at < RESEND.as_millis() as i64)
+            {
+                continue;
+            }
+            let claimed = Mark {
+                barrier: Some((m.gen, now)),
+                ..m.clone()
+            };
+            if !marks.put(&key, &claimed, Some(&r.etag)).await? {
+                continue;
+            }
+            self.count();
+            self.client
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_group_id(group_of(&key))
+                .message_deduplication_id(format!("barrier-{}-{}", m.epoch, m.gen))
+                .message_attributes(ORDER, string_attr(&key)?)
+                .message_attributes(BARRIER, string_attr(&format!("{}/{}", m.epoch, m.gen))?)
+                .message_body("barrier")
+                .send()
+                .await
+                .map_err(err_sdk)?;
+        }
+        Ok(())
+    }
+}
