@@ -3,7 +3,10 @@
 //! conditional clear, and dead letters that hold their partition's place.
 
 use ballast_failover::envelope::{self, Envelope};
-use ballast_failover::{DeadInfo, Diverts, FailoverQueue, Leased, OrderingConfig, SqlQueue};
+use ballast_failover::{
+    DeadInfo, Diverts, FailoverQueue, Leased, OrderingConfig, S3OffloadConfig, SqlQueue, SqsConfig,
+    SqsQueue,
+};
 use ballast_testkit::deps::{require_postgres, unique};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -332,4 +335,164 @@ async fn the_ack_wait_counts_from_the_mark_the_gateway_saw() {
         "not known: a whole lease"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An SQS FIFO queue on moto_server, with its divert marks in a moto S3 bucket.
+async fn sqs_fifo(moto: &ballast_testkit::deps::Moto, write_timeout: Duration) -> SqsQueue {
+    let name = unique("ballast-ord");
+    SqsQueue::connect(
+        &SqsConfig {
+            queue: format!("{name}.fifo"),
+            dlq: format!("{name}-dlq.fifo"),
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            create_queues: true,
+            offload: S3OffloadConfig {
+                bucket: unique("ballast-marks").to_lowercase(),
+                create_bucket: true,
+                ..S3OffloadConfig::default()
+            },
+            ..SqsConfig::default()
+        },
+        write_timeout,
+    )
+    .await
+    .expect("sqs fifo on moto")
+}
+
+/// On SQS FIFO: an ordered enqueue marks its partition diverted before it sends; the
+/// partition is received in enqueue order and a retry keeps its place; once drained and
+/// quiet, the upkeep's barrier reaches the head and clears the mark. A dead head holds
+/// its partition until it is redriven (first again, under its own id) or purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
+    let moto = ballast_testkit::deps::Moto::start();
+    let q = sqs_fifo(&moto, Duration::from_secs(1)).await;
+    assert!(q.keeps_order());
+    let ids = enqueue(&q, "t/0", 0..3).await;
+    assert_eq!(ids.len(), 3);
+    assert_eq!(diverted(&q).await, vec!["t/0".to_string()]);
+
+    // In order; a retry with a new body keeps its place and its attempt count.
+    let got = receive(&q, 10).await;
+    let values: Vec<String> = got.iter().map(value).collect();
+    assert_eq!(values, ["t/0:0", "t/0:1", "t/0:2"]);
+    let mut env = envelope::decode(&got[0].body).unwrap();
+    env.attempt = 1;
+    env.last_error = "leader not available".into();
+    q.retry_later(&got[0], Some(envelope::encode(&env)), Duration::ZERO)
+        .await
+        .expect("retry");
+    for l in &got[1..] {
+        q.retry_later(l, None, Duration::ZERO).await.expect("back");
+    }
+    let got = receive(&q, 10).await;
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        ["t/0:0", "t/0:1", "t/0:2"]
+    );
+    assert_eq!(
+        got[0].entry_id, ids[0],
+        "the retried entry kept its message"
+    );
+    let env = envelope::decode(&got[0].body).unwrap();
+    assert_eq!(
+        (env.attempt, env.last_error.as_str()),
+        (1, "leader not available")
+    );
+
+    // The head dies: its partition stops there, still diverted.
+    q.dead_letter(&got[0], &info(&got[0]))
+        .await
+        .expect("dead letter");
+    for l in &got[1..] {
+        q.retry_later(l, None, Duration::ZERO).await.expect("back");
+    }
+    assert!(
+        receive(&q, 10).await.is_empty(),
+        "nothing passes a dead head"
+    );
+    q.maintain().await.expect("upkeep");
+    assert_eq!(diverted(&q).await, vec!["t/0".to_string()]);
+    let (dead, _) = q.list_dead_letters(10, "").await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(q.redrive(&[], true).await.expect("redrive"), 1);
+    let got = receive(&q, 10).await;
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        ["t/0:0", "t/0:1", "t/0:2"]
+    );
+    assert_eq!(got[0].entry_id, ids[0], "redriven under its own id, first");
+    q.ack(&got).await.expect("ack");
+
+    // Drained and quiet (write_timeout + 1 s since the last bump): the upkeep's
+    // barrier reaches the head, and the receive settles it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    q.maintain().await.expect("upkeep");
+    assert!(
+        receive(&q, 10).await.is_empty(),
+        "a barrier is never handed out"
+    );
+    assert!(
+        diverted(&q).await.is_empty(),
+        "the barrier cleared the drained divert"
+    );
+
+    // A later divert: upkeep right after its enqueue sends no barrier (an enqueue of
+    // that generation may still land), so the mark outlives its entries until a
+    // barrier follows them. Purge skips a dead head.
+    let ids = enqueue(&q, "t/0", 3..5).await;
+    q.maintain().await.expect("upkeep");
+    let got = receive(&q, 10).await;
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        ["t/0:3", "t/0:4"]
+    );
+    q.dead_letter(&got[0], &info(&got[0]))
+        .await
+        .expect("dead letter");
+    q.retry_later(&got[1], None, Duration::ZERO)
+        .await
+        .expect("back");
+    assert_eq!(q.purge(&[], true).await.expect("purge"), 1);
+    let got = receive(&q, 10).await;
+    assert_eq!(got.iter().map(value).collect::<Vec<_>>(), ["t/0:4"]);
+    assert_eq!(got[0].entry_id, ids[1]);
+    q.ack(&got).await.expect("ack");
+    assert!(receive(&q, 10).await.is_empty());
+    assert_eq!(
+        diverted(&q).await,
+        vec!["t/0".to_string()],
+        "no early barrier"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    q.maintain().await.expect("upkeep");
+    assert!(receive(&q, 10).await.is_empty());
+    assert!(diverted(&q).await.is_empty());
+}
+
+/// A FIFO queue with a standard dead-letter queue is refused, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_fifo_refuses_a_standard_dead_letter_queue() {
+    let moto = ballast_testkit::deps::Moto::start();
+    let name = unique("ballast-mixed");
+    let e = SqsQueue::connect(
+        &SqsConfig {
+            queue: format!("{name}.fifo"),
+            dlq: format!("{name}-dlq"),
+            endpoint: Some(moto.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            create_queues: true,
+            ..SqsConfig::default()
+        },
+        Duration::from_secs(1),
+    )
+    .await
+    .expect_err("refused");
+    let text = e.to_string();
+    assert!(text.contains(".fifo") && text.contains("-dlq"), "{text}");
 }

@@ -443,6 +443,17 @@ mod tests {
         cfg.ordering.topics.clear();
         cfg.validate()
             .expect("an unordered gateway may fail over to SQS");
+        // FIFO queues with a bucket for the divert marks keep order; either alone does not.
+        cfg.ordering = ballast_failover::OrderingConfig::default();
+        cfg.failover.sqs.queue = "q.fifo".into();
+        cfg.failover.sqs.dlq = "q-dlq.fifo".into();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("failover.sqs.offload.bucket"), "{err}");
+        cfg.failover.sqs.offload.bucket = "marks".into();
+        cfg.validate()
+            .expect("an ordered gateway may fail over to SQS FIFO");
+        cfg.failover.sqs.dlq = "q-dlq".into();
+        assert!(cfg.validate().is_err(), "a standard dead-letter queue");
     }
 
     #[test]

@@ -34,9 +34,9 @@ pub(super) const BARRIER_MARGIN: Duration = Duration::from_secs(1);
 /// A barrier that did not settle its mark (lost, or its mark bumped since) is sent again
 /// after this long.
 pub(super) const RESEND: Duration = Duration::from_secs(300);
-/// How long a dead head is held in flight: SQS's longest visibility timeout, renewed
-/// whenever it comes back.
-const HOLD_SECS: i32 = MAX_VISIBILITY_SECS as i32;
+/// How long a dead head is held in flight, renewed whenever it comes back: SQS caps a
+/// message's visibility at 12 h from its receive, and the hold starts up to a lease in.
+const HOLD_SECS: i32 = 11 * 3600;
 
 /// A partition's message group: its key, or the key's last 128 characters (SQS's limit).
 pub(super) fn group_of(key: &str) -> String {
