@@ -165,14 +165,9 @@ impl Offload {
         }
     }
 
-    /// The divert marks of `queue`'s ordered partitions, under this bucket and prefix.
+    /// The divert marks of `queue`'s ordered partitions, in this bucket.
     pub(crate) fn marks(&self, queue: &str) -> crate::sqs::marks::Marks {
-        crate::sqs::marks::Marks::new(
-            self.client.clone(),
-            self.bucket.clone(),
-            self.prefix.clone(),
-            queue,
-        )
+        crate::sqs::marks::Marks::new(self.client.clone(), self.bucket.clone(), queue)
     }
 
     /// Whether `body` goes to S3.

@@ -32,8 +32,8 @@ pub(super) const HEAD: &str = "head_entry";
 /// of the bumping gateway and the sweeping worker.
 pub(super) const BARRIER_MARGIN: Duration = Duration::from_secs(1);
 /// A barrier that did not settle its mark (lost, or its mark bumped since) is sent again
-/// after this long.
-pub(super) const RESEND: Duration = Duration::from_secs(300);
+/// after this long: past SQS's 5-minute deduplication window, so it is not dropped.
+pub(super) const RESEND: Duration = Duration::from_secs(360);
 /// How long a dead head is held in flight, renewed whenever it comes back: SQS caps a
 /// message's visibility at 12 h from its receive, and the hold starts up to a lease in.
 const HOLD_SECS: i32 = 11 * 3600;
@@ -75,7 +75,8 @@ impl SqsQueue {
         keys.sort_unstable();
         keys.dedup();
         let now = now_ms();
-        let bumps = futures::future::join_all(keys.iter().map(|k| marks.bump(k, now)));
+        let send_by = now + self.write_timeout.as_millis() as i64;
+        let bumps = futures::future::join_all(keys.iter().map(|k| marks.bump(k, now, send_by)));
         let epochs = match tokio::time::timeout_at(deadline, bumps).await {
             Ok(results) => keys
                 .iter()
@@ -124,12 +125,26 @@ impl SqsQueue {
         lease: Duration,
     ) -> Result<Vec<Leased>, QueueError> {
         let got = self.receive_with(&self.queue_url, max, wait, lease).await?;
-        let Some(marks) = &self.marks else {
-            return Ok(got.into_iter().map(|(l, _)| l).collect());
-        };
         let mut keys: Vec<String> = got.iter().filter_map(|(l, _)| l.order.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
+        let Some(marks) = &self.marks else {
+            // No marks, no ordered entries (their enqueue is refused): only delays apply.
+            let now = now_ms();
+            let mut out = Vec::new();
+            for (l, a) in got {
+                match a.visible_at.filter(|at| *at > now) {
+                    Some(at) => {
+                        let secs = ((at - now) as u64).div_ceil(1000) as i32;
+                        self.set_visibility(&self.queue_url, &l.receipt, secs)
+                            .await?;
+                    }
+                    None if a.barrier.is_none() => out.push(l),
+                    None => {}
+                }
+            }
+            return Ok(out);
+        };
         let reads = futures::future::join_all(keys.iter().map(|k| marks.get(k))).await;
         let mut read: std::collections::HashMap<String, Option<super::marks::Read>> =
             Default::default();
@@ -200,15 +215,29 @@ impl SqsQueue {
                         })
                         .await?;
                 }
-                if let Some(at) = mark
-                    .and_then(|m| m.attempts.as_ref())
-                    .filter(|at| at.entry == l.entry_id)
-                {
-                    if let Ok(mut env) = envelope::decode(&l.body) {
-                        env.attempt = at.attempt;
-                        env.last_error = at.last_error.clone();
-                        l.body = envelope::encode(&env);
+                match mark.and_then(|m| m.attempts.as_ref()) {
+                    Some(at) if at.entry == l.entry_id => {
+                        if let Ok(mut env) = envelope::decode(&l.body) {
+                            env.attempt = at.attempt;
+                            env.last_error = at.last_error.clone();
+                            l.body = envelope::encode(&env);
+                        }
                     }
+                    // The count of an earlier head, which has gone: the slot is this
+                    // head's now.
+                    Some(_) if first => {
+                        marks
+                            .update(&k, |m| {
+                                let m = m?;
+                                m.attempts.as_ref()?;
+                                Some(Mark {
+                                    attempts: None,
+                                    ..m.clone()
+                                })
+                            })
+                            .await?;
+                    }
+                    _ => {}
                 }
             }
             out.push(l);
@@ -285,9 +314,19 @@ impl SqsQueue {
             (Some(body), Some(key), Some(marks)) => {
                 let env = envelope::decode(&body)
                     .map_err(|e| QueueError::Invalid(format!("retry body: {e}")))?;
+                // The mark keeps one count, the head's: the first entry of the group to
+                // go back takes the slot, and a later entry behind it (retried in the
+                // same batch) keeps its body's count.
                 marks
                     .update(key, |m| {
-                        m.map(|m| Mark {
+                        let m = m?;
+                        if m.attempts
+                            .as_ref()
+                            .is_some_and(|a| a.entry != entry.entry_id)
+                        {
+                            return None;
+                        }
+                        Some(Mark {
                             attempts: Some(HeadAttempts {
                                 entry: entry.entry_id.clone(),
                                 attempt: env.attempt,
@@ -383,17 +422,11 @@ impl SqsQueue {
                     self.count();
                 }
                 (None, true) => {
-                    // The head is no longer held (the mark was lost): it goes back as a
-                    // new ordered entry, at the end of its partition.
-                    let body = match envelope::decode(&l.body) {
-                        Ok(mut env) => {
-                            env.attempt = 0;
-                            envelope::encode(&env)
-                        }
-                        Err(_) => l.body.clone(),
-                    };
-                    self.fifo_enqueue(&[body], &[Some(key.clone())], Duration::ZERO)
-                        .await?;
+                    // The mark does not hold this head: a copy left by a dead-lettering
+                    // whose mark write failed, so the head is still in the queue and is
+                    // delivered from there. Sending it again would put its old value
+                    // behind newer records of its partition.
+                    tracing::warn!(partition = %key, entry = %head, "dead letter copies an entry its partition does not hold dead; dropped, the entry is delivered from the queue");
                 }
                 (None, false) => {}
             }
@@ -416,11 +449,14 @@ impl SqsQueue {
         let Some(marks) = &self.marks else {
             return Ok(());
         };
-        let quiet = (self.write_timeout + BARRIER_MARGIN).as_millis() as i64;
+        let margin = BARRIER_MARGIN.as_millis() as i64;
+        let own = self.write_timeout.as_millis() as i64;
         for (key, r) in marks.read_all().await? {
             let now = now_ms();
             let m = &r.mark;
-            if m.dead.is_some() || now - m.bumped_at < quiet {
+            // Quiet once every send of its bumps has landed or failed, by the bumping
+            // gateways' own bound (`send_by`), and never sooner than this worker's.
+            if m.dead.is_some() || now < m.send_by.max(m.bumped_at + own) + margin {
                 continue;
             }
             if matches!(m.barrier, Some((g, at)) if g == m.gen && now - at < RESEND.as_millis() as i64)

@@ -1,5 +1,7 @@
 //! Divert marks for ordered partitions on an SQS FIFO queue: one S3 object per diverted
-//! partition under the offload bucket, `<prefix>diverts/<queue>/<topic>/<partition>`,
+//! partition in the offload bucket, `ballast-diverts/<queue>/<topic>/<partition>` (outside
+//! the offload prefix, so a lifecycle rule that collects orphaned bodies never expires a
+//! mark),
 //! changed only by conditional writes (`If-None-Match: *` to create, `If-Match` on the
 //! ETag read to change or delete), so concurrent gateways and workers never lose each
 //! other's change. The design is in ARCHITECTURE.md ("Ordered failover on SQS FIFO").
@@ -17,6 +19,10 @@ pub(crate) struct Mark {
     pub gen: u64,
     /// When the last bump was made (the bumping gateway's clock, unix ms).
     pub bumped_at: i64,
+    /// By when every send of a bump so far has landed or failed: the latest bump plus the
+    /// bumping gateway's own `failover.write_timeout` (its clock, unix ms).
+    #[serde(default)]
+    pub send_by: i64,
     /// The generation a barrier was sent for, and when (unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barrier: Option<(u64, i64)>,
@@ -59,6 +65,9 @@ pub(crate) struct Marks {
     prefix: String,
 }
 
+/// Where the marks live in the bucket, whatever the offload prefix.
+pub(crate) const PREFIX: &str = "ballast-diverts/";
+
 /// Conditional writes that lost a race are tried again this many times.
 const RACES: usize = 32;
 
@@ -69,12 +78,12 @@ fn precondition_failed(status: u16) -> bool {
 }
 
 impl Marks {
-    pub(crate) fn new(client: Client, bucket: String, prefix: String, queue: &str) -> Self {
+    pub(crate) fn new(client: Client, bucket: String, queue: &str) -> Self {
         let name = queue.rsplit('/').next().unwrap_or(queue);
         Self {
             client,
             bucket,
-            prefix: format!("{prefix}diverts/{name}/"),
+            prefix: format!("{PREFIX}{name}/"),
         }
     }
 
@@ -191,9 +200,14 @@ impl Marks {
         )))
     }
 
-    /// Bumps partition `order`'s mark (making it, with a new epoch, when it has none) and
-    /// returns its epoch.
-    pub(crate) async fn bump(&self, order: &str, now_ms: i64) -> Result<i64, QueueError> {
+    /// Bumps partition `order`'s mark (making it, with a new epoch, when it has none) for
+    /// a send that ends by `send_by`, and returns its epoch.
+    pub(crate) async fn bump(
+        &self,
+        order: &str,
+        now_ms: i64,
+        send_by: i64,
+    ) -> Result<i64, QueueError> {
         let fresh = new_epoch();
         let m = self
             .update(order, |m| {
@@ -201,12 +215,14 @@ impl Marks {
                     Some(m) => Mark {
                         gen: m.gen + 1,
                         bumped_at: now_ms,
+                        send_by: m.send_by.max(send_by),
                         ..m.clone()
                     },
                     None => Mark {
                         epoch: fresh,
                         gen: 1,
                         bumped_at: now_ms,
+                        send_by,
                         ..Mark::default()
                     },
                 })
