@@ -109,15 +109,16 @@
  *                                  gateway answers the error at once, without the wait
  *
  * SQS_FIFO: the design for an SQS FIFO queue with its marks in S3 (ARCHITECTURE.md,
- * "Not built: SQS"), not built yet. What changes:
+ * "Ordered failover on SQS FIFO"). What changes:
  * - an enqueue is two steps: the mark's bump (a conditional put) and then the send. A
  *   send that fails, or whose outcome is unknown, leaves a bumped mark behind; the
  *   gateway can also die between the two (RESTARTS), and then nothing is sent;
  * - the queue is the partition's lease, as FIFO hands out no message of a group while one
  *   is in flight: the receive is the same as above;
  * - there is no transaction to clear the mark in. A barrier does: while no enqueue is
- *   between its bump and its send (the mark has not been bumped for
- *   failover.write_timeout and a margin), a worker may send a barrier, an entry that
+ *   between its bump and its send (each enqueue records in the mark that its send has
+ *   answered; one that never does, counts until its gateway's failover.write_timeout
+ *   and a margin have passed since its bump), a worker may send a barrier, an entry that
  *   carries the mark's generation, into the group (BARRIERS of them per run, one live at
  *   a time). A bump makes every barrier in the queue stale (its generation is not the
  *   mark's). A worker that receives a barrier deletes it with the run's delivered prefix

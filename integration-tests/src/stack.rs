@@ -56,7 +56,7 @@ impl GatewayStack {
         cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
         cfg.shutdown_grace = Duration::from_secs(5);
         tweak(&mut cfg);
-        sqs_unordered(cfg.failover.backend, &mut cfg.ordering);
+        sqs_unordered(&cfg.failover, &mut cfg.ordering);
         let gateway = Gateway::new(cfg).await?;
         gateway.handle().refresh_metadata().await?;
         let local = gateway.spawn_local().await?;
@@ -108,13 +108,14 @@ impl GatewayStack {
 
 /// Runs the topology service with `config` until its state shows the cluster reachable
 /// with `brokers` brokers (within 10 s), then stops it.
-/// An SQS failover queue keeps no order: a stack on one whose ordering was left at its
-/// default runs unordered (`ordering.default: none`), as the shipped SQS configs do.
+/// A standard SQS failover queue keeps no order: a stack on one whose ordering was left at
+/// its default runs unordered (`ordering.default: none`), as the shipped SQS configs do.
 pub fn sqs_unordered(
-    backend: ballast_failover::FailoverBackend,
+    failover: &ballast_failover::FailoverConfig,
     ordering: &mut ballast_failover::OrderingConfig,
 ) {
-    if backend == ballast_failover::FailoverBackend::Sqs
+    if failover.backend == ballast_failover::FailoverBackend::Sqs
+        && !failover.keeps_order()
         && *ordering == ballast_failover::OrderingConfig::default()
     {
         *ordering = ballast_failover::OrderingConfig::unordered();
@@ -146,7 +147,7 @@ pub async fn start_worker(
     cfg.retry.health_gate_delay = Duration::from_millis(300);
     cfg.retry.lease = Duration::from_secs(10);
     tweak(&mut cfg);
-    sqs_unordered(cfg.failover.backend, &mut cfg.ordering);
+    sqs_unordered(&cfg.failover, &mut cfg.ordering);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = listener.local_addr()?;

@@ -220,16 +220,7 @@ fn sqs_with_offload(moto: &Moto, proxy: &FaultProxy) -> (FailoverConfig, Failove
     let name = unique("bw");
     let bucket = unique("bw-payloads").to_lowercase();
     let cfg = |endpoint: String| {
-        let mut sqs = SqsConfig {
-            queue: name.clone(),
-            dlq: format!("{name}-dlq"),
-            endpoint: Some(endpoint),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            create_queues: true,
-            ..SqsConfig::default()
-        };
+        let mut sqs = SqsConfig::local(endpoint, &name);
         sqs.offload.bucket = bucket.clone();
         sqs.offload.create_bucket = true;
         FailoverConfig {

@@ -48,16 +48,7 @@ fn sqs(moto: &Moto) -> FailoverConfig {
     let name = unique("it");
     FailoverConfig {
         backend: FailoverBackend::Sqs,
-        sqs: SqsConfig {
-            queue: name.clone(),
-            dlq: format!("{name}-dlq"),
-            endpoint: Some(moto.endpoint()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            create_queues: true,
-            ..SqsConfig::default()
-        },
+        sqs: SqsConfig::local(moto.endpoint(), &name),
         ..FailoverConfig::default()
     }
 }

@@ -1,17 +1,18 @@
-//! Ordered failover end to end (`ordering: partition`), against the mock cluster over TCP
-//! and a real PostgreSQL server: once a key's partition has failed over, the key's later
-//! records follow it into the queue, at any gateway (one started after the outage
-//! included), until the retry worker has delivered the earlier ones; the partition's last
-//! value in Kafka is then the last one acknowledged. Under `ordering: none` the same run
-//! writes directly again as soon as the partition recovers.
+//! Ordered failover end to end (`ordering: partition`), against the mock cluster over TCP,
+//! on a real PostgreSQL server and on SQS FIFO queues (moto_server, divert marks in its
+//! S3): once a key's partition has failed over, the key's later records follow it into
+//! the queue, at any gateway (one started after the outage included), until the retry
+//! worker has delivered the earlier ones; the partition's last value in Kafka is then the
+//! last one acknowledged. Under `ordering: none` the same run writes directly again as
+//! soon as the partition recovers.
 
 use ballast_balancer::partition_for_key;
 use ballast_dev::{send_until_acked, start_worker, Acked as Via, GatewayStack};
-use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
+use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig, SqsConfig};
 use ballast_gateway::{Gateway, GatewayConfig, LocalGateway};
 use ballast_proto::ingest::v1 as pb;
 use ballast_proto::ingest::v1::ingest_client::IngestClient;
-use ballast_testkit::deps::{hostport, require_postgres, unique};
+use ballast_testkit::deps::{hostport, require_postgres, unique, Moto};
 use ballast_testkit::{consume_all, record};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,10 @@ const TOPIC: &str = "profiles";
 const PARTITIONS: i32 = 3;
 const LEASE: Duration = Duration::from_millis(500);
 const RECORD_DEADLINE: Duration = Duration::from_secs(1);
+/// On SQS a divert ends only once a barrier has gone through the group after the last
+/// send (a sweep, a receive, a gateway's read of the marks: about three leases), so a
+/// record is held long enough for that.
+const SQS_RECORD_DEADLINE: Duration = Duration::from_secs(6);
 
 fn postgres() -> FailoverConfig {
     FailoverConfig {
@@ -26,6 +31,27 @@ fn postgres() -> FailoverConfig {
         database_url: require_postgres(),
         queue: unique("ordered-it"),
         ..FailoverConfig::default()
+    }
+}
+
+/// FIFO queues on moto_server, with the divert marks in its S3.
+fn sqs_fifo(moto: &Moto) -> FailoverConfig {
+    let mut sqs = SqsConfig::local(moto.endpoint(), &format!("{}.fifo", unique("ordered-it")));
+    sqs.offload.bucket = unique("ordered-it").to_lowercase();
+    sqs.offload.create_bucket = true;
+    FailoverConfig {
+        backend: FailoverBackend::Sqs,
+        sqs,
+        write_timeout: Duration::from_secs(2),
+        ..FailoverConfig::default()
+    }
+}
+
+fn deadline(failover: &FailoverConfig) -> Duration {
+    if failover.backend == FailoverBackend::Sqs {
+        SQS_RECORD_DEADLINE
+    } else {
+        RECORD_DEADLINE
     }
 }
 
@@ -43,7 +69,7 @@ fn tune(c: &mut GatewayConfig, failover: &FailoverConfig, ordered: bool) {
     c.failover = failover.clone();
     c.ordering = ordering(ordered);
     c.kafka.write_timeout = Duration::from_millis(500);
-    c.limits.record_deadline = RECORD_DEADLINE;
+    c.limits.record_deadline = deadline(failover);
 }
 
 /// A second gateway on the stack's cluster and queue.
@@ -130,6 +156,9 @@ fn last_copies_in_order(values: &[usize]) -> bool {
 }
 
 struct Run {
+    record_deadline: Duration,
+    /// On SQS, the objects in the offload bucket while the partition was diverted.
+    marks_seen: Vec<String>,
     /// How each value was acknowledged, by phase.
     outage: Vec<Via>,
     after_recovery_no_worker: Vec<Via>,
@@ -143,8 +172,11 @@ struct Run {
 /// Values 0..10 go directly; the key's partition loses its leader and 10..20 fail over
 /// through gateway A; the leader returns, gateway B starts, and 20..25 go through B with
 /// no worker running; then a worker drains the queue while the client keeps writing.
-async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
-    let failover = postgres();
+async fn outage_run(
+    failover: FailoverConfig,
+    ordered: bool,
+    moto: Option<&Moto>,
+) -> anyhow::Result<Run> {
     let f = failover.clone();
     let stack = GatewayStack::start(&[(TOPIC, PARTITIONS)], move |c| tune(c, &f, ordered)).await?;
     let target = 1;
@@ -167,6 +199,10 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
         )
         .await?;
     }
+    let marks_seen = match moto {
+        Some(m) => m.s3_keys(&failover.sqs.offload.bucket).await?,
+        None => Vec::new(),
+    };
     stack
         .cluster
         .partition_leader(TOPIC, target, Some(leader))
@@ -188,6 +224,7 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
     })
     .await?;
     let mut v = 25;
+    let drain = Instant::now();
     let until_direct = loop {
         let addr = if v % 2 == 0 { b.addr } else { stack.addr };
         let via = write(addr, &key, v).await?;
@@ -195,7 +232,12 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
         if via == Via::Kafka {
             break v - 25;
         }
-        anyhow::ensure!(v < 400, "the partition never went direct again");
+        anyhow::ensure!(
+            v < 400 && drain.elapsed() < Duration::from_secs(90),
+            "the partition never went direct again ({} values in {:?})",
+            v - 25,
+            drain.elapsed()
+        );
     };
     // A few more directly, then the last value.
     for _ in 0..5 {
@@ -204,6 +246,8 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
     }
     let in_kafka = values_in_kafka(&stack, &key, v).await?;
     Ok(Run {
+        record_deadline: deadline(&failover),
+        marks_seen,
         outage,
         after_recovery_no_worker: after,
         after_recovery_took: took,
@@ -214,7 +258,32 @@ async fn outage_run(ordered: bool) -> anyhow::Result<Run> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_keeps_its_order_through_failover_at_every_gateway() -> anyhow::Result<()> {
-    let run = outage_run(true).await?;
+    assert_ordered(outage_run(postgres(), true, None).await?, "postgres")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_keeps_its_order_through_failover_on_sqs_fifo() -> anyhow::Result<()> {
+    let moto = Moto::start();
+    let failover = sqs_fifo(&moto);
+    let run = outage_run(failover.clone(), true, Some(&moto)).await?;
+    // The drained partition's mark is gone, and the marks sit outside the offload prefix.
+    let keys = moto.s3_keys(&failover.sqs.offload.bucket).await?;
+    assert!(
+        keys.iter().all(|k| !k.starts_with("ballast-diverts/")),
+        "divert cleared: {keys:?}"
+    );
+    let seen = run.marks_seen.clone();
+    let queue = failover.sqs.queue.clone();
+    assert_eq!(
+        seen,
+        vec![format!("ballast-diverts/{queue}/{TOPIC}/1")],
+        "the mark, while diverted"
+    );
+    assert!(!seen[0].starts_with(&failover.sqs.offload.prefix));
+    assert_ordered(run, "sqs fifo")
+}
+
+fn assert_ordered(run: Run, on: &str) -> anyhow::Result<()> {
     assert!(
         run.outage.iter().all(|v| *v == Via::Queue),
         "{:?}",
@@ -234,7 +303,7 @@ async fn a_key_keeps_its_order_through_failover_at_every_gateway() -> anyhow::Re
     assert!(
         run.after_recovery_took
             .iter()
-            .all(|t| *t >= RECORD_DEADLINE / 2),
+            .all(|t| *t >= run.record_deadline / 2),
         "held for half the deadline: {:?}",
         run.after_recovery_took
     );
@@ -250,7 +319,7 @@ async fn a_key_keeps_its_order_through_failover_at_every_gateway() -> anyhow::Re
         run.in_kafka
     );
     eprintln!(
-        "ordered: direct again after {} more values; {} copies for {} values",
+        "ordered ({on}): direct again after {} more values; {} copies for {} values",
         run.until_direct,
         run.in_kafka.len(),
         max + 1
@@ -260,7 +329,7 @@ async fn a_key_keeps_its_order_through_failover_at_every_gateway() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_topics_write_directly_as_soon_as_the_partition_recovers() -> anyhow::Result<()> {
-    let run = outage_run(false).await?;
+    let run = outage_run(postgres(), false, None).await?;
     assert!(
         run.outage.iter().all(|v| *v == Via::Queue),
         "{:?}",

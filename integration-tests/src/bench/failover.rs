@@ -338,16 +338,7 @@ async fn sqs_requests_per_1000(args: &BenchArgs) -> anyhow::Result<f64> {
     cfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
     cfg.failover = FailoverConfig {
         backend: FailoverBackend::Sqs,
-        sqs: SqsConfig {
-            queue: name.clone(),
-            dlq: format!("{name}-dlq"),
-            endpoint: Some(endpoint),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("bench".into()),
-            secret_access_key: Some("bench".into()),
-            create_queues: true,
-            ..SqsConfig::default()
-        },
+        sqs: SqsConfig::local(endpoint, &name),
         // moto_server is slow (tens of ms a batch); the figure is calls, not speed.
         timeout: Duration::from_secs(60),
         ..FailoverConfig::default()

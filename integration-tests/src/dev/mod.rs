@@ -123,7 +123,7 @@ impl DevStack {
             // Never accept a record the failover queue cannot hold.
             cfg.limits.max_record_bytes = ballast_failover::SQS_MAX_RECORD_BYTES;
         }
-        crate::stack::sqs_unordered(cfg.failover.backend, &mut cfg.ordering);
+        crate::stack::sqs_unordered(&cfg.failover, &mut cfg.ordering);
         let gateway = Gateway::new(cfg).await?;
         let handle = gateway.handle();
         handle
@@ -199,7 +199,7 @@ impl DevStack {
                 auth: quiet.clone(),
                 ..WorkerConfig::default()
             };
-            crate::stack::sqs_unordered(wcfg.failover.backend, &mut wcfg.ordering);
+            crate::stack::sqs_unordered(&wcfg.failover, &mut wcfg.ordering);
             wcfg.kafka.bootstrap_servers = cluster.bootstrap_servers().to_string();
             wcfg.kafka.write_timeout = opts.write_timeout;
             wcfg.retry.max_attempts = opts.max_attempts;

@@ -234,6 +234,14 @@ pub trait FailoverQueue: Send + Sync + std::fmt::Debug {
         delay: Duration,
     ) -> Result<(), QueueError>;
 
+    /// Gives back entries leased behind an ordered partition's head that went back
+    /// untried: nothing to do where the receive leases a partition by its head (SQL); on
+    /// SQS FIFO, where the group waits until its every message is out of flight, they are
+    /// made visible at once, still behind the head.
+    async fn release(&self, _entries: &[Leased]) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// Moves an entry to the dead-letter store.
     async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError>;
 

@@ -342,19 +342,12 @@ async fn sqs_fifo(moto: &ballast_testkit::deps::Moto, write_timeout: Duration) -
     let name = unique("ballast-ord");
     SqsQueue::connect(
         &SqsConfig {
-            queue: format!("{name}.fifo"),
-            dlq: format!("{name}-dlq.fifo"),
-            endpoint: Some(moto.endpoint()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            create_queues: true,
             offload: S3OffloadConfig {
                 bucket: unique("ballast-marks").to_lowercase(),
                 create_bucket: true,
                 ..S3OffloadConfig::default()
             },
-            ..SqsConfig::default()
+            ..SqsConfig::local(moto.endpoint(), &format!("{name}.fifo"))
         },
         write_timeout,
     )
@@ -362,14 +355,39 @@ async fn sqs_fifo(moto: &ballast_testkit::deps::Moto, write_timeout: Duration) -
     .expect("sqs fifo on moto")
 }
 
+/// Runs upkeep and receives until every divert is cleared, within `within`; how long it
+/// took.
+async fn until_cleared(q: &SqsQueue, within: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        q.maintain().await.expect("upkeep");
+        assert!(
+            receive(q, 10).await.is_empty(),
+            "a barrier is never handed out"
+        );
+        if diverted(q).await.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "divert not cleared within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// On SQS FIFO: an ordered enqueue marks its partition diverted before it sends; the
-/// partition is received in enqueue order and a retry keeps its place; once drained and
-/// quiet, the upkeep's barrier reaches the head and clears the mark. A dead head holds
-/// its partition until it is redriven (first again, under its own id) or purged.
+/// partition is received in enqueue order and a retry keeps its place; entries given back
+/// behind a head that went back wait for it, not for their lease; once drained, the
+/// upkeep's barrier reaches the head and clears the mark, without waiting out
+/// `failover.write_timeout` (the enqueue recorded that its sends had answered). A dead
+/// head holds its partition until it is redriven (first again, under its own id) or
+/// purged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
     let moto = ballast_testkit::deps::Moto::start();
-    let q = sqs_fifo(&moto, Duration::from_secs(1)).await;
+    let write_timeout = Duration::from_secs(10);
+    let q = sqs_fifo(&moto, write_timeout).await;
     assert!(q.keeps_order());
     let ids = enqueue(&q, "t/0", 0..3).await;
     assert_eq!(ids.len(), 3);
@@ -409,6 +427,28 @@ async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
         (1, "leader not available")
     );
 
+    // The head goes back for a second; the entries behind it, untried, are given back at
+    // once. None passes the head, and all three return with it, not a lease later.
+    let back = std::time::Instant::now();
+    q.retry_later(&got[0], None, Duration::from_secs(1))
+        .await
+        .expect("back");
+    q.release(&got[1..]).await.expect("release");
+    assert!(receive(&q, 10).await.is_empty(), "nothing passes the head");
+    let got = loop {
+        let got = receive(&q, 10).await;
+        if !got.is_empty() || back.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        got.iter().map(value).collect::<Vec<_>>(),
+        ["t/0:0", "t/0:1", "t/0:2"],
+        "after {:?}",
+        back.elapsed()
+    );
+
     // The head dies: its partition stops there, still diverted.
     q.dead_letter(&got[0], &info(&got[0]))
         .await
@@ -433,24 +473,14 @@ async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
     assert_eq!(got[0].entry_id, ids[0], "redriven under its own id, first");
     q.ack(&got).await.expect("ack");
 
-    // Drained and quiet (write_timeout + 1 s since the last bump): the upkeep's
-    // barrier reaches the head, and the receive settles it.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    q.maintain().await.expect("upkeep");
-    assert!(
-        receive(&q, 10).await.is_empty(),
-        "a barrier is never handed out"
-    );
-    assert!(
-        diverted(&q).await.is_empty(),
-        "the barrier cleared the drained divert"
-    );
+    // Drained: the upkeep's barrier reaches the head, and the receive settles it, well
+    // before write_timeout.
+    let took = until_cleared(&q, write_timeout / 2).await;
+    eprintln!("drained divert cleared after {took:?}");
 
-    // A later divert: upkeep right after its enqueue sends no barrier (an enqueue of
-    // that generation may still land), so the mark outlives its entries until a
-    // barrier follows them. Purge skips a dead head.
+    // A later divert: upkeep sends no barrier while its head is dead, and purge skips
+    // the dead head; then the barrier follows the rest.
     let ids = enqueue(&q, "t/0", 3..5).await;
-    q.maintain().await.expect("upkeep");
     let got = receive(&q, 10).await;
     assert_eq!(
         got.iter().map(value).collect::<Vec<_>>(),
@@ -462,6 +492,7 @@ async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
     q.retry_later(&got[1], None, Duration::ZERO)
         .await
         .expect("back");
+    q.maintain().await.expect("upkeep");
     assert_eq!(q.purge(&[], true).await.expect("purge"), 1);
     let got = receive(&q, 10).await;
     assert_eq!(got.iter().map(value).collect::<Vec<_>>(), ["t/0:4"]);
@@ -471,12 +502,95 @@ async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
     assert_eq!(
         diverted(&q).await,
         vec!["t/0".to_string()],
-        "no early barrier"
+        "no barrier behind a dead head"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    until_cleared(&q, write_timeout / 2).await;
+
+    // A barrier is in the queue when another enqueue bumps the mark: the barrier, at the
+    // head, finds the mark moved on and clears nothing; the next one does.
+    let got = {
+        enqueue(&q, "t/0", 5..6).await;
+        let got = receive(&q, 10).await;
+        q.ack(&got).await.expect("ack");
+        got
+    };
+    assert_eq!(got.iter().map(value).collect::<Vec<_>>(), ["t/0:5"]);
+    let start = std::time::Instant::now();
+    while q.stats().await.expect("stats").depth == 0 {
+        assert!(start.elapsed() < write_timeout / 2, "no barrier sent");
+        q.maintain().await.expect("upkeep");
+    }
+    enqueue(&q, "t/0", 6..7).await;
+    let got = receive(&q, 10).await;
+    assert_eq!(got.iter().map(value).collect::<Vec<_>>(), ["t/0:6"]);
+    assert_eq!(
+        diverted(&q).await,
+        vec!["t/0".to_string()],
+        "a bump after the barrier keeps the mark"
+    );
+    q.ack(&got).await.expect("ack");
+    until_cleared(&q, write_timeout / 2).await;
+}
+
+/// An enqueue that bumped its mark and never heard back from its send (its gateway died
+/// mid-send, here: the send held, the enqueue dropped) may still land, so the sweep
+/// sends no barrier behind it until the gateway's bound (`failover.write_timeout`) and
+/// the margin have passed since its bump; then the divert clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_fifo_waits_out_an_enqueue_that_died_mid_send() {
+    use ballast_testkit::fault_proxy::{Fault, FaultProxy};
+    let moto = ballast_testkit::deps::Moto::start();
+    let proxy = FaultProxy::start(ballast_testkit::deps::hostport(&moto.endpoint()))
+        .await
+        .expect("proxy");
+    let name = unique("ballast-unanswered");
+    let write_timeout = Duration::from_secs(2);
+    let q = SqsQueue::connect(
+        &SqsConfig {
+            offload: S3OffloadConfig {
+                bucket: unique("ballast-marks").to_lowercase(),
+                create_bucket: true,
+                ..S3OffloadConfig::default()
+            },
+            ..SqsConfig::local(
+                format!("http://{}", proxy.host_port()),
+                &format!("{name}.fifo"),
+            )
+        },
+        write_timeout,
+    )
+    .await
+    .expect("sqs fifo on moto");
+    proxy.set(Fault::HoldRequests("AmazonSQS.SendMessageBatch"));
+    let bumped = std::time::Instant::now();
+    let (bodies, order) = ([body("t/0", 0)], [Some("t/0".to_string())]);
+    let enqueue = q.enqueue_ordered(&bodies, &order, Duration::ZERO);
+    tokio::time::timeout(Duration::from_millis(500), enqueue)
+        .await
+        .expect_err("the send was held");
+    // The held request is dropped, never applied.
+    proxy.set(Fault::Cut);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.set(Fault::None);
+    assert_eq!(diverted(&q).await, vec!["t/0".to_string()]);
     q.maintain().await.expect("upkeep");
     assert!(receive(&q, 10).await.is_empty());
-    assert!(diverted(&q).await.is_empty());
+    assert_eq!(
+        diverted(&q).await,
+        vec!["t/0".to_string()],
+        "no barrier while the send may still land"
+    );
+    assert!(
+        bumped.elapsed() < write_timeout + Duration::from_secs(1),
+        "checked within the bound: {:?}",
+        bumped.elapsed()
+    );
+    until_cleared(&q, Duration::from_secs(10)).await;
+    let after = bumped.elapsed();
+    assert!(
+        after >= write_timeout + Duration::from_secs(1),
+        "cleared {after:?} after the bump"
+    );
 }
 
 /// A FIFO queue with a standard dead-letter queue is refused, naming both.
@@ -486,14 +600,8 @@ async fn sqs_fifo_refuses_a_standard_dead_letter_queue() {
     let name = unique("ballast-mixed");
     let e = SqsQueue::connect(
         &SqsConfig {
-            queue: format!("{name}.fifo"),
             dlq: format!("{name}-dlq"),
-            endpoint: Some(moto.endpoint()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            create_queues: true,
-            ..SqsConfig::default()
+            ..SqsConfig::local(moto.endpoint(), &format!("{name}.fifo"))
         },
         Duration::from_secs(1),
     )

@@ -19,16 +19,10 @@ async fn sqs_with(moto: &Moto, prefix: &str, offload: S3OffloadConfig) -> SqsQue
     std::fs::write(&secret, "test\n").unwrap();
     let q = SqsQueue::connect(
         &SqsConfig {
-            queue: name.clone(),
-            dlq: format!("{name}-dlq"),
-            endpoint: Some(moto.endpoint()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
             secret_access_key: None,
             secret_access_key_file: Some(secret.clone()),
-            create_queues: true,
             offload,
-            ..SqsConfig::default()
+            ..SqsConfig::local(moto.endpoint(), &name)
         },
         Duration::from_secs(10),
     )
@@ -453,19 +447,6 @@ async fn retention_secs(raw: &aws_sdk_sqs::Client, url: &str) -> String {
     attrs[&aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod].clone()
 }
 
-fn sqs_config(moto: &Moto, name: &str) -> SqsConfig {
-    SqsConfig {
-        queue: name.into(),
-        dlq: format!("{name}-dlq"),
-        endpoint: Some(moto.endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        create_queues: true,
-        ..SqsConfig::default()
-    }
-}
-
 /// SQS deletes a message at its queue's retention, delivered or not: both queues are
 /// created with the longest (14 days), and a queue kept for less than
 /// `failover.sqs.min_retention` is refused at start, naming it and its value.
@@ -496,7 +477,7 @@ async fn sqs_queues_keep_messages_fourteen_days_and_shorter_ones_are_refused() {
     for create_queues in [true, false] {
         let cfg = SqsConfig {
             create_queues,
-            ..sqs_config(&moto, &name)
+            ..SqsConfig::local(moto.endpoint(), &name)
         };
         let err = SqsQueue::connect(&cfg, Duration::from_secs(5))
             .await
@@ -518,7 +499,7 @@ async fn sqs_queues_keep_messages_fourteen_days_and_shorter_ones_are_refused() {
     let err = SqsQueue::connect(
         &SqsConfig {
             dlq: short_dlq.clone(),
-            ..sqs_config(&moto, &main)
+            ..SqsConfig::local(moto.endpoint(), &main)
         },
         Duration::from_secs(5),
     )
@@ -533,7 +514,7 @@ async fn sqs_queues_keep_messages_fourteen_days_and_shorter_ones_are_refused() {
     let q = SqsQueue::connect(
         &SqsConfig {
             min_retention: Duration::from_secs(4 * 86_400),
-            ..sqs_config(&moto, &name)
+            ..SqsConfig::local(moto.endpoint(), &name)
         },
         Duration::from_secs(5),
     )

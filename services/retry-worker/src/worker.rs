@@ -278,11 +278,13 @@ impl Worker {
         // the run's entries need no update of their own (the receive leases a partition
         // by its head, and takes the run again whole), unless they carry a new body.
         let mut stopped: Vec<String> = Vec::new();
+        let mut untried = Vec::new();
         for (leased, decision) in batch.into_iter().zip(decisions) {
             if let Some(key) = &leased.order {
                 if stopped.contains(key) {
                     if let Decision::Later(None, _) = decision {
                         self.metrics.count("deferred", 1);
+                        untried.push(leased);
                         continue;
                     }
                 } else if !matches!(decision, Decision::Ack(_)) {
@@ -327,6 +329,11 @@ impl Worker {
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, entry = %leased.entry_id, "queue update failed; the entry returns when its lease ends");
+            }
+        }
+        if !untried.is_empty() {
+            if let Err(e) = self.queue.release(&untried).await {
+                tracing::warn!(error = %e, "could not give back entries behind a stopped partition; they return when their lease ends");
             }
         }
     }

@@ -53,30 +53,8 @@ impl<'a> DeadPages<'a> {
     /// Makes the passed-over dead letters visible again. Best effort: one that stays
     /// hidden comes back by itself after 30 s.
     pub(super) async fn finish(self, q: &SqsQueue) {
-        for chunk in self.passed.chunks(MAX_ENTRIES) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, receipt)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(format!("v{i}"))
-                        .receipt_handle(receipt)
-                        .visibility_timeout(0)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            q.count();
-            let sent = q
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&q.dlq_url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %err_sdk(e), "could not show passed-over dead letters again; they return within 30 s");
-            }
+        if let Err(e) = q.show_now(&q.dlq_url, &self.passed).await {
+            tracing::warn!(error = %e, "could not show passed-over dead letters again; they return within 30 s");
         }
     }
 

@@ -1,12 +1,13 @@
 //! Ordered partitions on an SQS FIFO queue (both queues' names end in `.fifo`). Each
 //! ordered partition is a message group (`MessageGroupId` = `topic/partition`), which
 //! SQS hands to one receiver at a time, in send order. Its divert lives in an S3 mark
-//! (see [`super::marks`]): every ordered enqueue bumps the mark before it sends, and a
-//! mark is cleared only by a *barrier*, a message the sweep sends into the group once no
-//! enqueue of the mark's generation can still land (`failover.write_timeout` and a
-//! margin after the last bump). A barrier that reaches the head of its group, with the
-//! mark still at its generation, means every earlier entry has reached Kafka: the mark
-//! goes, and the gateways write the partition directly again.
+//! (see [`super::marks`]): every ordered enqueue bumps the mark before it sends, and
+//! records in it once its sends have answered. A mark is cleared only by a *barrier*, a
+//! message the sweep sends into the group once no send of the mark's bumps can still
+//! land (each has answered, or its gateway's `failover.write_timeout` and a margin have
+//! passed since its bump). A barrier that reaches the head of its group, with the mark
+//! still at its generation, means every earlier entry has reached Kafka: the mark goes,
+//! and the gateways write the partition directly again.
 //!
 //! A FIFO entry keeps its place only while its message is never replaced, so an ordered
 //! entry's attempts live in the mark, and a dead-lettered head stays in the queue, held
@@ -14,7 +15,7 @@
 //! it again, purge deletes it. The design, and where it departs from the model, is in
 //! ARCHITECTURE.md ("Ordered failover on SQS FIFO").
 
-use super::marks::{DeadHead, HeadAttempts, Mark};
+use super::marks::{DeadHead, HeadAttempts, Mark, RACES};
 use super::receive::Attrs;
 use super::*;
 
@@ -28,8 +29,8 @@ pub(super) const BARRIER: &str = "barrier";
 /// On a dead-letter copy: the message id of the held head it copies.
 pub(super) const HEAD: &str = "head_entry";
 
-/// Past `failover.write_timeout` after a mark's last bump, this margin covers the clocks
-/// of the bumping gateway and the sweeping worker.
+/// Past a bump's `send_by` (its gateway's `failover.write_timeout` after the bump), this
+/// margin covers the clocks of the bumping gateway and the sweeping worker.
 pub(super) const BARRIER_MARGIN: Duration = Duration::from_secs(1);
 /// A barrier that did not settle its mark (lost, or its mark bumped since) is sent again
 /// after this long: past SQS's 5-minute deduplication window, so it is not dropped.
@@ -77,7 +78,7 @@ impl SqsQueue {
         let now = now_ms();
         let send_by = now + self.write_timeout.as_millis() as i64;
         let bumps = futures::future::join_all(keys.iter().map(|k| marks.bump(k, now, send_by)));
-        let epochs = match tokio::time::timeout_at(deadline, bumps).await {
+        let bumped = match tokio::time::timeout_at(deadline, bumps).await {
             Ok(results) => keys
                 .iter()
                 .zip(results)
@@ -95,10 +96,44 @@ impl SqsQueue {
             )))
             }
         };
-        let ids = self
+        let sent = self
             .send_until(&self.queue_url, bodies, order, delay, deadline)
-            .await?;
-        Ok(OrderedIds { ids, epochs })
+            .await;
+        // A partition none of whose sends may still land (each landed or failed) takes its
+        // bump out of the mark's sends under way, so a barrier need not wait for its
+        // `send_by`. Not awaited: the answer does not depend on it.
+        let unknown: Vec<&str> = match &sent {
+            Err(QueueError::Partial { stored, .. }) => order
+                .iter()
+                .zip(stored)
+                .filter(|(_, f)| **f == Fate::Unknown)
+                .filter_map(|(o, _)| o.as_deref())
+                .collect(),
+            Err(e) if e.may_hold() => keys.clone(),
+            _ => Vec::new(),
+        };
+        for (key, (epoch, gen)) in &bumped {
+            if unknown.contains(&key.as_str()) {
+                continue;
+            }
+            let (marks, key, epoch, gen) = (marks.clone(), key.clone(), *epoch, *gen);
+            let bound = self.write_timeout;
+            tokio::spawn(async move {
+                match tokio::time::timeout(bound, marks.sent(&key, epoch, gen)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(partition = %key, error = %e, "send not recorded in the divert mark; it counts until its send_by")
+                    }
+                    Err(_) => {
+                        tracing::debug!(partition = %key, "send not recorded in the divert mark in time; it counts until its send_by")
+                    }
+                }
+            });
+        }
+        Ok(OrderedIds {
+            ids: sent?,
+            epochs: bumped.into_iter().map(|(k, (e, _))| (k, e)).collect(),
+        })
     }
 
     async fn set_visibility(&self, url: &str, receipt: &str, secs: i32) -> Result<(), QueueError> {
@@ -204,16 +239,7 @@ impl SqsQueue {
                         continue;
                     }
                     // The dead head is gone from the queue (purged): the mark forgets it.
-                    marks
-                        .update(&k, |m| {
-                            let m = m?;
-                            m.dead.as_ref()?;
-                            Some(Mark {
-                                dead: None,
-                                ..m.clone()
-                            })
-                        })
-                        .await?;
+                    marks.forget(&k, |m| &mut m.dead).await?;
                 }
                 match mark.and_then(|m| m.attempts.as_ref()) {
                     Some(at) if at.entry == l.entry_id => {
@@ -225,18 +251,7 @@ impl SqsQueue {
                     }
                     // The count of an earlier head, which has gone: the slot is this
                     // head's now.
-                    Some(_) if first => {
-                        marks
-                            .update(&k, |m| {
-                                let m = m?;
-                                m.attempts.as_ref()?;
-                                Some(Mark {
-                                    attempts: None,
-                                    ..m.clone()
-                                })
-                            })
-                            .await?;
-                    }
+                    Some(_) if first => marks.forget(&k, |m| &mut m.attempts).await?,
                     _ => {}
                 }
             }
@@ -263,14 +278,20 @@ impl SqsQueue {
                 .delete_from(&self.queue_url, std::slice::from_ref(l))
                 .await;
         };
-        if let Some(Some(r)) = read {
+        // The mark as this receive read it, then as read again after a write that changed
+        // it but not its generation (a send recorded, an attempt count).
+        let mut read = read.cloned().flatten();
+        for _ in 0..RACES {
+            let Some(r) = read.take() else { break };
             let m = &r.mark;
-            if barrier == format!("{}/{}", m.epoch, m.gen)
-                && m.dead.is_none()
-                && marks.delete(key, &r.etag).await?
-            {
-                tracing::info!(partition = %key, "ordered partition drained: divert cleared");
+            if barrier != format!("{}/{}", m.epoch, m.gen) || m.dead.is_some() {
+                break;
             }
+            if marks.delete(key, &r.etag).await? {
+                tracing::info!(partition = %key, "ordered partition drained: divert cleared");
+                break;
+            }
+            read = marks.get(key).await?;
         }
         self.delete_from(&self.queue_url, std::slice::from_ref(l))
             .await
@@ -450,13 +471,12 @@ impl SqsQueue {
             return Ok(());
         };
         let margin = BARRIER_MARGIN.as_millis() as i64;
-        let own = self.write_timeout.as_millis() as i64;
         for (key, r) in marks.read_all().await? {
             let now = now_ms();
             let m = &r.mark;
-            // Quiet once every send of its bumps has landed or failed, by the bumping
-            // gateways' own bound (`send_by`), and never sooner than this worker's.
-            if m.dead.is_some() || now < m.send_by.max(m.bumped_at + own) + margin {
+            // Quiet once every send of its bumps has landed or failed: each enqueue says
+            // so, or its bumping gateway's own bound (`send_by`) has passed.
+            if m.dead.is_some() || !m.quiet(now, margin) {
                 continue;
             }
             if matches!(m.barrier, Some((g, at)) if g == m.gen && now - at < RESEND.as_millis() as i64)
@@ -465,6 +485,7 @@ impl SqsQueue {
             }
             let claimed = Mark {
                 barrier: Some((m.gen, now)),
+                sending: Vec::new(),
                 ..m.clone()
             };
             if !marks.put(&key, &claimed, Some(&r.etag)).await? {

@@ -19,10 +19,11 @@ pub(crate) struct Mark {
     pub gen: u64,
     /// When the last bump was made (the bumping gateway's clock, unix ms).
     pub bumped_at: i64,
-    /// By when every send of a bump so far has landed or failed: the latest bump plus the
-    /// bumping gateway's own `failover.write_timeout` (its clock, unix ms).
-    #[serde(default)]
-    pub send_by: i64,
+    /// The bumps whose sends have not answered yet. An enqueue takes its bump out once
+    /// every send it made has landed or failed; one that never does (its gateway died, or
+    /// SQS did not answer) stops counting at its `send_by`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sending: Vec<Sending>,
     /// The generation a barrier was sent for, and when (unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barrier: Option<(u64, i64)>,
@@ -34,6 +35,23 @@ pub(crate) struct Mark {
     /// only while its message is never replaced, so its count lives here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<HeadAttempts>,
+}
+
+/// A bump whose sends are under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Sending {
+    pub gen: u64,
+    /// By when its sends have landed or failed: the bump plus the bumping gateway's own
+    /// `failover.write_timeout` (its clock, unix ms).
+    pub send_by: i64,
+}
+
+impl Mark {
+    /// Whether no send of a bump so far can still land at `now`: each has answered, or
+    /// its `send_by` is `margin_ms` past.
+    pub(crate) fn quiet(&self, now_ms: i64, margin_ms: i64) -> bool {
+        self.sending.iter().all(|s| now_ms >= s.send_by + margin_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,12 +87,16 @@ pub(crate) struct Marks {
 pub(crate) const PREFIX: &str = "ballast-diverts/";
 
 /// Conditional writes that lost a race are tried again this many times.
-const RACES: usize = 32;
+pub(crate) const RACES: usize = 32;
 
-fn precondition_failed(status: u16) -> bool {
-    // 412: the ETag moved on (or the object exists, for If-None-Match); 409: a
-    // concurrent conditional write to the same key is in progress.
-    status == 412 || status == 409
+/// Whether a conditional write lost its race: 412, the ETag moved on (or the object
+/// exists, for If-None-Match); 409, a concurrent conditional write to the same key is in
+/// progress.
+fn lost_race<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    e.raw_response()
+        .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409))
 }
 
 impl Marks {
@@ -143,12 +165,7 @@ impl Marks {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| precondition_failed(r.status().as_u16())) =>
-            {
-                Ok(false)
-            }
+            Err(e) if lost_race(&e) => Ok(false),
             Err(e) => Err(err_sdk_in("s3 put_object (divert mark): ", e)),
         }
     }
@@ -165,12 +182,7 @@ impl Marks {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| precondition_failed(r.status().as_u16())) =>
-            {
-                Ok(false)
-            }
+            Err(e) if lost_race(&e) => Ok(false),
             Err(e) => Err(err_sdk_in("s3 delete_object (divert mark): ", e)),
         }
     }
@@ -201,35 +213,60 @@ impl Marks {
     }
 
     /// Bumps partition `order`'s mark (making it, with a new epoch, when it has none) for
-    /// a send that ends by `send_by`, and returns its epoch.
+    /// a send that ends by `send_by`, and returns its epoch and generation.
     pub(crate) async fn bump(
         &self,
         order: &str,
         now_ms: i64,
         send_by: i64,
-    ) -> Result<i64, QueueError> {
+    ) -> Result<(i64, u64), QueueError> {
         let fresh = new_epoch();
         let m = self
             .update(order, |m| {
-                Some(match m {
-                    Some(m) => Mark {
-                        gen: m.gen + 1,
-                        bumped_at: now_ms,
-                        send_by: m.send_by.max(send_by),
-                        ..m.clone()
-                    },
-                    None => Mark {
-                        epoch: fresh,
-                        gen: 1,
-                        bumped_at: now_ms,
-                        send_by,
-                        ..Mark::default()
-                    },
-                })
+                let mut m = m.cloned().unwrap_or_else(|| Mark {
+                    epoch: fresh,
+                    ..Mark::default()
+                });
+                m.gen += 1;
+                m.bumped_at = now_ms;
+                m.sending.push(Sending {
+                    gen: m.gen,
+                    send_by,
+                });
+                Some(m)
             })
             .await?
             .expect("a bump always writes");
-        Ok(m.epoch)
+        Ok((m.epoch, m.gen))
+    }
+
+    /// Takes bump `(epoch, gen)` out of the sends under way: every send it made has
+    /// landed or failed.
+    pub(crate) async fn sent(&self, order: &str, epoch: i64, gen: u64) -> Result<(), QueueError> {
+        self.update(order, |m| {
+            let m = m.filter(|m| m.epoch == epoch)?;
+            let i = m.sending.iter().position(|s| s.gen == gen)?;
+            let mut m = m.clone();
+            m.sending.remove(i);
+            Some(m)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Changes one optional part of the mark to None, if the mark has it set.
+    pub(crate) async fn forget<T>(
+        &self,
+        order: &str,
+        part: impl Fn(&mut Mark) -> &mut Option<T>,
+    ) -> Result<(), QueueError> {
+        self.update(order, |m| {
+            let mut m = m?.clone();
+            part(&mut m).take()?;
+            Some(m)
+        })
+        .await?;
+        Ok(())
     }
 
     /// The partitions that have a mark.

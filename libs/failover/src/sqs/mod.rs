@@ -96,6 +96,27 @@ impl Default for SqsConfig {
 }
 
 impl SqsConfig {
+    /// Queue `queue` and its dead-letter queue (`<queue>-dlq`, or `<name>-dlq.fifo` for a
+    /// FIFO `<name>.fifo`) on an SQS-compatible server at `endpoint` (moto_server,
+    /// LocalStack), in us-east-1 with the static credentials `test`/`test`, both queues
+    /// created when missing: for development and tests.
+    pub fn local(endpoint: impl Into<String>, queue: &str) -> Self {
+        let dlq = match queue.strip_suffix(".fifo") {
+            Some(name) => format!("{name}-dlq.fifo"),
+            None => format!("{queue}-dlq"),
+        };
+        Self {
+            queue: queue.into(),
+            dlq,
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            create_queues: true,
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), QueueError> {
         if self.min_retention > SQS_MAX_RETENTION {
             return Err(QueueError::Config(format!(
@@ -419,14 +440,7 @@ impl FailoverQueue for SqsQueue {
         order: &[Option<String>],
         delay: Duration,
     ) -> Result<OrderedIds, QueueError> {
-        if !self.fifo && order.iter().any(Option::is_some) {
-            return Err(QueueError::Config(format!(
-                "the standard SQS queue {} does not keep order (ordering: partition): use a \
-                 FIFO queue (failover.sqs.queue and dlq ending in .fifo, with \
-                 failover.sqs.offload.bucket)",
-                self.queue_url
-            )));
-        }
+        // Unordered bodies go as `enqueue` sends them; ordered ones need the marks.
         self.fifo_enqueue(bodies, order, delay).await
     }
 
@@ -497,6 +511,14 @@ impl FailoverQueue for SqsQueue {
                 Ok(())
             }
         }
+    }
+
+    async fn release(&self, entries: &[Leased]) -> Result<(), QueueError> {
+        if !self.fifo {
+            return Ok(());
+        }
+        let receipts: Vec<String> = entries.iter().map(|l| l.receipt.clone()).collect();
+        self.show_now(&self.queue_url, &receipts).await
     }
 
     async fn dead_letter(&self, entry: &Leased, info: &DeadInfo) -> Result<(), QueueError> {

@@ -118,6 +118,43 @@ impl SqsQueue {
         Ok(leased)
     }
 
+    /// Makes received messages visible again at once, by their receipts.
+    pub(super) async fn show_now(&self, url: &str, receipts: &[String]) -> Result<(), QueueError> {
+        for chunk in receipts.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(format!("v{i}"))
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .map_err(err)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.count();
+            let out = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(err_sdk)?;
+            if let Some(f) = out.failed.first() {
+                return Err(QueueError::Unavailable(format!(
+                    "{} of {} messages not shown again ({}: {})",
+                    out.failed.len(),
+                    chunk.len(),
+                    f.code,
+                    f.message.clone().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn delete_from(
         &self,
         url: &str,
