@@ -240,6 +240,29 @@ fn bench_quick_produces_every_figure() {
     share(p7, "gateway_local_share");
     share(p7, "plain_local_share");
     share(p7, "local_leader_share");
+    // P7 with skew: both layouts, each with spillover and local-only placement; where the
+    // zone leads 1 of 6, spillover evens the partitions out and keeps half local.
+    let layouts = v["p7_skew"]["layouts"].as_array().expect("p7_skew layouts");
+    assert_eq!(layouts.len(), 2, "{v}");
+    for layout in layouts {
+        for run in ["spillover", "local_only"] {
+            share(&layout[run], "local_share");
+            let spread = layout[run]["spread"].as_f64().unwrap();
+            assert!(spread >= 1.0, "{layout}");
+        }
+    }
+    let one = &layouts[0];
+    assert_eq!(one["local_partitions"], 1, "{one}");
+    assert!(
+        one["spillover"]["spread"].as_f64() < one["local_only"]["spread"].as_f64(),
+        "{one}"
+    );
+    assert_eq!(one["local_only"]["local_share"], 1.0, "{one}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("P7")).count(),
+        5,
+        "{stdout}"
+    );
     // P9: both orderings measured in the run.
     for run in ["ordered", "unordered"] {
         positive(

@@ -306,6 +306,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             l.local_leader_share * 100.0
         ));
         json["p7_locality"] = serde_json::to_value(&l)?;
+        let sk = resilience::skew(&args).await?;
+        for layout in &sk.layouts {
+            let (on, off) = (&layout.spillover, &layout.local_only);
+            rows.push(format!(
+                "P7      skew {}/6 local: spread (max/mean)          {:>10.2}  {:>10.2}  spillover vs local only; per partition {:?} vs {:?}",
+                layout.local_partitions, on.spread, off.spread, on.per_partition, off.per_partition
+            ));
+            rows.push(format!(
+                "P7      skew {}/6 local: az-local share            {:>9.1}%  {:>9.1}%  at most {:.0}% with an even spread",
+                layout.local_partitions,
+                on.local_share * 100.0,
+                off.local_share * 100.0,
+                layout.best_local_share * 100.0
+            ));
+        }
+        json["p7_skew"] = serde_json::to_value(&sk)?;
     }
     if matches!(args.suite, Suite::All | Suite::Divert) {
         let d = resilience::divert(&args).await?;

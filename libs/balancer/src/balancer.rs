@@ -2,8 +2,10 @@
 //!
 //! - Unkeyed records: healthy partitions whose leader is in this process's rack first,
 //!   then any healthy partition; the least loaded (in-flight writes) wins, ties rotate.
+//!   When the zone leads too few healthy partitions to carry its share of the topic's
+//!   records, the excess spills to the other zones' partitions (see [`SpilloverConfig`]).
 //!   A chosen partition keeps the next `sticky_records` records while it stays healthy and
-//!   in the best tier, so the producer sends larger batches.
+//!   in the tier it was chosen from, so the producer sends larger batches.
 //! - STRICT keyed records: only `murmur2(key) % partitions`; an error when it is unhealthy.
 //! - PREFERRED keyed records: the murmur2 partition when healthy, else rehashed over the
 //!   healthy partitions (sorted), so a key still sticks to one partition during an outage.
@@ -16,6 +18,8 @@
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::config::BalancerConfig;
+#[cfg(doc)]
+use crate::config::SpilloverConfig;
 use crate::murmur2::{murmur2, partition_for_key, to_positive};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -129,12 +133,35 @@ impl PartitionState {
     }
 }
 
+/// The partition unkeyed records stick to, how many more it takes, and the tier it was
+/// chosen from.
+#[derive(Debug, Clone, Copy)]
+struct Sticky {
+    partition: usize,
+    left: u32,
+    tier: Tier,
+}
+
+/// Where an unkeyed record's partition was chosen from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// Led in this process's zone.
+    Local,
+    /// Another zone's, while the zone's own cannot carry its share.
+    Spill,
+    /// Another zone's, as none of the zone's own can take it (or no zone is known).
+    Other,
+}
+
 /// One topic's partitions, and what the balancer keeps for it.
 #[derive(Debug, Default)]
 struct TopicState {
     partitions: Vec<PartitionState>,
-    /// The sticky partition for unkeyed records and how many more it takes.
-    sticky: Option<(usize, u32)>,
+    sticky: Option<Sticky>,
+    /// The spillover's running count: above zero, a local choice is due.
+    local_credit: f64,
+    /// Turns taken among tied partitions, locally and in other zones.
+    turns: [usize; 2],
     /// Records have been written to it (see [`Balancer::touch`]).
     used: bool,
 }
@@ -148,7 +175,8 @@ pub struct Balancer {
     draining: HashSet<i32>,
     /// No broker answered the last metadata request.
     cluster_down: bool,
-    cursor: usize,
+    /// Racks among the live brokers (see [`Balancer::set_zones`]).
+    zones: usize,
 }
 
 impl Balancer {
@@ -209,6 +237,26 @@ impl Balancer {
                 st.cluster_down = !reachable;
                 st.sync_hold();
             }
+        }
+    }
+
+    /// Sets the number of racks among the live brokers: with an equal share per zone, a
+    /// zone sends `1 / zones` of a topic's records.
+    pub fn set_zones(&mut self, zones: usize) {
+        self.zones = zones;
+    }
+
+    /// The share of a topic's records this process's zone sends, when spillover applies,
+    /// as a fraction `(numerator, denominator)`.
+    fn zone_share(&self) -> Option<(usize, usize)> {
+        let s = &self.cfg.spillover;
+        if !s.enabled || self.cfg.rack.is_none() {
+            return None;
+        }
+        match s.zone_share_percent {
+            Some(p) => Some((usize::from(p), 100)),
+            None if self.zones > 1 => Some((1, self.zones)),
+            None => None,
         }
     }
 
@@ -300,10 +348,15 @@ impl Balancer {
 
     /// Chooses a partition and admits the write through its breaker.
     pub fn pick(&mut self, req: &PickRequest<'_>, now: Instant) -> Result<Pick, PickError> {
+        let zone_share = self.zone_share();
         let bcfg = &self.cfg.breaker;
         let rack = self.cfg.rack.as_deref();
         let TopicState {
-            partitions, sticky, ..
+            partitions,
+            sticky,
+            local_credit,
+            turns,
+            ..
         } = self
             .topics
             .get_mut(req.topic)
@@ -351,37 +404,82 @@ impl Balancer {
             }
         } else {
             let is_local = |p: usize| rack.is_some() && states[p].leader_rack.as_deref() == rack;
-            let start = self.cursor % n;
-            self.cursor = self.cursor.wrapping_add(1);
-            let mut best: Option<(bool, u32, usize)> = None;
-            for i in 0..n {
-                let p = (start + i) % n;
-                if !movable_to(p) {
-                    continue;
-                }
-                // Lower is better: local first, then fewer writes in flight.
-                let rank = (!is_local(p), states[p].in_flight, p);
-                if best.is_none_or(|b| (rank.0, rank.1) < (b.0, b.1)) {
-                    best = Some(rank);
+            let (mut locals, mut others) = (0usize, 0usize);
+            for p in (0..n).filter(|&p| movable_to(p)) {
+                if is_local(p) {
+                    locals += 1;
+                } else {
+                    others += 1;
                 }
             }
-            let best = best.ok_or(PickError::NoHealthyPartition)?;
-            // Stay on the sticky partition while it is usable, closed and in the best tier.
-            let kept = sticky.as_mut().filter(|(p, left)| {
-                *left > 0
+            // The share of records the zone's partitions can carry: their share of the
+            // movable partitions over the zone's share of the records, at most all.
+            let local_share = match (locals, others, zone_share) {
+                (0, _, _) => 0.0,
+                (l, o, Some((num, den))) if o > 0 && l * den < (l + o) * num => {
+                    (l * den) as f64 / ((l + o) * num) as f64
+                }
+                _ => 1.0,
+            };
+            // Stay on the sticky partition while it is usable, closed and its tier still
+            // applies.
+            let kept = sticky.as_mut().filter(|s| {
+                s.left > 0
                     && req.allow_probe
-                    && movable_to(*p)
-                    && states[*p].breaker.is_closed(now)
-                    && is_local(*p) != best.0
+                    && movable_to(s.partition)
+                    && states[s.partition].breaker.is_closed(now)
+                    && match s.tier {
+                        Tier::Local => true,
+                        Tier::Spill => local_share < 1.0,
+                        Tier::Other => locals == 0,
+                    }
             });
             match kept {
-                Some((p, left)) => {
-                    *left -= 1;
-                    *p
+                Some(s) => {
+                    s.left -= 1;
+                    s.partition
                 }
                 None => {
-                    *sticky = Some((best.2, self.cfg.sticky_records.saturating_sub(1)));
-                    best.2
+                    let tier = match (locals, others) {
+                        (0, 0) => return Err(PickError::NoHealthyPartition),
+                        (_, 0) => Tier::Local,
+                        (0, _) => Tier::Other,
+                        // Local for `local_share` of the choices, over time: the credit
+                        // stays within (-1, 1), and a local choice comes first.
+                        _ if *local_credit > -1e-9 => {
+                            *local_credit -= 1.0 - local_share;
+                            Tier::Local
+                        }
+                        _ => {
+                            *local_credit += local_share;
+                            Tier::Spill
+                        }
+                    };
+                    // The least loaded of the tier (fewest writes in flight), ties taken
+                    // in turn.
+                    let local = tier == Tier::Local;
+                    let in_tier = |p: &usize| movable_to(*p) && is_local(*p) == local;
+                    let least = (0..n)
+                        .filter(in_tier)
+                        .map(|p| states[p].in_flight)
+                        .min()
+                        .expect("the tier has a partition");
+                    let ties = || {
+                        (0..n)
+                            .filter(in_tier)
+                            .filter(|&p| states[p].in_flight == least)
+                    };
+                    let turn = &mut turns[usize::from(!local)];
+                    let p = ties()
+                        .nth(*turn % ties().count())
+                        .expect("a tie is in range");
+                    *turn = turn.wrapping_add(1);
+                    *sticky = Some(Sticky {
+                        partition: p,
+                        left: self.cfg.sticky_records.saturating_sub(1),
+                        tier,
+                    });
+                    p
                 }
             }
         };

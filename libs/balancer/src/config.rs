@@ -62,6 +62,42 @@ impl BreakerConfig {
     }
 }
 
+/// Zone-aware spillover of unkeyed records, as Envoy's zone-aware routing does it: stay in
+/// the zone while its partitions can carry the zone's share of the topic's records, and
+/// otherwise spill the excess to the other zones' partitions, in proportion to their
+/// number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpilloverConfig {
+    /// false: every unkeyed record goes to a partition led in the zone while one is
+    /// healthy, however few they are.
+    pub enabled: bool,
+    /// The share of a topic's unkeyed records that this zone's processes send, in
+    /// percent (1 to 100). Unset: an equal share per zone, 100 divided by the number of
+    /// racks among the live brokers.
+    pub zone_share_percent: Option<u8>,
+}
+
+impl Default for SpilloverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            zone_share_percent: None,
+        }
+    }
+}
+
+impl SpilloverConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.zone_share_percent {
+            Some(p) if p == 0 || p > 100 => Err(format!(
+                "spillover.zone_share_percent is {p}; it must be between 1 and 100"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Balancer settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +110,7 @@ pub struct BalancerConfig {
     /// before the least-loaded partition is chosen again, so the producer builds larger
     /// batches, as Kafka's sticky partitioner does. 1 disables stickiness.
     pub sticky_records: u32,
+    pub spillover: SpilloverConfig,
 }
 
 impl Default for BalancerConfig {
@@ -82,6 +119,7 @@ impl Default for BalancerConfig {
             rack: None,
             breaker: BreakerConfig::default(),
             sticky_records: 100,
+            spillover: SpilloverConfig::default(),
         }
     }
 }

@@ -15,6 +15,6 @@ pub use balancer::{
     Balancer, KeyPolicy, PartitionMeta, PartitionStatus, Pick, PickError, PickRequest,
 };
 pub use breaker::{Admission, Breaker, BreakerState};
-pub use config::{BalancerConfig, BreakerConfig};
+pub use config::{BalancerConfig, BreakerConfig, SpilloverConfig};
 pub use error_class::FailureKind;
 pub use murmur2::{murmur2, partition_for_key, to_positive};

@@ -107,6 +107,12 @@ impl Placement {
         {
             let mut b = self.balancer();
             b.set_cluster_reachable(true);
+            let racks: HashSet<&str> = md
+                .brokers
+                .iter()
+                .filter_map(|b| b.rack.as_deref())
+                .collect();
+            b.set_zones(racks.len());
             // A topic leaves only when the cluster, answering a full refresh, no longer
             // lists it. A topic listed with an error (LEADER_NOT_AVAILABLE,
             // UNKNOWN_TOPIC_OR_PARTITION while partitions move) keeps its last good view:

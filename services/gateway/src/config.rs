@@ -1,7 +1,7 @@
 //! Gateway configuration: defaults, then a YAML file, then `BALLAST_`-prefixed environment
 //! variables (nested keys joined by `__`, e.g. `BALLAST_KAFKA__BOOTSTRAP_SERVERS`).
 
-use ballast_balancer::BreakerConfig;
+use ballast_balancer::{BreakerConfig, SpilloverConfig};
 use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
 use ballast_kafka::KafkaConfig;
 use ballast_produce::WriteLimits;
@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     /// Unkeyed records placed on one partition in a row before the least-loaded healthy
     /// partition is chosen again (larger producer batches). 1 disables stickiness.
     pub sticky_records: u32,
+    /// When the gateway's zone leads too few healthy partitions of a topic to carry its
+    /// share of the unkeyed records, the excess goes to the other zones' partitions.
+    pub spillover: SpilloverConfig,
     pub kafka: KafkaConfig,
     pub breaker: BreakerConfig,
     pub limits: Limits,
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             admin_listen: "0.0.0.0:9464".parse().expect("valid"),
             rack: None,
             sticky_records: 100,
+            spillover: SpilloverConfig::default(),
             kafka: KafkaConfig::default(),
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
@@ -215,6 +219,7 @@ impl GatewayConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.spillover.validate().map_err(ConfigError::Invalid)?;
         self.tls
             .validate()
             .and_then(|()| self.auth.validate())

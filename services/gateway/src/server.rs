@@ -155,6 +155,7 @@ impl Gateway {
                 rack: config.rack.clone(),
                 breaker: config.breaker.clone(),
                 sticky_records: config.sticky_records,
+                spillover: config.spillover.clone(),
             },
             config.limits.write_path(),
             write_metrics,

@@ -1,7 +1,7 @@
 //! Retry-worker configuration (seed 001's retry block, made complete): defaults, a YAML
 //! file, then `BALLAST_*` variables.
 
-use ballast_balancer::BreakerConfig;
+use ballast_balancer::{BreakerConfig, SpilloverConfig};
 use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
 use ballast_kafka::KafkaConfig;
 use ballast_telemetry::TelemetryConfig;
@@ -99,6 +99,9 @@ pub struct WorkerConfig {
     pub admin_listen: SocketAddr,
     /// This worker's rack, for AZ-local publishing of unkeyed records.
     pub rack: Option<String>,
+    /// As the gateway's: unkeyed records spill to other zones' partitions when the zone's
+    /// own cannot carry its share.
+    pub spillover: SpilloverConfig,
     pub kafka: KafkaConfig,
     pub breaker: BreakerConfig,
     pub failover: FailoverConfig,
@@ -124,6 +127,7 @@ impl Default for WorkerConfig {
             listen: "0.0.0.0:50052".parse().expect("valid"),
             admin_listen: "0.0.0.0:9465".parse().expect("valid"),
             rack: None,
+            spillover: SpilloverConfig::default(),
             kafka: KafkaConfig::default(),
             breaker: BreakerConfig::default(),
             failover: FailoverConfig {
@@ -160,6 +164,9 @@ impl WorkerConfig {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.breaker
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.spillover
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(r.max_attempts > 0, "retry.max_attempts must be positive");

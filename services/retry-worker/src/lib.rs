@@ -66,6 +66,7 @@ pub async fn run(
                 rack: config.rack.clone(),
                 breaker: config.breaker.clone(),
                 sticky_records: 1,
+                spillover: config.spillover.clone(),
             },
             WriteLimits {
                 max_record_bytes: usize::MAX,

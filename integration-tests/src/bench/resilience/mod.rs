@@ -6,7 +6,9 @@
 //!   and failover is slow (SQS on moto_server, one batch at a time), against its RSS at
 //!   steady load and its in-flight byte budget.
 //! - P7: the share of unkeyed bytes written to leaders in the gateway's own zone, against
-//!   a plain rdkafka producer's share on the same cluster.
+//!   a plain rdkafka producer's share on the same cluster; and with skewed leadership (the
+//!   zone leading 1 or 2 of 6 partitions), the per-partition spread and the local share
+//!   with zone-aware spillover, against local-only placement.
 //! - P9: how long a key's partition stays diverted after its outage ends, and the key's
 //!   write rate meanwhile, under `ordering: partition` against `ordering: none`.
 
@@ -14,12 +16,14 @@ mod broker_loss;
 mod divert;
 mod locality;
 mod overload;
+mod skew;
 
 pub use broker_loss::broker_loss;
 pub use divert::divert;
 pub use locality::locality;
 pub use overload::overload;
 pub(super) use overload::GatewayProcess;
+pub use skew::skew;
 
 use ballast_gateway::{Gateway, GatewayConfig, GatewayHandle, LocalGateway};
 use ballast_kafka::{EmbeddedCluster, EmbeddedClusterConfig, TopicSpec};

@@ -21,6 +21,7 @@ fn balancer(rack: Option<&str>, n: i32) -> Balancer {
         rack: rack.map(str::to_string),
         breaker: BreakerConfig::default(),
         sticky_records: 1,
+        ..BalancerConfig::default()
     });
     b.update_topic("t", &meta(n));
     b
@@ -399,5 +400,139 @@ proptest! {
         for s in b.status("t", now) {
             prop_assert_eq!(s.in_flight, 0);
         }
+    }
+}
+
+/// A topic whose partition `p` is led in `racks[p]`, on a balancer in az-a among three
+/// zones.
+fn zoned(racks: &[&str], spillover: crate::SpilloverConfig) -> Balancer {
+    let mut b = Balancer::new(BalancerConfig {
+        rack: Some("az-a".into()),
+        sticky_records: 1,
+        spillover,
+        ..BalancerConfig::default()
+    });
+    b.set_zones(3);
+    let meta: Vec<PartitionMeta> = racks
+        .iter()
+        .enumerate()
+        .map(|(p, r)| PartitionMeta {
+            partition: p as i32,
+            leader: Some(p as i32),
+            leader_rack: Some(r.to_string()),
+        })
+        .collect();
+    b.update_topic("t", &meta);
+    b
+}
+
+/// Unkeyed records placed one at a time, each completed at once: records per partition.
+fn spread(b: &mut Balancer, records: usize) -> Vec<usize> {
+    let now = Instant::now();
+    let n = b.partition_count("t").unwrap();
+    let mut counts = vec![0; n];
+    for _ in 0..records {
+        let pick = b.pick(&unkeyed(&[]), now).unwrap();
+        counts[pick.partition as usize] += 1;
+        b.complete("t", &pick, None, now);
+    }
+    counts
+}
+
+#[test]
+fn a_zone_that_leads_too_few_partitions_spills_the_excess_evenly() {
+    // az-a leads 1 of 6 and sends a third of the records: its one partition takes what
+    // a sixth of the partitions can (half of az-a's records), and the other half goes to
+    // the other five in equal parts.
+    let layout = ["az-a", "az-b", "az-b", "az-b", "az-c", "az-c"];
+    let mut b = zoned(&layout, crate::SpilloverConfig::default());
+    assert_eq!(spread(&mut b, 6000), [3000, 600, 600, 600, 600, 600]);
+    // Off, everything stays on the one local partition.
+    let off = crate::SpilloverConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    let mut b = zoned(&layout, off);
+    assert_eq!(spread(&mut b, 600), [600, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn a_zone_whose_partitions_carry_its_share_stays_local() {
+    // 2 of 6 carry a third: all local, in turn.
+    let layout = ["az-a", "az-b", "az-a", "az-b", "az-c", "az-c"];
+    let mut b = zoned(&layout, crate::SpilloverConfig::default());
+    assert_eq!(spread(&mut b, 600), [300, 0, 300, 0, 0, 0]);
+    // A zone that says it sends half of the records spills a third of them.
+    let half = crate::SpilloverConfig {
+        zone_share_percent: Some(50),
+        ..Default::default()
+    };
+    let mut b = zoned(&layout, half);
+    assert_eq!(spread(&mut b, 600), [200, 50, 200, 50, 50, 50]);
+}
+
+#[test]
+fn spillover_follows_the_healthy_partitions() {
+    // az-a leads 2 of 6, but one of them is open: 1 of 5 movable, against a third.
+    let layout = ["az-a", "az-b", "az-a", "az-b", "az-c", "az-c"];
+    let mut b = zoned(&layout, crate::SpilloverConfig::default());
+    let now = Instant::now();
+    trip(&mut b, 2, now);
+    let counts = spread(&mut b, 5000);
+    assert_eq!(counts[2], 0, "{counts:?}");
+    // (1/5) / (1/3) = 3/5 local.
+    assert_eq!(counts[0], 3000, "{counts:?}");
+    assert_eq!(&counts[3..], [500, 500, 500], "{counts:?}");
+    assert_eq!(counts[1], 500, "{counts:?}");
+}
+
+#[test]
+fn a_spill_run_sticks_like_a_local_one() {
+    let layout = ["az-a", "az-b", "az-b", "az-b", "az-c", "az-c"];
+    let mut b = Balancer::new(BalancerConfig {
+        rack: Some("az-a".into()),
+        sticky_records: 10,
+        ..BalancerConfig::default()
+    });
+    b.set_zones(3);
+    b.update_topic(
+        "t",
+        &layout
+            .iter()
+            .enumerate()
+            .map(|(p, r)| PartitionMeta {
+                partition: p as i32,
+                leader: Some(p as i32),
+                leader_rack: Some(r.to_string()),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let now = Instant::now();
+    let picks: Vec<i32> = (0..40)
+        .map(|_| {
+            let pick = b.pick(&unkeyed(&[]), now).unwrap();
+            b.complete("t", &pick, None, now);
+            pick.partition
+        })
+        .collect();
+    // Runs of ten: local, then spilled, in turn.
+    for run in picks.chunks(10) {
+        assert!(run.iter().all(|p| *p == run[0]), "{picks:?}");
+    }
+    assert_eq!(picks[0], 0);
+    assert_ne!(picks[10], 0);
+    assert_eq!(picks[20], 0);
+    assert_ne!(picks[30], 0);
+}
+
+#[test]
+fn zone_share_percent_must_be_between_1_and_100() {
+    for bad in [0, 101] {
+        let cfg = crate::SpilloverConfig {
+            zone_share_percent: Some(bad),
+            ..Default::default()
+        };
+        let e = cfg.validate().expect_err("out of range");
+        assert!(e.contains("spillover.zone_share_percent"), "{e}");
     }
 }
