@@ -274,9 +274,14 @@ fn bench_quick_produces_every_figure() {
             ],
         );
     }
+    // And ordered on SQS FIFO (moto_server runs here).
+    positive(
+        &v["p9_divert"]["fifo"]["Ok"]["ordered"],
+        &["diverted_ms", "writes_per_sec_during_outage"],
+    );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("P9")).count(),
-        3,
+        4,
         "{stdout}"
     );
     std::fs::remove_dir_all(&dir).ok();

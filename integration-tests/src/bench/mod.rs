@@ -342,6 +342,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             d.unordered.writes_per_sec_during_outage,
             d.ordered.writes_per_sec_during_outage / d.unordered.writes_per_sec_during_outage
         ));
+        match &d.fifo {
+            Ok(f) => rows.push(format!(
+                "P9      same on SQS FIFO (moto), backlog {:<6}   {:>10.0}  {:>10.0}  ordering: partition on FIFO vs none (SQLite, above); {:.1} writes/s after recovery",
+                f.backlog,
+                f.ordered.diverted_ms,
+                d.unordered.diverted_ms,
+                f.ordered.writes_per_sec_after_recovery
+            )),
+            Err(e) => rows.push(format!("P9      SQS FIFO: not measured: {e}")),
+        }
         json["p9_divert"] = serde_json::to_value(&d)?;
     }
     if matches!(args.suite, Suite::All | Suite::Cpu) {

@@ -2,11 +2,13 @@
 //! of the key's records fails over; when the leader is back, a client writes the key's
 //! values one after another. Under `ordering: partition` the partition stays diverted
 //! (its records held, then written directly) until a retry worker has drained the
-//! backlog; under `ordering: none`, in the same run, it is written directly at once.
+//! backlog; under `ordering: none`, in the same run, it is written directly at once. The
+//! queue is SQLite, and then, ordered again, SQS FIFO queues on moto_server (a smaller
+//! backlog: moto takes ten messages a receive).
 
 use super::{cluster, InProcess, PARTITIONS, TOPIC};
 use crate::bench::BenchArgs;
-use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig};
+use ballast_failover::{FailoverBackend, FailoverConfig, OrderingConfig, SqsConfig};
 use ballast_proto::ingest::v1 as pb;
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,21 @@ pub struct Divert {
     pub window_secs: f64,
     pub ordered: DivertFigures,
     pub unordered: DivertFigures,
+    /// Ordered on SQS FIFO queues (moto_server), with its own backlog.
+    pub fifo: Result<FifoDivert, String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FifoDivert {
+    pub backlog: usize,
+    pub ordered: DivertFigures,
+}
+
+/// The failover queue of a run.
+enum Queue {
+    Sqlite,
+    /// SQS FIFO queues and their marks' bucket on this endpoint.
+    SqsFifo(String),
 }
 
 /// Writes one value of `key` until acknowledged; whether Kafka acknowledged it.
@@ -49,7 +66,7 @@ async fn write(
 }
 
 async fn run(
-    args: &BenchArgs,
+    queue: Queue,
     ordered: bool,
     backlog: usize,
     window: Duration,
@@ -59,11 +76,24 @@ async fn run(
     std::fs::create_dir_all(&dir)?;
     let db = dir.join(format!("{ordered}.db"));
     std::fs::remove_file(&db).ok();
-    let failover = FailoverConfig {
-        backend: FailoverBackend::Sqlite,
-        database_url: format!("sqlite://{}?mode=rwc", db.display()),
-        allow_node_local: true,
-        ..FailoverConfig::default()
+    let failover = match queue {
+        Queue::Sqlite => FailoverConfig {
+            backend: FailoverBackend::Sqlite,
+            database_url: format!("sqlite://{}?mode=rwc", db.display()),
+            allow_node_local: true,
+            ..FailoverConfig::default()
+        },
+        Queue::SqsFifo(endpoint) => {
+            let name = format!("ballast-bench-p9-{}", std::process::id());
+            let mut sqs = SqsConfig::local(endpoint, &format!("{name}.fifo"));
+            sqs.offload.bucket = name;
+            sqs.offload.create_bucket = true;
+            FailoverConfig {
+                backend: FailoverBackend::Sqs,
+                sqs,
+                ..FailoverConfig::default()
+            }
+        }
     };
     let ordering = if ordered {
         OrderingConfig::default()
@@ -83,7 +113,13 @@ async fn run(
     };
     wcfg.kafka.bootstrap_servers = c.bootstrap_servers().to_string();
     wcfg.retry.max_number_of_messages = 100;
-    wcfg.retry.wait_time = Duration::from_millis(50);
+    // SQS counts a long poll in whole seconds, and on moto_server one made while this
+    // worker's own batch holds the FIFO group returns only at its end: short polls there.
+    wcfg.retry.wait_time = if wcfg.failover.backend == FailoverBackend::Sqs {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(50)
+    };
     wcfg.retry.health_gate_delay = Duration::from_millis(200);
     wcfg.retry.backoff_base = Duration::from_millis(200);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -176,7 +212,6 @@ async fn run(
     worker.await??;
     gw.stop().await?;
     std::fs::remove_file(&db).ok();
-    let _ = args;
     Ok(figures)
 }
 
@@ -190,12 +225,24 @@ pub async fn divert(args: &BenchArgs) -> anyhow::Result<Divert> {
     eprintln!(
         "bench: P9 ordered failover: a backlog of {backlog} records of one key, then its writes for {window:?} after recovery"
     );
-    let ordered = run(args, true, backlog, window).await?;
-    let unordered = run(args, false, backlog, window).await?;
+    let ordered = run(Queue::Sqlite, true, backlog, window).await?;
+    let unordered = run(Queue::Sqlite, false, backlog, window).await?;
+    let fifo = match crate::bench::failover::sqs_endpoint(args).await {
+        Ok((endpoint, _moto)) => {
+            let backlog = backlog / 10;
+            eprintln!("bench: P9 again on SQS FIFO queues ({endpoint}), a backlog of {backlog}");
+            Ok(FifoDivert {
+                backlog,
+                ordered: run(Queue::SqsFifo(endpoint), true, backlog, window).await?,
+            })
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
     Ok(Divert {
         backlog,
         window_secs: window.as_secs_f64(),
         ordered,
         unordered,
+        fifo,
     })
 }
