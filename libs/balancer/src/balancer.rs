@@ -429,7 +429,7 @@ impl Balancer {
                     && movable_to(s.partition)
                     && states[s.partition].breaker.is_closed(now)
                     && match s.tier {
-                        Tier::Local => true,
+                        Tier::Local => is_local(s.partition),
                         Tier::Spill => local_share < 1.0,
                         Tier::Other => locals == 0,
                     }
@@ -444,6 +444,10 @@ impl Balancer {
                         (0, 0) => return Err(PickError::NoHealthyPartition),
                         (_, 0) => Tier::Local,
                         (0, _) => Tier::Other,
+                        _ if local_share >= 1.0 => {
+                            *local_credit = 0.0;
+                            Tier::Local
+                        }
                         // Local for `local_share` of the choices, over time: the credit
                         // stays within (-1, 1), and a local choice comes first.
                         _ if *local_credit > -1e-9 => {

@@ -75,6 +75,7 @@ pub struct SpilloverConfig {
     /// The share of a topic's unkeyed records that this zone's processes send, in
     /// percent (1 to 100). Unset: an equal share per zone, 100 divided by the number of
     /// racks among the live brokers.
+    #[schemars(range(min = 1, max = 100))]
     pub zone_share_percent: Option<u8>,
 }
 

@@ -427,10 +427,10 @@ async fn sqs_fifo_keeps_order_and_clears_a_drained_divert_with_a_barrier() {
         (1, "leader not available")
     );
 
-    // The head goes back for a second; the entries behind it, untried, are given back at
-    // once. None passes the head, and all three return with it, not a lease later.
+    // The head goes back for 3 s; the entries behind it, untried, are given back at once.
+    // None passes the head, and all three return with it, not a lease later.
     let back = std::time::Instant::now();
-    q.retry_later(&got[0], None, Duration::from_secs(1))
+    q.retry_later(&got[0], None, Duration::from_secs(3))
         .await
         .expect("back");
     q.release(&got[1..]).await.expect("release");
@@ -544,7 +544,7 @@ async fn sqs_fifo_waits_out_an_enqueue_that_died_mid_send() {
         .await
         .expect("proxy");
     let name = unique("ballast-unanswered");
-    let write_timeout = Duration::from_secs(2);
+    let write_timeout = Duration::from_secs(4);
     let q = SqsQueue::connect(
         &SqsConfig {
             offload: S3OffloadConfig {

@@ -196,6 +196,9 @@ enum Decision {
     Dead(DeadInfo),
 }
 
+/// The least time between two receives that found nothing.
+const EMPTY_PAUSE: Duration = Duration::from_millis(50);
+
 impl Worker {
     pub fn new(
         queue: Arc<dyn FailoverQueue>,
@@ -219,14 +222,24 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let depth = self.settings.pipeline_depth.max(1);
         let mut in_hand = FuturesUnordered::new();
+        let mut idle = false;
         while !*stop.borrow() {
             if in_hand.len() >= depth {
                 in_hand.next().await;
                 continue;
             }
-            // The health gate: during a cluster outage, leave the queue alone.
-            if !self.writer.cluster_reachable() {
-                let pause = tokio::time::sleep(self.settings.health_gate_delay);
+            // The health gate: during a cluster outage, leave the queue alone. And after an
+            // empty receive that did not wait (`retry.wait_time` under EMPTY_PAUSE), pause
+            // rather than ask again at once.
+            let pause_for = if !self.writer.cluster_reachable() {
+                Some(self.settings.health_gate_delay)
+            } else if std::mem::take(&mut idle) {
+                Some(EMPTY_PAUSE - self.settings.wait_time)
+            } else {
+                None
+            };
+            if let Some(d) = pause_for {
+                let pause = tokio::time::sleep(d);
                 tokio::pin!(pause);
                 loop {
                     tokio::select! {
@@ -255,7 +268,7 @@ impl Worker {
             match received {
                 None => break,
                 Some(Ok(batch)) if !batch.is_empty() => in_hand.push(self.handle(batch)),
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => idle = self.settings.wait_time < EMPTY_PAUSE,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "receive from the failover queue failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;

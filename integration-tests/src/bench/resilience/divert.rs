@@ -231,10 +231,10 @@ pub async fn divert(args: &BenchArgs) -> anyhow::Result<Divert> {
         Ok((endpoint, _moto)) => {
             let backlog = backlog / 10;
             eprintln!("bench: P9 again on SQS FIFO queues ({endpoint}), a backlog of {backlog}");
-            Ok(FifoDivert {
-                backlog,
-                ordered: run(Queue::SqsFifo(endpoint), true, backlog, window).await?,
-            })
+            run(Queue::SqsFifo(endpoint), true, backlog, window)
+                .await
+                .map(|ordered| FifoDivert { backlog, ordered })
+                .map_err(|e| format!("{e:#}"))
         }
         Err(e) => Err(format!("{e:#}")),
     };

@@ -355,6 +355,8 @@ proptest! {
     ) {
         let mut b = balancer(Some("az-a"), n);
         b.cfg.sticky_records = 3;
+        // Three zones: a zone left with too few healthy partitions spills.
+        b.set_zones(3);
         let mut now = Instant::now();
         let mut leaders = meta(n);
         for (op, key, dt, p, flag) in steps {
@@ -426,9 +428,9 @@ fn zoned(racks: &[&str], spillover: crate::SpilloverConfig) -> Balancer {
     b
 }
 
-/// Unkeyed records placed one at a time, each completed at once: records per partition.
-fn spread(b: &mut Balancer, records: usize) -> Vec<usize> {
-    let now = Instant::now();
+/// Unkeyed records placed one at a time at `now`, each completed at once: records per
+/// partition.
+fn spread(b: &mut Balancer, records: usize, now: Instant) -> Vec<usize> {
     let n = b.partition_count("t").unwrap();
     let mut counts = vec![0; n];
     for _ in 0..records {
@@ -446,14 +448,17 @@ fn a_zone_that_leads_too_few_partitions_spills_the_excess_evenly() {
     // the other five in equal parts.
     let layout = ["az-a", "az-b", "az-b", "az-b", "az-c", "az-c"];
     let mut b = zoned(&layout, crate::SpilloverConfig::default());
-    assert_eq!(spread(&mut b, 6000), [3000, 600, 600, 600, 600, 600]);
+    assert_eq!(
+        spread(&mut b, 6000, Instant::now()),
+        [3000, 600, 600, 600, 600, 600]
+    );
     // Off, everything stays on the one local partition.
     let off = crate::SpilloverConfig {
         enabled: false,
         ..Default::default()
     };
     let mut b = zoned(&layout, off);
-    assert_eq!(spread(&mut b, 600), [600, 0, 0, 0, 0, 0]);
+    assert_eq!(spread(&mut b, 600, Instant::now()), [600, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -461,14 +466,17 @@ fn a_zone_whose_partitions_carry_its_share_stays_local() {
     // 2 of 6 carry a third: all local, in turn.
     let layout = ["az-a", "az-b", "az-a", "az-b", "az-c", "az-c"];
     let mut b = zoned(&layout, crate::SpilloverConfig::default());
-    assert_eq!(spread(&mut b, 600), [300, 0, 300, 0, 0, 0]);
+    assert_eq!(spread(&mut b, 600, Instant::now()), [300, 0, 300, 0, 0, 0]);
     // A zone that says it sends half of the records spills a third of them.
     let half = crate::SpilloverConfig {
         zone_share_percent: Some(50),
         ..Default::default()
     };
     let mut b = zoned(&layout, half);
-    assert_eq!(spread(&mut b, 600), [200, 50, 200, 50, 50, 50]);
+    assert_eq!(
+        spread(&mut b, 600, Instant::now()),
+        [200, 50, 200, 50, 50, 50]
+    );
 }
 
 #[test]
@@ -478,7 +486,7 @@ fn spillover_follows_the_healthy_partitions() {
     let mut b = zoned(&layout, crate::SpilloverConfig::default());
     let now = Instant::now();
     trip(&mut b, 2, now);
-    let counts = spread(&mut b, 5000);
+    let counts = spread(&mut b, 5000, now);
     assert_eq!(counts[2], 0, "{counts:?}");
     // (1/5) / (1/3) = 3/5 local.
     assert_eq!(counts[0], 3000, "{counts:?}");
@@ -535,4 +543,56 @@ fn zone_share_percent_must_be_between_1_and_100() {
         let e = cfg.validate().expect_err("out of range");
         assert!(e.contains("spillover.zone_share_percent"), "{e}");
     }
+}
+
+#[test]
+fn nothing_spills_once_the_zone_can_carry_its_share_again() {
+    // 1 of 6 local: local, then a spill is due.
+    let mut b = zoned(
+        &["az-a", "az-b", "az-b", "az-b", "az-c", "az-c"],
+        crate::SpilloverConfig::default(),
+    );
+    assert_eq!(spread(&mut b, 1, Instant::now()), [1, 0, 0, 0, 0, 0]);
+    // Partition 1's leader moves to az-a: 2 of 6 carry a third, and the spill owed goes.
+    let meta: Vec<PartitionMeta> = ["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"]
+        .iter()
+        .enumerate()
+        .map(|(p, r)| PartitionMeta {
+            partition: p as i32,
+            leader: Some(p as i32),
+            leader_rack: Some(r.to_string()),
+        })
+        .collect();
+    b.update_topic("t", &meta);
+    assert_eq!(spread(&mut b, 10, Instant::now()), [5, 5, 0, 0, 0, 0]);
+}
+
+#[test]
+fn a_local_run_ends_when_its_leader_leaves_the_zone() {
+    let racks = |moved: Option<usize>| -> Vec<PartitionMeta> {
+        ["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"]
+            .iter()
+            .enumerate()
+            .map(|(p, r)| PartitionMeta {
+                partition: p as i32,
+                leader: Some(p as i32),
+                leader_rack: Some(if moved == Some(p) { "az-b" } else { r }.to_string()),
+            })
+            .collect()
+    };
+    let mut b = Balancer::new(BalancerConfig {
+        rack: Some("az-a".into()),
+        sticky_records: 10,
+        ..BalancerConfig::default()
+    });
+    b.set_zones(3);
+    b.update_topic("t", &racks(None));
+    let now = Instant::now();
+    let first = b.pick(&unkeyed(&[]), now).unwrap();
+    b.complete("t", &first, None, now);
+    assert!(first.local);
+    b.update_topic("t", &racks(Some(first.partition as usize)));
+    let next = b.pick(&unkeyed(&[]), now).unwrap();
+    assert!(next.local, "{next:?}");
+    assert_ne!(next.partition, first.partition);
 }

@@ -281,10 +281,14 @@ impl SqsQueue {
         // The mark as this receive read it, then as read again after a write that changed
         // it but not its generation (a send recorded, an attempt count).
         let mut read = read.cloned().flatten();
-        for _ in 0..RACES {
+        for race in 0..=RACES {
             let Some(r) = read.take() else { break };
             let m = &r.mark;
             if barrier != format!("{}/{}", m.epoch, m.gen) || m.dead.is_some() {
+                break;
+            }
+            if race == RACES {
+                tracing::warn!(partition = %key, "divert mark kept changing under the barrier; the sweep sends another within 6 minutes");
                 break;
             }
             if marks.delete(key, &r.etag).await? {
@@ -505,5 +509,81 @@ impl SqsQueue {
                 .map_err(err_sdk)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_testkit::deps::{hostport, unique, Moto};
+    use ballast_testkit::fault_proxy::{Fault, FaultProxy};
+
+    fn body() -> Vec<u8> {
+        envelope::encode(&envelope::Envelope {
+            topic: "t".into(),
+            value: b"v".to_vec().into(),
+            message_id: "m".into(),
+            ..Default::default()
+        })
+    }
+
+    async fn sending(q: &SqsQueue, key: &str) -> usize {
+        let marks = q.marks.as_ref().expect("marks");
+        marks
+            .get(key)
+            .await
+            .expect("read")
+            .map_or(0, |r| r.mark.sending.len())
+    }
+
+    /// An enqueue whose send did not answer within `failover.write_timeout` (its outcome
+    /// unknown) leaves its bump among the sends under way; one whose send answered takes
+    /// it out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_an_answered_send_is_recorded() {
+        let moto = Moto::start();
+        let proxy = FaultProxy::start(hostport(&moto.endpoint()))
+            .await
+            .expect("proxy");
+        let mut cfg = SqsConfig::local(
+            format!("http://{}", proxy.host_port()),
+            &format!("{}.fifo", unique("ballast-sent")),
+        );
+        cfg.offload.bucket = unique("ballast-sent").to_lowercase();
+        cfg.offload.create_bucket = true;
+        let q = SqsQueue::connect(&cfg, Duration::from_secs(1))
+            .await
+            .expect("fifo on moto");
+        let (bodies, order) = ([body()], [Some("t/0".to_string())]);
+
+        proxy.set(Fault::HoldRequests("AmazonSQS.SendMessageBatch"));
+        let e = q
+            .enqueue_ordered(&bodies, &order, Duration::ZERO)
+            .await
+            .expect_err("held past write_timeout");
+        assert!(e.may_hold(), "{e}");
+        proxy.set(Fault::Cut);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.set(Fault::None);
+        // Long enough for a record of the send, had one been made.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(sending(&q, "t/0").await, 1, "the unknown send still counts");
+
+        q.enqueue_ordered(&bodies, &order, Duration::ZERO)
+            .await
+            .expect("sent");
+        let start = std::time::Instant::now();
+        while sending(&q, "t/0").await != 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Two bumps, and the answered one taken out again.
+        let marks = q.marks.as_ref().expect("marks");
+        let m = marks.get("t/0").await.expect("read").expect("a mark").mark;
+        assert_eq!((m.gen, m.sending.len()), (2, 1), "{m:?}");
+        assert_eq!(
+            m.sending[0].gen, 1,
+            "the unknown send's bump is the one left"
+        );
     }
 }

@@ -46,11 +46,22 @@ pub(crate) struct Sending {
     pub send_by: i64,
 }
 
+/// A bump whose send never answered is dropped from the mark this long past its
+/// `send_by`, by the next bump (it stopped counting long before).
+const FORGET_SENDING_MS: i64 = 60_000;
+
 impl Mark {
     /// Whether no send of a bump so far can still land at `now`: each has answered, or
     /// its `send_by` is `margin_ms` past.
     pub(crate) fn quiet(&self, now_ms: i64, margin_ms: i64) -> bool {
         self.sending.iter().all(|s| now_ms >= s.send_by + margin_ms)
+    }
+
+    /// Drops the sends under way that stopped counting long ago, so that a partition
+    /// written without a pause, whose sends sometimes never answer, keeps a small mark.
+    fn forget_stale(&mut self, now_ms: i64) {
+        self.sending
+            .retain(|s| now_ms < s.send_by + FORGET_SENDING_MS);
     }
 }
 
@@ -229,6 +240,7 @@ impl Marks {
                 });
                 m.gen += 1;
                 m.bumped_at = now_ms;
+                m.forget_stale(now_ms);
                 m.sending.push(Sending {
                     gen: m.gen,
                     send_by,
