@@ -405,6 +405,19 @@ proptest! {
     }
 }
 
+/// Partition `p` led by broker `p` in `racks[p]`.
+fn led_in(racks: &[&str]) -> Vec<PartitionMeta> {
+    racks
+        .iter()
+        .enumerate()
+        .map(|(p, r)| PartitionMeta {
+            partition: p as i32,
+            leader: Some(p as i32),
+            leader_rack: Some(r.to_string()),
+        })
+        .collect()
+}
+
 /// A topic whose partition `p` is led in `racks[p]`, on a balancer in az-a among three
 /// zones.
 fn zoned(racks: &[&str], spillover: crate::SpilloverConfig) -> Balancer {
@@ -415,16 +428,7 @@ fn zoned(racks: &[&str], spillover: crate::SpilloverConfig) -> Balancer {
         ..BalancerConfig::default()
     });
     b.set_zones(3);
-    let meta: Vec<PartitionMeta> = racks
-        .iter()
-        .enumerate()
-        .map(|(p, r)| PartitionMeta {
-            partition: p as i32,
-            leader: Some(p as i32),
-            leader_rack: Some(r.to_string()),
-        })
-        .collect();
-    b.update_topic("t", &meta);
+    b.update_topic("t", &led_in(racks));
     b
 }
 
@@ -503,18 +507,7 @@ fn a_spill_run_sticks_like_a_local_one() {
         ..BalancerConfig::default()
     });
     b.set_zones(3);
-    b.update_topic(
-        "t",
-        &layout
-            .iter()
-            .enumerate()
-            .map(|(p, r)| PartitionMeta {
-                partition: p as i32,
-                leader: Some(p as i32),
-                leader_rack: Some(r.to_string()),
-            })
-            .collect::<Vec<_>>(),
-    );
+    b.update_topic("t", &led_in(&layout));
     let now = Instant::now();
     let picks: Vec<i32> = (0..40)
         .map(|_| {
@@ -554,31 +547,21 @@ fn nothing_spills_once_the_zone_can_carry_its_share_again() {
     );
     assert_eq!(spread(&mut b, 1, Instant::now()), [1, 0, 0, 0, 0, 0]);
     // Partition 1's leader moves to az-a: 2 of 6 carry a third, and the spill owed goes.
-    let meta: Vec<PartitionMeta> = ["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"]
-        .iter()
-        .enumerate()
-        .map(|(p, r)| PartitionMeta {
-            partition: p as i32,
-            leader: Some(p as i32),
-            leader_rack: Some(r.to_string()),
-        })
-        .collect();
-    b.update_topic("t", &meta);
+    b.update_topic(
+        "t",
+        &led_in(&["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"]),
+    );
     assert_eq!(spread(&mut b, 10, Instant::now()), [5, 5, 0, 0, 0, 0]);
 }
 
 #[test]
 fn a_local_run_ends_when_its_leader_leaves_the_zone() {
-    let racks = |moved: Option<usize>| -> Vec<PartitionMeta> {
-        ["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"]
-            .iter()
-            .enumerate()
-            .map(|(p, r)| PartitionMeta {
-                partition: p as i32,
-                leader: Some(p as i32),
-                leader_rack: Some(if moved == Some(p) { "az-b" } else { r }.to_string()),
-            })
-            .collect()
+    let racks = |moved: Option<usize>| {
+        let mut racks = ["az-a", "az-a", "az-b", "az-b", "az-c", "az-c"];
+        if let Some(p) = moved {
+            racks[p] = "az-b";
+        }
+        led_in(&racks)
     };
     let mut b = Balancer::new(BalancerConfig {
         rack: Some("az-a".into()),
